@@ -1,0 +1,127 @@
+"""The framework-neutral truth every backend is checked against: layer shapes, parameters, FLOPs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.arch import ArchError, check_resolution, validate
+
+HIDDEN = 4096
+#: Top-level layers after the blocks, in order, as ``layer_summary`` names them in every backend.
+HEAD_KINDS = ("flatten", "dense", "relu", "dropout", "dense", "relu", "dropout", "dense")
+LAYOUTS = ("NCHW", "NHWC")
+
+Shape = tuple[int, ...]
+
+
+def to_nchw(shape: Shape, layout: str) -> Shape:
+    """Convert a 4-d (or 3-d, batchless) image shape from ``layout`` to NCHW; other ranks pass through."""
+    shape = tuple(int(s) for s in shape)
+    if layout == "NCHW" or len(shape) not in (3, 4):
+        return shape
+    if layout != "NHWC":
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    *batch, h, w, c = shape
+    return (*batch, c, h, w)
+
+
+def from_nchw(shape: Shape, layout: str) -> Shape:
+    """Inverse of :func:`to_nchw`."""
+    shape = tuple(int(s) for s in shape)
+    if layout == "NCHW" or len(shape) not in (3, 4):
+        return shape
+    *batch, c, h, w = shape
+    return (*batch, h, w, c)
+
+
+def check_input_shape(shape: Shape, layout: str, in_channels: int, image_size: int) -> Shape:
+    """Check a batch shape against what a model expects; the error names both and the layout."""
+    shape = tuple(int(s) for s in shape)
+    expected = from_nchw((in_channels, image_size, image_size), layout)
+    if len(shape) == 4 and shape[1:] == expected and shape[0] > 0:
+        return shape
+    hint = ""
+    other = "NHWC" if layout == "NCHW" else "NCHW"
+    if len(shape) == 4 and shape[1:] == from_nchw((in_channels, image_size, image_size), other):
+        hint = f" (that is {other}; this backend takes {layout})"
+    raise ValueError(
+        f"input shape {shape} does not fit this model: expected (N, {', '.join(map(str, expected))}) "
+        f"in {layout} layout{hint}")
+
+
+def expected_summary(arch: object, input_shape: Shape, num_classes: int = 10) -> list[tuple[str, Shape]]:
+    """``(kind, output_shape)`` of every top-level layer for an NCHW ``input_shape`` ((N,)C,H,W)."""
+    blocks = validate(arch)
+    *batch, channels, height, width = input_shape
+    if height != width:
+        raise ArchError(f"VGG here takes square images, got {height}x{width}")
+    check_resolution(blocks, height)
+    out: list[tuple[str, Shape]] = []
+    for _, c in blocks:
+        height //= 2
+        channels = c
+        out.append(("block", (*batch, channels, height, height)))
+    flat = channels * height * height
+    features = (flat, HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, num_classes)
+    out += [(kind, (*batch, n)) for kind, n in zip(HEAD_KINDS, features)]
+    return out
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One weighted layer: its name in the canonical (torchvision) numbering, parameters and FLOPs."""
+
+    name: str
+    params: int
+    flops: int  # forward, per example: multiply-accumulates x 2
+
+
+def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224,
+                    num_classes: int = 10) -> list[Layer]:
+    """Every convolution and dense layer with its parameter and forward-FLOP count."""
+    blocks = validate(arch)
+    size = check_resolution(blocks, image_size)
+    layers: list[Layer] = []
+    index = 0  # torchvision counts every conv, ReLU and pool in ``features``
+    cin = in_channels
+    for num_convs, cout in blocks:
+        for _ in range(num_convs):
+            layers.append(Layer(f"features.{index}", 9 * cin * cout + cout, 2 * 9 * cin * cout * size * size))
+            cin = cout
+            index += 2
+        index += 1
+        size //= 2
+    dims = (cin * size * size, HIDDEN, HIDDEN, num_classes)
+    for i, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(Layer(f"classifier.{3 * i}", n_in * n_out + n_out, 2 * n_in * n_out))
+    return layers
+
+
+def parameter_count(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10) -> int:
+    """Number of trainable parameters (VGG-16, 3 channels, 224, 1000 classes: 138,357,544)."""
+    return sum(layer.params for layer in weighted_layers(arch, in_channels, image_size, num_classes))
+
+
+def flop_count(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
+               training: bool = False) -> int:
+    """FLOPs per example (multiply-accumulates x 2) of the forward pass, or x3 for a training step.
+
+    Per-layer figures are in :func:`weighted_layers`. A training step counts the forward pass plus a
+    backward pass of twice its cost, the usual convention.
+    """
+    forward = sum(layer.flops for layer in weighted_layers(arch, in_channels, image_size, num_classes))
+    return 3 * forward if training else forward
+
+
+def format_summary(rows: list[tuple[str, Shape]]) -> str:
+    """The book's table: one ``kind output shape: (...)`` line per top-level layer."""
+    return "\n".join(f"{kind:<8} output shape:\t{tuple(shape)}" for kind, shape in rows)
+
+
+def trace(layers, x, kind_of, shape_of=lambda y: tuple(y.shape)) -> list[tuple[str, Shape]]:
+    """Run ``x`` through ``layers`` one by one, recording ``(kind_of(layer), output shape)``."""
+    rows = []
+    for layer in layers:
+        x = layer(x)
+        rows.append((kind_of(layer), tuple(int(s) for s in shape_of(x))))
+    return rows

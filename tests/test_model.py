@@ -1,0 +1,137 @@
+"""Shape parity: every backend's layers, parameters and errors against common's analytical truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common import arch, summary
+from common.arch import ArchError
+
+CASES = [  # (arch, image size, in_channels, num_classes)
+    (arch.VGG11, 224, 1, 10),
+    (arch.small(), 224, 1, 10),
+    (arch.small(), 96, 1, 10),
+    (arch.small(), 56, 1, 10),
+    (arch.VGG16, 224, 3, 1000),
+    (arch.VGG19, 224, 3, 1000),
+]
+IDS = ["vgg11-224", "small-224", "small-96", "small-56", "vgg16-224", "vgg19-224"]
+
+
+def test_book_table_for_vgg11():
+    rows = summary.expected_summary(arch.VGG11, (1, 1, 224, 224))
+    assert [shape for kind, shape in rows if kind == "block"] == [
+        (1, 64, 112, 112), (1, 128, 56, 56), (1, 256, 28, 28), (1, 512, 14, 14), (1, 512, 7, 7)]
+    assert rows[5] == ("flatten", (1, 25088))
+    assert [kind for kind, _ in rows[5:]] == list(summary.HEAD_KINDS)
+    assert rows[-1] == ("dense", (1, 10))
+
+
+def test_published_parameter_counts():
+    # torchvision / Keras applications: VGG-16 138,357,544 and VGG-19 143,667,240 parameters
+    assert summary.parameter_count(arch.VGG16, 3, 224, 1000) == 138_357_544
+    assert summary.parameter_count(arch.VGG19, 3, 224, 1000) == 143_667_240
+    assert summary.parameter_count(arch.VGG11, 3, 224, 1000) == 132_863_336
+
+
+def test_flops_of_the_small_net():
+    layers = summary.weighted_layers(arch.small(), 1, 224, 10)
+    assert [layer.name for layer in layers] == [
+        "features.0", "features.3", "features.6", "features.8", "features.11", "features.13",
+        "features.16", "features.18", "classifier.0", "classifier.3", "classifier.6"]
+    assert layers[0].flops == 2 * 9 * 1 * 16 * 224 * 224
+    assert summary.flop_count(arch.small(), 1, 224, 10) == sum(layer.flops for layer in layers)
+    assert summary.flop_count(arch.small(), training=True) == pytest.approx(3.07e9, rel=1e-2)
+
+
+def test_small_divides_channels():
+    assert arch.small() == ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128))
+    assert arch.small(arch.VGG16, 2) == ((2, 32), (2, 64), (3, 128), (3, 256), (3, 256))
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "arch is empty"),
+    (((0, 64),), "num_convs=0"),
+    (((1, -3),), "out_channels=-3"),
+    (((1, 2.5),), "out_channels=2.5"),
+    (((1, 64, 3),), "expected a (num_convs, out_channels) pair"),
+])
+def test_arch_validation(args, message):
+    with pytest.raises(ArchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        arch.validate(args)
+
+
+def test_ratio_that_zeroes_channels():
+    with pytest.raises(ArchError, match="ratio 128 rounds the 64 channels"):
+        arch.small(arch.VGG11, 128)
+
+
+def test_resolution_too_small_names_arch_and_minimum():
+    with pytest.raises(ArchError, match=r"vgg11 has 5 blocks.*28x28.*smallest resolution that works is 32x32"):
+        arch.check_resolution(arch.VGG11, 28)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_summary_matches_analytic_truth(backend, case):
+    blocks, size, channels, classes = case
+    model = backend.VGG(blocks, num_classes=classes, in_channels=channels, image_size=size)
+    shape = summary.from_nchw((1, channels, size, size), backend.LAYOUT)
+    rows = backend.layer_summary(model, shape)
+    got = [(kind, summary.to_nchw(s, backend.LAYOUT)) for kind, s in rows]
+    assert got == summary.expected_summary(blocks, (1, channels, size, size), classes)
+    assert backend.parameter_count(model) == summary.parameter_count(blocks, channels, size, classes)
+
+
+def test_all_backends_agree(all_backends):
+    blocks = arch.small()
+    rows = {}
+    for name, vgg in all_backends.items():
+        model = vgg.VGG(blocks, image_size=56)
+        out = vgg.layer_summary(model, summary.from_nchw((2, 1, 56, 56), vgg.LAYOUT))
+        rows[name] = [(kind, summary.to_nchw(s, vgg.LAYOUT)) for kind, s in out]
+    first = next(iter(rows.values()))
+    assert all(r == first for r in rows.values()), rows
+
+
+def test_vgg_block_shapes(backend):
+    block = backend.vgg_block(2, 8, in_channels=3)
+    x_shape = summary.from_nchw((2, 3, 16, 16), backend.LAYOUT)
+    out = block(_zeros(backend.__name__, x_shape))
+    assert summary.to_nchw(tuple(out.shape), backend.LAYOUT) == (2, 8, 8, 8)
+
+
+def _zeros(module: str, shape):
+    """A zero batch in the backend's own array type."""
+    if module == "vgg_torch":
+        return __import__("torch").zeros(shape)
+    if module == "vgg_mxnet":
+        return __import__("mxnet").np.zeros(shape)
+    return np.zeros(shape, np.float32)  # Keras and JAX layers take NumPy input
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(arch=()), "arch is empty"),
+    (dict(arch=((1, 0),)), "out_channels=0"),
+    (dict(arch=arch.VGG11, image_size=28), "smallest resolution that works is 32x32"),
+    (dict(arch=arch.small(), num_classes=0), "num_classes must be a positive integer"),
+    (dict(arch=arch.small(), dropout=1.5), "dropout must be a probability"),
+])
+def test_backend_rejects_bad_config(backend, kwargs, message):
+    kwargs.setdefault("image_size", 32)
+    with pytest.raises(ArchError, match=message):
+        backend.VGG(**kwargs)
+
+
+def test_wrong_input_layout_is_named(backend):
+    model = backend.VGG(arch.small(), image_size=32)
+    other = summary.from_nchw((1, 1, 32, 32), "NHWC" if backend.LAYOUT == "NCHW" else "NCHW")
+    with pytest.raises(ValueError, match=f"that is .*; this backend takes {backend.LAYOUT}"):
+        backend.layer_summary(model, other)
+
+
+def test_print_layer_summary(backend, capsys):
+    model = backend.VGG(arch.small(), image_size=32)
+    backend.print_layer_summary(model, summary.from_nchw((1, 1, 32, 32), backend.LAYOUT))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 13 and lines[0].startswith("block") and lines[-1].startswith("dense")

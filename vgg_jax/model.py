@@ -1,0 +1,88 @@
+"""VGG in JAX with Flax NNX: NHWC, ``nnx.Sequential`` blocks, Xavier-uniform weights and zero biases."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from common import summary
+from common.arch import Arch, check_model_args, feature_size
+
+LAYOUT = "NHWC"
+_XAVIER = nnx.initializers.xavier_uniform()
+
+
+def max_pool(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 (NHWC)."""
+    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+
+
+def flatten(x: jax.Array) -> jax.Array:
+    """Flatten every axis but the batch axis (NHWC order)."""
+    return x.reshape(x.shape[0], -1)
+
+
+def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1, *,
+              rngs: nnx.Rngs | None = None) -> nnx.Sequential:
+    """``num_convs`` 3x3 convolutions ('SAME' padding) each followed by ReLU, then 2x2 max pooling."""
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    layers = []
+    for _ in range(num_convs):
+        layers += [nnx.Conv(in_channels, out_channels, kernel_size=(3, 3), padding="SAME",
+                            kernel_init=_XAVIER, rngs=rngs), nnx.relu]
+        in_channels = out_channels
+    return nnx.Sequential(*layers, max_pool)
+
+
+class VGG(nnx.Sequential):
+    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense."""
+
+    def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
+                 dropout: float = 0.5, seed: int = 0) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
+        rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+        blocks, channels = [], in_channels
+        for num_convs, out_channels in arch:
+            blocks.append(vgg_block(num_convs, out_channels, channels, rngs=rngs))
+            channels = out_channels
+        flat = channels * feature_size(arch, image_size) ** 2
+        hidden = summary.HIDDEN
+        super().__init__(
+            *blocks, flatten,
+            nnx.Linear(flat, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
+            nnx.Linear(hidden, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
+            nnx.Linear(hidden, num_classes, kernel_init=_XAVIER, rngs=rngs))
+        self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
+        self.image_size, self.dropout = image_size, dropout
+
+
+def _kind(layer) -> str:
+    if isinstance(layer, nnx.Sequential):
+        return "block"
+    if isinstance(layer, nnx.Linear):
+        return "dense"
+    if isinstance(layer, nnx.Dropout):
+        return "dropout"
+    return {flatten: "flatten", nnx.relu: "relu"}[layer]
+
+
+def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:
+    """``(kind, output_shape)`` of every top-level layer for ``input_shape`` (NHWC), traced abstractly."""
+    summary.check_input_shape(input_shape, LAYOUT, model.in_channels, model.image_size)
+    rows: list[tuple[str, tuple]] = []
+    # shapes only, traced abstractly: no FLOPs spent, no dropout key consumed
+    nnx.eval_shape(lambda m: rows.extend(summary.trace(m.layers, jnp.zeros(input_shape), _kind)), model)
+    if verbose:
+        print(summary.format_summary(rows))
+    return rows
+
+
+def print_layer_summary(model: VGG, input_shape: tuple[int, ...]) -> None:
+    """Print the book's table of output shapes."""
+    layer_summary(model, input_shape, verbose=True)
+
+
+def parameter_count(model: VGG) -> int:
+    """Number of trainable parameters."""
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

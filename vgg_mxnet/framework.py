@@ -1,0 +1,22 @@
+"""The one place MXNet is imported: NumPy alias and thread settings must come before ``import mxnet``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy
+
+with warnings.catch_warnings():  # NumPy 1.24-1.26 warn on merely asking for numpy.bool
+    warnings.simplefilter("ignore", FutureWarning)
+    if not hasattr(numpy, "bool"):  # MXNet 1.9.1 uses numpy.bool, which NumPy 1.24+ removed
+        numpy.bool = numpy.bool_
+# MXNet's OpenMP pool uses one core unless told otherwise, and reads this only at import.
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+
+import mxnet as mx  # noqa: E402
+from mxnet import gluon, npx  # noqa: E402
+
+npx.set_np()  # NumPy-compatible arrays (mxnet.np.ndarray) throughout Gluon
+
+__all__ = ["gluon", "mx", "npx"]

@@ -1,0 +1,75 @@
+"""VGG in MXNet Gluon: NCHW, ``HybridSequential`` blocks, Xavier-uniform weights and zero biases."""
+
+from __future__ import annotations
+
+from common import summary
+from common.arch import Arch, check_model_args, feature_size
+from vgg_mxnet.framework import gluon, mx
+
+nn = gluon.nn
+LAYOUT = "NCHW"
+#: Xavier/Glorot uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), as torch, Keras and Flax use.
+XAVIER = mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3)
+
+
+def _kind(layer) -> str:
+    if isinstance(layer, nn.Activation):
+        return "relu"
+    return {nn.HybridSequential: "block", nn.Flatten: "flatten", nn.Dense: "dense",
+            nn.Dropout: "dropout"}[type(layer)]
+
+
+def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1) -> nn.HybridSequential:
+    """``num_convs`` 3x3 convolutions (padding 1) with fused ReLU, then 2x2 max pooling."""
+    block = nn.HybridSequential()
+    for _ in range(num_convs):
+        block.add(nn.Conv2D(out_channels, kernel_size=3, padding=1, activation="relu",
+                            in_channels=in_channels))
+        in_channels = out_channels
+    block.add(nn.MaxPool2D(pool_size=2, strides=2))
+    block.initialize(XAVIER)  # built like the other backends' blocks: parameters exist on return
+    return block
+
+
+class VGG(nn.HybridSequential):
+    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense."""
+
+    def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
+                 dropout: float = 0.5, seed: int = 0) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
+        super().__init__()
+        mx.random.seed(seed)  # Gluon initialisers draw from MXNet's global generator
+        channels = in_channels
+        for num_convs, out_channels in arch:
+            self.add(vgg_block(num_convs, out_channels, channels))
+            channels = out_channels
+        flat = channels * feature_size(arch, image_size) ** 2
+        hidden = summary.HIDDEN
+        head = [nn.Flatten(),
+                nn.Dense(hidden, in_units=flat), nn.Activation("relu"), nn.Dropout(dropout),
+                nn.Dense(hidden, in_units=hidden), nn.Activation("relu"), nn.Dropout(dropout),
+                nn.Dense(num_classes, in_units=hidden)]
+        for layer in head:
+            layer.initialize(XAVIER)  # biases keep Gluon's default zero initialiser
+        self.add(*head)
+        self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
+        self.image_size, self.dropout = image_size, dropout
+
+
+def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:
+    """``(kind, output_shape)`` of every top-level layer for a zero batch of ``input_shape`` (NCHW)."""
+    summary.check_input_shape(input_shape, LAYOUT, model.in_channels, model.image_size)
+    rows = summary.trace(list(model), mx.np.zeros(input_shape), _kind)
+    if verbose:
+        print(summary.format_summary(rows))
+    return rows
+
+
+def print_layer_summary(model: VGG, input_shape: tuple[int, ...]) -> None:
+    """Print the book's table of output shapes."""
+    layer_summary(model, input_shape, verbose=True)
+
+
+def parameter_count(model: VGG) -> int:
+    """Number of trainable parameters."""
+    return sum(p.data().size for p in model.collect_params().values() if p.grad_req != "null")

@@ -1,0 +1,20 @@
+"""The one place TensorFlow and Keras are imported: Keras 3 must run on TensorFlow here."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if "keras" not in sys.modules:
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # Keras 3 follows KERAS_BACKEND; vgg_tf needs TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter off the terminal
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"keras was imported with the {keras.backend.backend()!r} backend before vgg_tf; "
+        "import vgg_tf first or set KERAS_BACKEND=tensorflow")
+
+__all__ = ["keras", "tf"]

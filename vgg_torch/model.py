@@ -1,0 +1,69 @@
+"""VGG in PyTorch: NCHW, ``nn.Sequential`` blocks, Xavier-uniform weights and zero biases."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common import summary
+from common.arch import Arch, check_model_args, feature_size
+
+LAYOUT = "NCHW"
+_KINDS = {nn.Sequential: "block", nn.Flatten: "flatten", nn.Linear: "dense", nn.ReLU: "relu",
+          nn.Dropout: "dropout"}
+
+
+def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1) -> nn.Sequential:
+    """``num_convs`` 3x3 convolutions (padding 1) each followed by ReLU, then 2x2 max pooling."""
+    layers: list[nn.Module] = []
+    for _ in range(num_convs):
+        layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+        in_channels = out_channels
+    layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Sequential):
+    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense."""
+
+    def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
+                 dropout: float = 0.5, seed: int = 0) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
+        with torch.random.fork_rng(devices=[]):  # seed the init without touching the global RNG
+            torch.manual_seed(seed)
+            blocks, channels = [], in_channels
+            for num_convs, out_channels in arch:
+                blocks.append(vgg_block(num_convs, out_channels, channels))
+                channels = out_channels
+            flat = channels * feature_size(arch, image_size) ** 2
+            super().__init__(
+                *blocks, nn.Flatten(),
+                nn.Linear(flat, summary.HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(summary.HIDDEN, summary.HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(summary.HIDDEN, num_classes))
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
+        self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
+        self.image_size, self.dropout = image_size, dropout
+
+
+def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:
+    """``(kind, output_shape)`` of every top-level layer for a zero batch of ``input_shape`` (NCHW)."""
+    summary.check_input_shape(input_shape, LAYOUT, model.in_channels, model.image_size)
+    with torch.no_grad():
+        rows = summary.trace(model, torch.zeros(input_shape), lambda layer: _KINDS[type(layer)])
+    if verbose:
+        print(summary.format_summary(rows))
+    return rows
+
+
+def print_layer_summary(model: VGG, input_shape: tuple[int, ...]) -> None:
+    """Print the book's table of output shapes."""
+    layer_summary(model, input_shape, verbose=True)
+
+
+def parameter_count(model: VGG) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
