@@ -1,0 +1,93 @@
+"""Training, evaluation and native save/load for the PyTorch VGG; the loop itself is common.training.fit."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common import atomic, training
+from common.history import History
+from vgg_torch.model import VGG
+
+MODEL_SUFFIX = ".pt"
+
+
+class _Engine:
+    """One SGD step per batch in eager PyTorch (CPU ops run synchronously, so ``.item()`` costs nothing)."""
+
+    def __init__(self, model: VGG, recipe: training.Recipe) -> None:
+        self.model = model
+        self.params = list(model.parameters())
+        self.optimizer = torch.optim.SGD(self.params, lr=recipe.lr, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay)
+
+    def reseed(self, seed: int) -> None:
+        torch.manual_seed(seed)  # dropout draws from the global generator
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> tuple[float, int]:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item(), int((logits.argmax(1) == labels).sum())
+
+    def evaluate(self, batches) -> float:
+        return evaluate(self.model, batches)
+
+    def state(self) -> dict[str, np.ndarray]:
+        arrays = {f"model.{k}": v.numpy() for k, v in self.model.state_dict().items()}
+        for i, p in enumerate(self.params):
+            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                arrays[f"optimizer.{i}.momentum_buffer"] = buf.numpy()
+        return arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.model.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("model.")})
+        for i, p in enumerate(self.params):
+            if f"optimizer.{i}.momentum_buffer" in arrays:
+                self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(arrays[f"optimizer.{i}.momentum_buffer"])
+
+
+def train(model: VGG, data, *, epochs: int = 10, lr: float = 0.05, batch_size: int = 128, seed: int = 0,
+          checkpoint_dir: str | Path | None = None, resume: bool = False, momentum: float = 0.0,
+          weight_decay: float = 0.0, schedule: str = "constant", warmup_epochs: float = 0.0,
+          progress: bool = True, log=print) -> History:
+    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD; see common.training."""
+    recipe = training.Recipe(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, momentum=momentum,
+                             weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
+    train_batches, test_batches = training.batches_for(data, recipe)
+    return training.fit(_Engine(model, recipe), train_batches, test_batches, recipe,
+                        run=training.run_info("torch", model), checkpoint_dir=checkpoint_dir, resume=resume,
+                        progress=progress, log=log)
+
+
+def evaluate(model: VGG, data) -> float:
+    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
+    model.eval()
+    with torch.inference_mode():
+        return training.accuracy(training.test_batches(data),
+                                 lambda x, y: (model(x).argmax(1) == y).sum().item())
+
+
+def save(model: VGG, path: str | Path) -> Path:
+    """Save config and ``state_dict`` with ``torch.save`` (atomically)."""
+    buf = io.BytesIO()
+    torch.save({"config": training.model_config(model), "state_dict": model.state_dict()}, buf)
+    return atomic.write_bytes(path, buf.getvalue())
+
+
+def load(path: str | Path) -> VGG:
+    """Rebuild a model written by :func:`save`."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = VGG(**training.config_args(blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    return model
