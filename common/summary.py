@@ -69,11 +69,18 @@ def expected_summary(arch: object, input_shape: Shape, num_classes: int = 10) ->
 
 @dataclass(frozen=True)
 class Layer:
-    """One weighted layer: its name in the canonical (torchvision) numbering, parameters and FLOPs."""
+    """One weighted layer: its name in the canonical (torchvision) numbering, weight shape, FLOPs."""
 
     name: str
-    params: int
+    shape: tuple[int, ...]  # torchvision layout: (out, in, 3, 3) or (out, in); the bias is (out,)
     flops: int  # forward, per example: multiply-accumulates x 2
+
+    @property
+    def params(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n + self.shape[0]
 
 
 def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224,
@@ -86,14 +93,14 @@ def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224,
     cin = in_channels
     for num_convs, cout in blocks:
         for _ in range(num_convs):
-            layers.append(Layer(f"features.{index}", 9 * cin * cout + cout, 2 * 9 * cin * cout * size * size))
+            layers.append(Layer(f"features.{index}", (cout, cin, 3, 3), 2 * 9 * cin * cout * size * size))
             cin = cout
             index += 2
         index += 1
         size //= 2
     dims = (cin * size * size, HIDDEN, HIDDEN, num_classes)
     for i, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(Layer(f"classifier.{3 * i}", n_in * n_out + n_out, 2 * n_in * n_out))
+        layers.append(Layer(f"classifier.{3 * i}", (n_out, n_in), 2 * n_in * n_out))
     return layers
 
 

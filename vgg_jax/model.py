@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 from flax import nnx
 
-from common import summary
+from common import inference, summary
 from common.arch import Arch, check_model_args, feature_size
 
 LAYOUT = "NHWC"
@@ -86,3 +87,17 @@ def print_layer_summary(model: VGG, input_shape: tuple[int, ...]) -> None:
 def parameter_count(model: VGG) -> int:
     """Number of trainable parameters."""
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@nnx.jit
+def _logits(model: VGG, images: jax.Array) -> jax.Array:
+    return model(images)
+
+
+def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits for NumPy ``images`` (N, H, W, C), dropout off, computed ``batch_size`` at a time."""
+    model.eval()
+    try:
+        return inference.predict_batches(model, images, LAYOUT, lambda x: _logits(model, x), batch_size)
+    finally:
+        model.train()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from common import summary
+import numpy as np
+
+from common import inference, summary
 from common.arch import Arch, check_model_args, feature_size
 from vgg_mxnet.framework import gluon, mx
 
@@ -73,3 +75,8 @@ def print_layer_summary(model: VGG, input_shape: tuple[int, ...]) -> None:
 def parameter_count(model: VGG) -> int:
     """Number of trainable parameters."""
     return sum(p.data().size for p in model.collect_params().values() if p.grad_req != "null")
+
+
+def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits for NumPy ``images`` (N, C, H, W), dropout off (outside autograd.record), ``batch_size`` at a time."""
+    return inference.predict_batches(model, images, LAYOUT, lambda x: model(mx.np.array(x)).asnumpy(), batch_size)

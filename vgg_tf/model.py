@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from common import summary
+import numpy as np
+
+from common import inference, summary
 from common.arch import Arch, check_model_args
 from vgg_tf.framework import keras, tf
 
@@ -58,3 +60,9 @@ def print_layer_summary(model: VGG, input_shape: tuple[int, ...]) -> None:
 def parameter_count(model: VGG) -> int:
     """Number of trainable parameters."""
     return int(sum(w.numpy().size for w in model.trainable_weights))
+
+
+def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits for NumPy ``images`` (N, H, W, C), dropout off, computed ``batch_size`` at a time."""
+    return inference.predict_batches(model, images, LAYOUT, lambda x: model(x, training=False).numpy(),
+                                     batch_size)

@@ -1,0 +1,45 @@
+"""A NumPy forward pass of canonical weights (eval mode, NCHW, float64): the parity suite's referee.
+
+It belongs to no framework, so a bug shared by two backends still shows up against it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from common.weights import DENSE
+
+
+def conv3x3_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """3x3 convolution, padding 1, stride 1, then ReLU; (N, C, H, W) -> (N, O, H, W), via one BLAS product."""
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = sliding_window_view(padded, (3, 3), axis=(2, 3))  # (N, C, H, W, 3, 3), no copy
+    out = np.tensordot(windows, weight, axes=([1, 4, 5], [1, 2, 3]))  # (N, H, W, O)
+    return np.maximum(out + bias, 0).transpose(0, 3, 1, 2)
+
+
+def max_pool2x2(x: np.ndarray) -> np.ndarray:
+    """2x2 max pooling with stride 2, dropping an odd last row/column as every framework does."""
+    n, c, h, w = x.shape
+    x = x[:, :, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def forward(weights: dict[str, np.ndarray], arch, images: np.ndarray) -> np.ndarray:
+    """Logits of a VGG with canonical ``weights`` for NCHW ``images``, dropout off."""
+    x = np.asarray(images, dtype=np.float64)
+    index = 0
+    for num_convs, _ in arch:
+        for _ in range(num_convs):
+            x = conv3x3_relu(x, weights[f"features.{index}.weight"].astype(np.float64),
+                             weights[f"features.{index}.bias"].astype(np.float64))
+            index += 2
+        x = max_pool2x2(x)
+        index += 1
+    x = x.reshape(len(x), -1)
+    for i, name in enumerate(DENSE):
+        x = x @ weights[f"{name}.weight"].T.astype(np.float64) + weights[f"{name}.bias"]
+        if i < len(DENSE) - 1:
+            x = np.maximum(x, 0)
+    return x

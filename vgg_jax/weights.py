@@ -1,0 +1,46 @@
+"""Flax NNX VGG <-> the canonical (torchvision) weight format in common.weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from common import weights as canonical
+from vgg_jax.model import LAYOUT, VGG
+
+
+def _layers(model: VGG, kind: type) -> list:
+    found = []
+    for layer in model.layers:
+        found += [m for m in layer.layers if isinstance(m, kind)] if isinstance(layer, nnx.Sequential) else (
+            [layer] if isinstance(layer, kind) else [])
+    return found
+
+
+def export_weights(model: VGG) -> dict[str, np.ndarray]:
+    """The model's weights under torchvision's names and layouts."""
+    pairs = [[(np.asarray(m.kernel[...]), np.asarray(m.bias[...])) for m in _layers(model, kind)]
+             for kind in (nnx.Conv, nnx.Linear)]
+    return canonical.to_canonical(model, *pairs, LAYOUT)
+
+
+def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
+    """Load canonical ``weights`` into ``model``; checks every name and shape before changing anything."""
+    convs, denses = canonical.from_canonical(model, weights, LAYOUT)
+    for kind, pairs in ((nnx.Conv, convs), (nnx.Linear, denses)):
+        for m, (w, b) in zip(_layers(model, kind), pairs, strict=True):
+            m.kernel.value = jnp.asarray(w)
+            m.bias.value = jnp.asarray(b)
+
+
+def save_weights(model: VGG, path: str | Path) -> Path:
+    """Write the canonical weights to a safetensors file."""
+    return canonical.save_file(export_weights(model), path)
+
+
+def load_weights(model: VGG, path: str | Path) -> None:
+    """Read a canonical safetensors file (ours or a torchvision ``state_dict``) into ``model``."""
+    import_weights(model, canonical.load(path))

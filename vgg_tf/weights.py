@@ -1,0 +1,45 @@
+"""Keras VGG <-> the canonical (torchvision) weight format in common.weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from common import weights as canonical
+from vgg_tf.framework import keras
+from vgg_tf.model import LAYOUT, VGG
+
+
+def _layers(model: VGG, kind: type) -> list:
+    found = []
+    for layer in model.layers:
+        found += [m for m in layer.layers if isinstance(m, kind)] if isinstance(layer, keras.Sequential) else (
+            [layer] if isinstance(layer, kind) else [])
+    return found
+
+
+def export_weights(model: VGG) -> dict[str, np.ndarray]:
+    """The model's weights under torchvision's names and layouts."""
+    pairs = [[(m.kernel.numpy(), m.bias.numpy()) for m in _layers(model, kind)]
+             for kind in (keras.layers.Conv2D, keras.layers.Dense)]
+    return canonical.to_canonical(model, *pairs, LAYOUT)
+
+
+def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
+    """Load canonical ``weights`` into ``model``; checks every name and shape before changing anything."""
+    convs, denses = canonical.from_canonical(model, weights, LAYOUT)
+    for kind, pairs in ((keras.layers.Conv2D, convs), (keras.layers.Dense, denses)):
+        for m, (w, b) in zip(_layers(model, kind), pairs, strict=True):
+            m.kernel.assign(w)
+            m.bias.assign(b)
+
+
+def save_weights(model: VGG, path: str | Path) -> Path:
+    """Write the canonical weights to a safetensors file."""
+    return canonical.save_file(export_weights(model), path)
+
+
+def load_weights(model: VGG, path: str | Path) -> None:
+    """Read a canonical safetensors file (ours or a torchvision ``state_dict``) into ``model``."""
+    import_weights(model, canonical.load(path))

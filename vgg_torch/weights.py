@@ -1,0 +1,43 @@
+"""PyTorch VGG <-> the canonical (torchvision) weight format in common.weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import weights as canonical
+from vgg_torch.model import LAYOUT, VGG
+
+
+def _layers(model: VGG, kind: type) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def export_weights(model: VGG) -> dict[str, np.ndarray]:
+    """The model's weights under torchvision's names and layouts."""
+    pairs = [[(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in _layers(model, kind)]
+             for kind in (nn.Conv2d, nn.Linear)]
+    return canonical.to_canonical(model, *pairs, LAYOUT)
+
+
+def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
+    """Load canonical ``weights`` into ``model``; checks every name and shape before changing anything."""
+    convs, denses = canonical.from_canonical(model, weights, LAYOUT)
+    with torch.no_grad():
+        for kind, pairs in ((nn.Conv2d, convs), (nn.Linear, denses)):
+            for m, (w, b) in zip(_layers(model, kind), pairs, strict=True):
+                m.weight.copy_(torch.from_numpy(w))
+                m.bias.copy_(torch.from_numpy(b))
+
+
+def save_weights(model: VGG, path: str | Path) -> Path:
+    """Write the canonical weights to a safetensors file."""
+    return canonical.save_file(export_weights(model), path)
+
+
+def load_weights(model: VGG, path: str | Path) -> None:
+    """Read a canonical safetensors file (ours or a torchvision ``state_dict``) into ``model``."""
+    import_weights(model, canonical.load(path))
