@@ -6,9 +6,10 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
-from common import weights as canonical
+from common import inference, weights as canonical
 from vgg_jax.model import LAYOUT, VGG
 
 
@@ -44,3 +45,19 @@ def save_weights(model: VGG, path: str | Path) -> Path:
 def load_weights(model: VGG, path: str | Path) -> None:
     """Read a canonical safetensors file (ours or a torchvision ``state_dict``) into ``model``."""
     import_weights(model, canonical.load(path))
+
+
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy with respect to every weight, dropout off, canonical layout."""
+    inference.check_images(model, images, LAYOUT)
+
+    def loss(m: VGG) -> jnp.ndarray:
+        return optax.softmax_cross_entropy_with_integer_labels(m(jnp.asarray(images)), jnp.asarray(labels)).mean()
+
+    model.eval()
+    try:
+        grads = nnx.grad(loss)(model)
+    finally:
+        model.train()
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    return export_weights(nnx.merge(graphdef, grads, rest))  # a twin whose parameters hold the gradients

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import weights as canonical
+from common import inference, weights as canonical
 from vgg_mxnet.framework import gluon, mx
 from vgg_mxnet.model import LAYOUT, VGG
 
@@ -43,3 +43,19 @@ def save_weights(model: VGG, path: str | Path) -> Path:
 def load_weights(model: VGG, path: str | Path) -> None:
     """Read a canonical safetensors file (ours or a torchvision ``state_dict``) into ``model``."""
     import_weights(model, canonical.load(path))
+
+
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy with respect to every weight, dropout off, canonical layout."""
+    inference.check_images(model, images, LAYOUT)
+    x = mx.np.array(images)
+    # Recorded in train mode with the dropout layers skipped: under oneDNN, MXNet 1.9.1's max-pool
+    # backward is wrong when recorded with train_mode=False (it keeps no workspace).
+    with mx.autograd.record(train_mode=True):
+        for layer in model:
+            x = x if isinstance(layer, gluon.nn.Dropout) else layer(x)
+        loss = gluon.loss.SoftmaxCrossEntropyLoss()(x, mx.np.array(labels)).mean()
+    loss.backward()
+    pairs = [[(m.weight.grad().asnumpy(), m.bias.grad().asnumpy()) for m in _layers(model, kind)]
+             for kind in (gluon.nn.Conv2D, gluon.nn.Dense)]
+    return canonical.to_canonical(model, *pairs, LAYOUT)

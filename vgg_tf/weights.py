@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import weights as canonical
-from vgg_tf.framework import keras
+from common import inference, weights as canonical
+from vgg_tf.framework import keras, tf
 from vgg_tf.model import LAYOUT, VGG
 
 
@@ -43,3 +43,16 @@ def save_weights(model: VGG, path: str | Path) -> Path:
 def load_weights(model: VGG, path: str | Path) -> None:
     """Read a canonical safetensors file (ours or a torchvision ``state_dict``) into ``model``."""
     import_weights(model, canonical.load(path))
+
+
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy with respect to every weight, dropout off, canonical layout."""
+    inference.check_images(model, images, LAYOUT)
+    layers = [_layers(model, kind) for kind in (keras.layers.Conv2D, keras.layers.Dense)]
+    variables = [v for group in layers for m in group for v in (m.kernel, m.bias)]
+    with tf.GradientTape() as tape:
+        logits = model(images, training=False)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+    grads = iter(g.numpy() for g in tape.gradient(loss, variables))
+    pairs = [[(next(grads), next(grads)) for _ in group] for group in layers]
+    return canonical.to_canonical(model, *pairs, LAYOUT)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from common import weights as canonical
+from common import inference, weights as canonical
 from vgg_torch.model import LAYOUT, VGG
 
 
@@ -41,3 +42,15 @@ def save_weights(model: VGG, path: str | Path) -> Path:
 def load_weights(model: VGG, path: str | Path) -> None:
     """Read a canonical safetensors file (ours or a torchvision ``state_dict``) into ``model``."""
     import_weights(model, canonical.load(path))
+
+
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy with respect to every weight, dropout off, canonical layout."""
+    inference.check_images(model, images, LAYOUT)
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(torch.from_numpy(images)), torch.from_numpy(np.asarray(labels, np.int64))).backward()
+    pairs = [[(m.weight.grad.numpy().copy(), m.bias.grad.numpy().copy()) for m in _layers(model, kind)]
+             for kind in (nn.Conv2d, nn.Linear)]
+    model.zero_grad(set_to_none=True)
+    return canonical.to_canonical(model, *pairs, LAYOUT)
