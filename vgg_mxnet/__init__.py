@@ -2,5 +2,7 @@
 
 from vgg_mxnet.model import (LAYOUT, VGG, layer_summary, parameter_count, predict,
     print_layer_summary, vgg_block)
+from vgg_mxnet.train import MODEL_SUFFIX, evaluate, load, save, train
 
-__all__ = ["LAYOUT", "VGG", "layer_summary", "parameter_count", "predict", "print_layer_summary", "vgg_block"]
+__all__ = ["LAYOUT", "MODEL_SUFFIX", "VGG", "evaluate", "layer_summary", "load", "parameter_count", "predict",
+           "print_layer_summary", "save", "train", "vgg_block"]

@@ -1,0 +1,173 @@
+"""Training, evaluation and native save/load for the MXNet Gluon VGG; the loop itself is common.training.fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from common import training
+from common.history import History
+from vgg_mxnet.framework import gluon, mx, npx
+from vgg_mxnet.model import VGG
+
+MODEL_SUFFIX = ".params"
+_CONFIG_KEY = "config"  # no "." in it, so the file still loads with VGG(...).load_parameters(path, ignore_extra=True)
+
+
+def _params(model: VGG) -> dict:
+    """Structural name ("0.0.weight", as ``save_parameters`` writes) -> Parameter; stable across processes,
+    unlike Gluon's global-counter names ("conv3_weight")."""
+    return model._collect_params_with_prefix()
+
+
+def _set_params(model: VGG, arrays: dict, source: str) -> None:
+    """Copy ``arrays`` (name -> NumPy or MXNet array) into ``model``; every name and shape is checked first."""
+    params = _params(model)
+    missing, unexpected = sorted(set(params) - set(arrays)), sorted(set(arrays) - set(params))
+    wrong = [f"{k} {tuple(arrays[k].shape)} (expected {params[k].shape})" for k in params
+             if k in arrays and tuple(arrays[k].shape) != tuple(params[k].shape)]
+    problems = [f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
+                for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
+                if items]
+    if problems:
+        raise ValueError(f"{source} does not fit this model; " + "; ".join(problems))
+    for name, param in params.items():
+        value = arrays[name]
+        param.set_data(value if isinstance(value, mx.np.ndarray) else mx.np.array(value, dtype=value.dtype))
+
+
+def _as_mx(x):
+    """Batches are normally mxnet.np arrays already; NumPy arrays are accepted too."""
+    return x if isinstance(x, mx.np.ndarray) else mx.np.array(x, dtype=x.dtype)
+
+
+class _Engine:
+    """One SGD step per batch on a hybridized (CachedOp) Gluon graph; MXNet runs asynchronously, so
+    the ``.item()`` calls on loss and correct count are the only waits per step.
+
+    ``hybridize(static_alloc=True, static_shape=True)`` measured on ``arch.small()`` at 56x56, batch 128,
+    2 CPU cores shared with other jobs (so noisy), mean of 10 steps after 3 warm-up steps, 5 runs each:
+    eager best 0.329 s/step (389 ex/s), median 0.40; hybridized best 0.229 s/step (560 ex/s), median
+    0.26: about 1.4-1.5x faster.
+    """
+
+    def __init__(self, model: VGG, recipe: training.Recipe) -> None:
+        self.model = model
+        model.hybridize(static_alloc=True, static_shape=True)
+        self.loss = gluon.loss.SoftmaxCrossEntropyLoss()  # per-example loss of integer labels on logits
+        # kvstore=None: one CPU context, so the Trainer updates in place without a KVStore.
+        # MXNet's wd is coupled L2 (added to the gradient) as in torch.optim.SGD. Its momentum buffer
+        # holds lr * velocity (mom = m*mom - lr*(grad + wd*w); w += mom) where torch keeps the velocity
+        # (buf = m*buf + grad + wd*w; w -= lr*buf): the two agree only while lr is constant; under
+        # warm-up or cosine decay MXNet's past steps keep the lr they were taken with.
+        self.trainer = gluon.Trainer(model.collect_params(), "sgd",
+                                     {"learning_rate": recipe.lr, "momentum": recipe.momentum,
+                                      "wd": recipe.weight_decay}, kvstore=None)
+        names = {id(p): name for name, p in _params(model).items()}
+        self.names = [names[id(p)] for p in self.trainer._params]  # optimizer state index -> parameter name
+
+    def reseed(self, seed: int) -> None:
+        # Dropout draws from MXNet's global generator, which has no state getter/setter: the loop
+        # reseeds every epoch so the masks are a function of (seed, epoch) and a resumed run repeats them.
+        mx.random.seed(seed)
+
+    def step(self, images, labels, lr: float) -> tuple[float, int]:
+        images, labels = _as_mx(images), _as_mx(labels)
+        self.trainer.set_learning_rate(lr)
+        with mx.autograd.record():  # training mode: dropout on
+            logits = self.model(images)
+            loss = self.loss(logits, labels)
+        loss.backward()  # sum of per-example gradients ...
+        self.trainer.step(images.shape[0])  # ... rescaled by 1/batch: the mean gradient, as torch's mean loss
+        correct = (logits.argmax(axis=1) == labels.astype(np.int64)).sum()
+        return loss.mean().item(), int(correct.item())
+
+    def evaluate(self, batches) -> float:
+        return evaluate(self.model, batches)
+
+    def _updaters(self) -> list:
+        return self.trainer._updaters  # one per context; a single CPU one here
+
+    def state(self) -> dict[str, np.ndarray]:
+        arrays = {f"model.{k}": p.data().asnumpy() for k, p in _params(self.model).items()}
+        # The momentum buffers read straight from the updater (what save_states would pickle): plain
+        # arrays, no pickle in checkpoints. Absent before the first step and when momentum is 0.
+        for i, buf in self._updaters()[0].states.items():
+            if buf is not None:
+                arrays[f"optimizer.{self.names[i]}.momentum"] = buf.asnumpy()
+        return arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        _set_params(self.model, {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}, "checkpoint")
+        for updater in self._updaters():
+            for i, name in enumerate(self.names):
+                buf = arrays.get(f"optimizer.{name}.momentum")
+                if buf is not None and self.trainer.optimizer.momentum > 0:
+                    weight = self.trainer._params[i].data()
+                    updater.states[i] = mx.nd.array(buf, ctx=weight.ctx, dtype=buf.dtype)
+                    updater.states_synced[i] = True
+
+
+def train(model: VGG, data, *, epochs: int = 10, lr: float = 0.05, batch_size: int = 128, seed: int = 0,
+          checkpoint_dir: str | Path | None = None, resume: bool = False, momentum: float = 0.0,
+          weight_decay: float = 0.0, schedule: str = "constant", warmup_epochs: float = 0.0,
+          progress: bool = True, log=print) -> History:
+    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD; see common.training."""
+    recipe = training.Recipe(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, momentum=momentum,
+                             weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
+    train_batches, test_batches = training.batches_for(data, recipe)
+    return training.fit(_Engine(model, recipe), train_batches, test_batches, recipe,
+                        run=training.run_info("mxnet", model), checkpoint_dir=checkpoint_dir, resume=resume,
+                        progress=progress, log=log)
+
+
+def evaluate(model: VGG, data) -> float:
+    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
+    def count(images, labels) -> int:  # outside autograd.record(): predict mode, dropout off
+        labels = _as_mx(labels)
+        return int((model(_as_mx(images)).argmax(axis=1) == labels.astype(np.int64)).sum().item())
+    return training.accuracy(training.test_batches(data), count)
+
+
+def save(model: VGG, path: str | Path) -> Path:
+    """Save parameters and config in one ``npx.save`` file (atomically).
+
+    The keys are ``save_parameters``'s plus ``"config"`` (the ``VGG(...)`` arguments as UTF-8 JSON bytes),
+    so ``VGG(...).load_parameters(path, ignore_extra=True)`` reads the weights too.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = json.dumps(training.model_config(model)).encode("utf-8")
+    arrays = {k: p.data() for k, p in _params(model).items()}
+    arrays[_CONFIG_KEY] = mx.np.array(np.frombuffer(config, dtype=np.uint8), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        npx.save(tmp, arrays)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load(path: str | Path) -> VGG:
+    """Rebuild a model written by :func:`save`."""
+    arrays = npx.load(str(path))
+    if _CONFIG_KEY not in arrays:
+        raise ValueError(f"{path} has no model config: it was not written by vgg_mxnet.train.save")
+    config = json.loads(arrays.pop(_CONFIG_KEY).asnumpy().tobytes().decode("utf-8"))
+    model = VGG(**training.config_args(config))
+    _set_params(model, arrays, str(path))
+    return model
