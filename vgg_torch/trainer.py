@@ -16,7 +16,7 @@ from vgg_torch.model import VGG
 MODEL_SUFFIX = ".pt"
 
 
-class _Engine:
+class Engine:
     """One SGD step per batch in eager PyTorch (CPU ops run synchronously, so ``.item()`` costs nothing)."""
 
     def __init__(self, model: VGG, recipe: training.Recipe) -> None:
@@ -65,7 +65,7 @@ def train(model: VGG, data, *, epochs: int = 10, lr: float = 0.05, batch_size: i
     recipe = training.Recipe(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, momentum=momentum,
                              weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
     train_batches, test_batches = training.batches_for(data, recipe)
-    return training.fit(_Engine(model, recipe), train_batches, test_batches, recipe,
+    return training.fit(Engine(model, recipe), train_batches, test_batches, recipe,
                         run=training.run_info("torch", model), checkpoint_dir=checkpoint_dir, resume=resume,
                         progress=progress, log=log)
 

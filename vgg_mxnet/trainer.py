@@ -45,7 +45,7 @@ def _as_mx(x):
     return x if isinstance(x, mx.np.ndarray) else mx.np.array(x, dtype=x.dtype)
 
 
-class _Engine:
+class Engine:
     """One SGD step per batch on a hybridized (CachedOp) Gluon graph; MXNet runs asynchronously, so
     the ``.item()`` calls on loss and correct count are the only waits per step.
 
@@ -120,7 +120,7 @@ def train(model: VGG, data, *, epochs: int = 10, lr: float = 0.05, batch_size: i
     recipe = training.Recipe(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, momentum=momentum,
                              weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
     train_batches, test_batches = training.batches_for(data, recipe)
-    return training.fit(_Engine(model, recipe), train_batches, test_batches, recipe,
+    return training.fit(Engine(model, recipe), train_batches, test_batches, recipe,
                         run=training.run_info("mxnet", model), checkpoint_dir=checkpoint_dir, resume=resume,
                         progress=progress, log=log)
 
@@ -166,7 +166,7 @@ def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
     arrays = npx.load(str(path))
     if _CONFIG_KEY not in arrays:
-        raise ValueError(f"{path} has no model config: it was not written by vgg_mxnet.train.save")
+        raise ValueError(f"{path} has no model config: it was not written by vgg_mxnet.trainer.save")
     config = json.loads(arrays.pop(_CONFIG_KEY).asnumpy().tobytes().decode("utf-8"))
     model = VGG(**training.config_args(config))
     _set_params(model, arrays, str(path))

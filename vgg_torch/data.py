@@ -1,0 +1,21 @@
+"""Fashion-MNIST batches as ``torch.Tensor`` (NCHW float32 images, int64 labels) from the shared loader."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+
+from common import data
+from vgg_torch.model import LAYOUT
+
+
+def to_tensor(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-copy views of the NumPy batch."""
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+load_fashion_mnist = partial(data.load, layout=LAYOUT, to_tensor=to_tensor)
+load_fashion_mnist.__doc__ = "Fashion-MNIST batches in torch tensors (NCHW); arguments as common.data.load."
+from_arrays = partial(data.from_arrays, layout=LAYOUT, to_tensor=to_tensor)
