@@ -44,7 +44,7 @@ def _train(args: argparse.Namespace) -> None:
     out = _writable_out(Path(args.out), args.resume)
     vgg = backends.load(args.backend)
     data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
-                                  limit=args.limit)
+                                  limit=args.limit, verify=not args.no_verify)
     model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed)
     print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize}, "
           f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")
@@ -90,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST files "
                                                     "(default: $VGG_DATA_DIR, cache, system copy)")
+    t.add_argument("--no-verify", action="store_true",
+                   help="accept IDX files whose checksum is not Fashion-MNIST's (your own data)")
     t.add_argument("--limit", type=int, default=None, help="use only the first N training examples")
     t.add_argument("--out", required=True, help="run folder: history, plot, model, checkpoints")
     t.add_argument("--resume", action="store_true", help="continue from the last complete epoch in --out")

@@ -40,9 +40,12 @@ def from_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_images:
 
 
 def load(batch_size: int, resize: int | None = None, *, data_dir: str | Path | None = None,
-         download: bool = True, layout: str = "NCHW", seed: int = 0, drop_last: bool = False,
+         download: bool = True, verify: bool = True, layout: str = "NCHW", seed: int = 0, drop_last: bool = False,
          limit: int | None = None, to_tensor: ToTensor | None = None, prefetch: int = 2) -> FashionMNIST:
-    """Find (or download), verify and read the four files, then batch them as :func:`from_arrays` does."""
-    arrays = fashion_mnist.load_arrays(data_dir, download=download)
+    """Find (or download), verify and read the four files, then batch them as :func:`from_arrays` does.
+
+    ``verify=False`` accepts IDX files that are not Fashion-MNIST's (your own data in the same format).
+    """
+    arrays = fashion_mnist.load_arrays(data_dir, download=download, verify=verify)
     return from_arrays(*arrays, batch_size, resize, layout=layout, seed=seed, drop_last=drop_last, limit=limit,
                        to_tensor=to_tensor, prefetch=prefetch)
