@@ -1,0 +1,82 @@
+"""Loader throughput: images/s of each backend's Fashion-MNIST batches (batch 128) at 224, 96 and 56 pixels.
+
+Each backend runs in its own subprocess pinned to one core (``sched_setaffinity``, one BLAS thread), so the
+figures are what the loader costs a trainer on a single core, and its peak RSS is its own.
+
+    python benchmarks/loader_throughput.py [--backends torch,tf,jax,mxnet] [--sizes 224,96,56] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {224: 5000, 56: 20000}  # images/s on one core (issue 3)
+
+
+def measure(backend: str, sizes: list[int], batch_size: int, seconds: float) -> dict:
+    """Run inside the pinned subprocess: iterate training batches for ``seconds`` per size."""
+    sys.path.insert(0, str(ROOT))
+    from common import backends
+
+    vgg = backends.load(backend)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows = []
+    for size in sizes:
+        data = vgg.load_fashion_mnist(batch_size, resize=size)
+        it = (batch for k in itertools.count() for batch in data.train.epoch(k))
+        next(it)  # start the prefetch thread and the framework's first conversion
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            images, labels = next(it)
+            count += int(labels.shape[0])
+        rows.append({"size": size, "images_per_sec": count / (time.perf_counter() - began)})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"backend": backend, "rows": rows, "rss_after_import_mb": rss_before, "peak_rss_mb": peak}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backends", default="torch,tf,jax,mxnet")
+    p.add_argument("--sizes", default="224,96,56")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per backend and size")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loader_throughput.json"))
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.child:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        print(json.dumps(measure(args.child, sizes, args.batch_size, args.seconds)))
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    results = []
+    print(f"{'backend':8} " + " ".join(f"{f'img/s @{s}':>13}" for s in sizes) + f" {'peak RSS':>9}")
+    for backend in args.backends.split(","):
+        proc = subprocess.run([sys.executable, __file__, "--child", backend, "--sizes", args.sizes,
+                               "--batch-size", str(args.batch_size), "--seconds", str(args.seconds)],
+                              env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{backend:8} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+            continue
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(result)
+        print(f"{backend:8} " + " ".join(f"{r['images_per_sec']:13,.0f}" for r in result["rows"])
+              + f" {result['peak_rss_mb']:7.0f}MB")
+    print("targets (one core): " + ", ".join(f">= {v:,} img/s @{k}" for k, v in TARGETS.items()))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"batch_size": args.batch_size, "one_core": True,
+                                          "results": results}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
