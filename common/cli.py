@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import arch, atomic, backends, checkpoint, summary, training
+from common import arch, atomic, backends, checkpoint, parity, summary, training
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -57,6 +57,23 @@ def _train(args: argparse.Namespace) -> None:
     print(f"vgg train: wrote {out / 'history.json'}, history.csv, history.png and {model_path.name}")
 
 
+def _parity(args: argparse.Namespace) -> int:
+    blocks = arch.by_name(args.arch)
+    arch.check_resolution(blocks, args.resize)
+    modules = {name: backends.load(name) for name in args.backends}
+    if len(modules) < 2:
+        raise ValueError(f"--backends {','.join(args.backends)}: parity needs at least two backends")
+    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}, "
+          f"{args.steps} SGD steps at lr {args.lr:g}, dropout off; backends {', '.join(modules)}")
+    matrices = parity.run(modules, blocks, args.resize, batch=args.batch, steps=args.steps, lr=args.lr,
+                          seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    for quantity, cells in matrices.items():
+        print("\n" + parity.format_matrix(cells, quantity))
+    ok = parity.passed(matrices)
+    print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
+    return 0 if ok else 1
+
+
 def _backend_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
@@ -73,6 +90,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", default="vgg11", choices=[*arch.NAMED, "small"])
     s.add_argument("--resize", type=int, default=224, help="input side in pixels")
     s.set_defaults(run=_summary)
+
+    q = sub.add_parser("parity", help="compare logits, gradients and SGD steps between every pair of backends")
+    q.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
+    q.add_argument("--arch", default="small", choices=[*arch.NAMED, "small"])
+    q.add_argument("--resize", type=int, default=56, help="input side in pixels (default 56)")
+    q.add_argument("--batch", type=int, default=8, help="images per batch")
+    q.add_argument("--steps", type=int, default=5, help="plain SGD steps of the trajectory check")
+    q.add_argument("--lr", type=float, default=0.05)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(run=_parity)
 
     t = sub.add_parser("train", help="train one backend on Fashion-MNIST", description=(
         "Train VGG on Fashion-MNIST. Defaults are the book's recipe (plain SGD, lr 0.05, batch 128); "
@@ -103,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except training.TrainingDiverged as exc:
         print(f"vgg {args.command}: error: {exc}", file=sys.stderr)
         return 3
@@ -113,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vgg {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -13,22 +13,10 @@ import pytest
 
 from common import batches, data, fashion_mnist, idx
 from common.idx import DataError
+from tiny_data import fake_files
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 NAMES = list(fashion_mnist.FILES)
-
-
-def fake_files(folder: Path, n_train: int = 40, n_test: int = 12, compress: bool = True, seed: int = 0) -> dict:
-    """Write four small made-up IDX files (gz or raw) into ``folder``; return the arrays."""
-    rng = np.random.default_rng(seed)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-              "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-              "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8)}
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in arrays.items():
-        idx.write(folder / (f"{name}.gz" if compress else name), array)
-    return arrays
 
 
 @pytest.fixture(autouse=True)

@@ -98,3 +98,26 @@ def test_first_dense_permutation_is_not_a_no_op():
     """The NCHW -> NHWC row permutation matters: skipping it would silently give wrong numbers."""
     rows = canonical.nhwc_rows(channels=2, side=3)
     assert rows.tolist() == [0, 9, 1, 10, 2, 11, 3, 12, 4, 13, 5, 14, 6, 15, 7, 16, 8, 17]
+
+
+def test_sgd_trajectories_agree(all_backends):
+    """Five plain-SGD steps (dropout off) from the same weights on the same batches, in every backend's own
+    compiled training step: per-step losses and final weights agree pairwise."""
+    blocks, size = arch.small(), 56
+    weights = canonical.random_weights(blocks, image_size=size, seed=11)
+    batches = [parity.fixed_batch(blocks, size, 8, seed=s) for s in range(5)]
+    runs = {name: parity.trajectory(vgg, weights, blocks, size, batches) for name, vgg in all_backends.items()}
+    assert all(run["losses"].shape == (5,) and np.isfinite(run["losses"]).all() for run in runs.values())
+    for pair, diff in parity.matrix(runs, "trajectory").items():
+        assert diff <= parity.TOLERANCES["trajectory"], (pair, diff)
+
+
+def test_parity_command_prints_an_all_pass_matrix(all_backends, capsys):
+    from common import cli
+
+    status = cli.main(["parity", "--resize", "32", "--batch", "4", "--steps", "2",
+                       "--backends", ",".join(all_backends)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.count("pass") >= 3 * len(all_backends) * (len(all_backends) - 1) and "FAIL" not in out
+    assert "vgg parity: all pass" in out

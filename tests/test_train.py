@@ -1,0 +1,170 @@
+"""Training in every backend on made-up data: learning, determinism, evaluation, save/load, CLI, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common import checkpoint, training
+from common.batches import to_float, with_channels
+from tiny_data import fake_files, learnable
+
+ARCH = ((1, 4), (1, 8))  # two blocks: 16x16 -> 4x4x8 features, then the full 4096-wide head
+SIZE = 16
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    return (*learnable(96, 0), *learnable(40, 1))
+
+
+def small_data(vgg, arrays, batch_size=16):
+    return vgg.from_arrays(*arrays, batch_size, SIZE, prefetch=0)
+
+
+def fit(vgg, arrays, *, seed=0, epochs=2, dropout=0.5, **kw):
+    model = vgg.VGG(ARCH, image_size=SIZE, dropout=dropout, seed=seed)
+    history = vgg.train(model, small_data(vgg, arrays, kw.pop("batch_size", 16)), epochs=epochs,
+                        lr=kw.pop("lr", 0.05), batch_size=16, seed=seed, progress=False, log=lambda _: None, **kw)
+    return model, history
+
+
+def test_loss_decreases_and_history_is_complete(backend, arrays):
+    _, history = fit(backend, arrays, epochs=4, momentum=0.9, lr=0.02)
+    assert len(history) == 4 and history["epoch"] == [1, 2, 3, 4]
+    assert history["train_loss"][-1] < 0.8 * history["train_loss"][0], history["train_loss"]
+    assert all(0 <= a <= 1 for a in history["train_acc"] + history["test_acc"])
+    assert all(v > 0 for v in history["examples_per_sec"] + history["seconds"])
+
+
+def test_evaluate_is_accuracy_with_dropout_off(backend, arrays):
+    model = backend.VGG(ARCH, image_size=SIZE, dropout=0.9, seed=3)
+    data = small_data(backend, arrays)
+    first, second = backend.evaluate(model, data), backend.evaluate(model, data)
+    images = with_channels(to_float(arrays[2], SIZE), backend.LAYOUT)
+    expected = float(np.mean(backend.predict(model, images).argmax(1) == arrays[3]))
+    assert first == second == pytest.approx(expected)
+
+
+def test_same_seed_same_history(backend, arrays):
+    """Bit-identical on CPU in all four backends for a fixed thread count."""
+    rows = [fit(backend, arrays, seed=s)[1] for s in (7, 7, 8)]
+    columns = ("train_loss", "train_acc", "test_acc")
+    assert all(rows[0][c] == rows[1][c] for c in columns)
+    assert rows[0]["train_loss"] != rows[2]["train_loss"]
+
+
+def test_save_load_round_trip(backend, arrays, tmp_path):
+    model, _ = fit(backend, arrays, epochs=1)
+    path = backend.save(model, tmp_path / f"model{backend.MODEL_SUFFIX}")
+    again = backend.load(path)
+    images = np.random.default_rng(0).random((5, *((1, SIZE, SIZE) if backend.LAYOUT == "NCHW"
+                                                    else (SIZE, SIZE, 1))), dtype=np.float32)
+    np.testing.assert_array_equal(backend.predict(again, images), backend.predict(model, images))
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
+
+
+def test_checkpoints_resume_to_the_same_history(backend, arrays, tmp_path):
+    _, straight = fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02)
+    fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02, checkpoint_dir=tmp_path)
+    checkpoint.path_for(tmp_path, 3).unlink()  # as if killed during epoch 3
+    _, resumed = fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02, checkpoint_dir=tmp_path, resume=True)
+    assert resumed["epoch"] == [1, 2, 3]
+    np.testing.assert_allclose(resumed["train_loss"], straight["train_loss"], rtol=1e-5)
+
+
+def test_damaged_checkpoint_is_refused(backend, arrays, tmp_path):
+    fit(backend, arrays, epochs=1, checkpoint_dir=tmp_path)
+    path = checkpoint.path_for(tmp_path, 1)
+    blob = path.read_bytes()
+    for damaged, message in ((blob[:len(blob) // 2], "truncated or corrupt"), (b"", "truncated"),
+                             (blob[:100] + bytes([blob[100] ^ 1]) + blob[101:], "truncated or corrupt")):
+        path.write_bytes(damaged)
+        with pytest.raises(checkpoint.CheckpointError, match=message):
+            fit(backend, arrays, epochs=2, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_resume_refuses_another_run(backend, arrays, tmp_path):
+    fit(backend, arrays, epochs=1, checkpoint_dir=tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="belongs to another run .*lr"):
+        fit(backend, arrays, epochs=2, lr=0.01, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_absurd_lr_stops_with_the_last_checkpoint_intact(backend, arrays, tmp_path):
+    fit(backend, arrays, epochs=1, checkpoint_dir=tmp_path)
+    good = checkpoint.path_for(tmp_path, 1).read_bytes()
+    with pytest.raises(training.TrainingDiverged, match=r"loss became (nan|inf) at epoch 1, step \d+ \(lr 1e\+08\)"):
+        fit(backend, arrays, epochs=2, lr=1e8, checkpoint_dir=tmp_path)
+    assert checkpoint.path_for(tmp_path, 1).read_bytes() == good
+    assert checkpoint.list_checkpoints(tmp_path) == [checkpoint.path_for(tmp_path, 1)]
+
+
+def vgg_cli(*args: str, **kw) -> subprocess.Popen:
+    """``vgg ...`` as a real subprocess (the installed console script's module)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "common.cli", *args], env=env, cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def train_args(backend_name: str, data_dir: Path, out: Path, epochs: int) -> list[str]:
+    return ["train", "--backend", backend_name, "--arch", "small", "--resize", "32", "--epochs", str(epochs),
+            "--batch-size", "16", "--data-dir", str(data_dir), "--no-verify", "--out", str(out), "--no-progress"]
+
+
+def test_cli_trains_and_writes_its_files(backend, tmp_path):
+    name = backend.__name__.removeprefix("vgg_")
+    fake_files(tmp_path / "data")
+    proc = vgg_cli(*train_args(name, tmp_path / "data", tmp_path / "run", 2))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "epoch 2/2: loss " in out and "examples/sec" in out
+    for file in ("history.json", "history.csv", "history.png", f"model{backend.MODEL_SUFFIX}", "run.json"):
+        assert (tmp_path / "run" / file).is_file(), file
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["rows"][-1]["epoch"] == 2
+    again = vgg_cli(*train_args(name, tmp_path / "data", tmp_path / "run", 2))
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 2 and "already holds a run" in err and "Traceback" not in err
+
+
+def test_killed_run_resumes(backend, tmp_path):
+    """SIGKILL a real training process right after its first checkpoint; --resume finishes the run."""
+    name = backend.__name__.removeprefix("vgg_")
+    fake_files(tmp_path / "data", n_train=400)
+    args = train_args(name, tmp_path / "data", tmp_path / "run", 3)
+    proc = vgg_cli(*args)
+    first = checkpoint.path_for(tmp_path / "run" / "checkpoints", 1)
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert first.exists(), "the run died before writing its first checkpoint"
+    done = checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")
+    resumed = vgg_cli(*args, "--resume")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resumed from {done[-1]}" in out
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [row["epoch"] for row in history["rows"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "caffe"], "invalid choice: 'caffe'"),
+    (["--backend", "torch", "--arch", "vgg11", "--resize", "16"], "smallest resolution"),
+    (["--backend", "torch", "--out", "/proc/forbidden"], "is not writable"),
+    (["--backend", "torch", "--lr", "-1"], "lr=-1.0 is not allowed"),
+])
+def test_cli_bad_arguments_are_one_line(args, message, tmp_path):
+    full = ["train", "--out", str(tmp_path / "run"), *args] if "--out" not in args else ["train", *args]
+    proc = vgg_cli(*full)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and message in err and "Traceback" not in err, err
