@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, rename, fsync the folder."""
+def write_with(path: str | os.PathLike, writer: Callable[[str], None], suffix: str = ".tmp") -> Path:
+    """Let ``writer(tmp_path)`` write a temporary file next to ``path`` (for libraries that only save to a
+    path), then fsync it, rename it over ``path`` and fsync the folder, so the rename itself is durable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        writer(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -23,10 +25,15 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)  # make the rename itself durable
+        os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return write_with(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

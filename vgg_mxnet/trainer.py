@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from common import training
+from common import atomic, training
 from common.history import History
 from vgg_mxnet.framework import gluon, mx, npx
 from vgg_mxnet.model import VGG
@@ -139,27 +137,10 @@ def save(model: VGG, path: str | Path) -> Path:
     The keys are ``save_parameters``'s plus ``"config"`` (the ``VGG(...)`` arguments as UTF-8 JSON bytes),
     so ``VGG(...).load_parameters(path, ignore_extra=True)`` reads the weights too.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config = json.dumps(training.model_config(model)).encode("utf-8")
     arrays = {k: p.data() for k, p in _params(model).items()}
     arrays[_CONFIG_KEY] = mx.np.array(np.frombuffer(config, dtype=np.uint8), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        npx.save(tmp, arrays)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic.write_with(path, lambda tmp: npx.save(tmp, arrays))
 
 
 def load(path: str | Path) -> VGG:
