@@ -32,7 +32,7 @@ def path_for(folder: str | Path, epoch: int) -> Path:
 
 def write(folder: str | Path, epoch: int, arrays: dict[str, np.ndarray], meta: dict, keep: int = 2) -> Path:
     """Write the checkpoint of a finished ``epoch`` and delete all but the newest ``keep``."""
-    payload = st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+    payload = st_save({k: np.require(v, requirements="C") for k, v in arrays.items()},  # keeps 0-d
                       metadata={"meta": json.dumps(meta)})
     path = atomic.write_bytes(path_for(folder, epoch), MAGIC + payload + hashlib.sha256(payload).digest())
     for old in list_checkpoints(folder)[:-keep]:

@@ -176,3 +176,14 @@ def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run:
             meta = {"epoch": epoch + 1, "recipe": asdict(recipe), "run": run, "history": history.rows}
             checkpoint.write(checkpoint_dir, epoch + 1, engine.state(), meta)
     return history
+
+
+def train(backend: str, make_engine: Callable[[Recipe], Engine], model, data, *,
+          checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print, **recipe) -> History:
+    """What every backend's ``train`` does: build the :class:`Recipe` from keyword arguments, batch
+    ``data`` for it, and :func:`fit` the engine ``make_engine(recipe)``."""
+    recipe = Recipe(**recipe)
+    train_batches, test_batches = batches_for(data, recipe)
+    return fit(make_engine(recipe), train_batches, test_batches, recipe, run=run_info(backend, model),
+               checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, log=log)

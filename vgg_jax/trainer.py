@@ -1,0 +1,130 @@
+"""Training, evaluation and native save/load for the Flax NNX VGG; the loop itself is common.training.fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, serialization
+
+from common import atomic, training
+from common.history import History
+from vgg_jax.model import VGG, _logits
+
+MODEL_SUFFIX = ".msgpack"
+
+
+def _sgd(learning_rate: float, momentum: float, weight_decay: float) -> optax.GradientTransformation:
+    """torch.optim.SGD's update: coupled L2 (grad + wd * w), then buf = m * buf + grad, w -= lr * buf."""
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(learning_rate, momentum=momentum or None))
+
+
+@nnx.jit
+def _train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
+                lr: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Forward (dropout on), mean cross-entropy, gradients, SGD update: one compiled XLA program."""
+    optimizer.opt_state.hyperparams["learning_rate"][...] = lr  # a traced value: no retrace per lr
+
+    def loss_fn(model: VGG) -> tuple[jax.Array, jax.Array]:
+        logits = model(images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+
+    (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return loss, (logits.argmax(-1) == labels).sum()
+
+
+def _flat(state: nnx.State, prefix: str) -> dict[str, np.ndarray]:
+    return {prefix + ".".join(map(str, path)): np.asarray(v.value) for path, v in nnx.to_flat_state(state)}
+
+
+def _restore(target, arrays: dict[str, np.ndarray], prefix: str, *filters) -> None:
+    """Set every variable of ``target`` (selected by ``filters``) from ``arrays`` under ``prefix``."""
+    state = nnx.state(target, *filters)
+    flat = nnx.to_flat_state(state)
+    names = [prefix + ".".join(map(str, path)) for path, _ in flat]
+    missing = [n for n in names if n not in arrays]
+    wrong = [f"{n} {arrays[n].shape} (expected {v.value.shape})" for n, (_, v) in zip(names, flat)
+             if n in arrays and arrays[n].shape != v.value.shape]
+    if missing or wrong:
+        raise ValueError("the saved state does not fit this model: "
+                         + "; ".join(f"{label}: {', '.join(items[:6])}" for label, items in
+                                     (("missing", missing), ("mis-shaped", wrong)) if items))
+    for name, (_, variable) in zip(names, flat):
+        variable.value = jnp.asarray(arrays[name], dtype=variable.value.dtype)
+    nnx.update(target, nnx.from_flat_state(flat))
+
+
+class Engine:
+    """One ``nnx.jit``-compiled step per batch; loss and correct count come back as device scalars and are
+    read with ``float``/``int``, the only host synchronisation per step."""
+
+    def __init__(self, model: VGG, recipe: training.Recipe) -> None:
+        self.model = model
+        tx = optax.inject_hyperparams(_sgd, static_args=("momentum", "weight_decay"))(
+            learning_rate=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        self.dropouts = [m for m in model.layers if isinstance(m, nnx.Dropout)]
+
+    def reseed(self, seed: int) -> None:
+        # each Dropout layer its own stream derived from (seed, layer): the same masks after a resume,
+        # and different masks in the two layers (nnx.reseed would give both the same key)
+        for i, layer in enumerate(self.dropouts):
+            layer.rngs.key.value = jax.random.fold_in(jax.random.key(seed), i)
+            layer.rngs.count.value = jnp.zeros_like(layer.rngs.count.value)
+
+    def step(self, images, labels, lr: float) -> tuple[float, int]:
+        self.model.train()
+        loss, correct = _train_step(self.model, self.optimizer, jnp.asarray(images), jnp.asarray(labels),
+                                    jnp.float32(lr))
+        return float(loss), int(correct)
+
+    def evaluate(self, batches) -> float:
+        return evaluate(self.model, batches)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {**_flat(nnx.state(self.model, nnx.Param), "model."),
+                **_flat(nnx.state(self.optimizer), "optimizer.")}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        _restore(self.model, arrays, "model.", nnx.Param)
+        _restore(self.optimizer, arrays, "optimizer.")
+
+
+def train(model: VGG, data, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
+          progress: bool = True, log=print, **recipe) -> History:
+    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD.
+
+    ``recipe``: any field of common.training.Recipe (epochs=10, lr=0.05, batch_size=128, seed=0,
+    momentum=0, weight_decay=0, schedule="constant", warmup_epochs=0).
+    """
+    return training.train("jax", lambda r: Engine(model, r), model, data, checkpoint_dir=checkpoint_dir,
+                          resume=resume, progress=progress, log=log, **recipe)
+
+
+def evaluate(model: VGG, data) -> float:
+    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
+    model.eval()
+    try:
+        return training.accuracy(training.test_batches(data), lambda x, y: int(
+            (_logits(model, jnp.asarray(x)).argmax(-1) == jnp.asarray(y)).sum()))
+    finally:
+        model.train()
+
+
+def save(model: VGG, path: str | Path) -> Path:
+    """Config and parameters in one msgpack file (flax.serialization), written atomically."""
+    blob = {"config": training.model_config(model), "params": _flat(nnx.state(model, nnx.Param), "")}
+    return atomic.write_bytes(path, serialization.msgpack_serialize(blob))
+
+
+def load(path: str | Path) -> VGG:
+    """Rebuild a model written by :func:`save`."""
+    blob = serialization.msgpack_restore(Path(path).read_bytes())
+    model = VGG(**training.config_args(blob["config"]))
+    _restore(model, {k: np.asarray(v) for k, v in blob["params"].items()}, "", nnx.Param)
+    return model
