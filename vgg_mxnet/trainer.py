@@ -121,45 +121,6 @@ def train(model: VGG, data, *, checkpoint_dir: str | Path | None = None, resume:
                           resume=resume, progress=progress, log=log, **recipe)
 
 
-def evaluate(self, batches) -> float:
-        return evaluate(self.model, batches)
-
-    def _updaters(self) -> list:
-        return self.trainer._updaters  # one per context; a single CPU one here
-
-    def state(self) -> dict[str, np.ndarray]:
-        arrays = {f"model.{k}": p.data().asnumpy() for k, p in _params(self.model).items()}
-        # The momentum buffers read straight from the updater (what save_states would pickle): plain
-        # arrays, no pickle in checkpoints. Absent before the first step and when momentum is 0.
-        for i, buf in self._updaters()[0].states.items():
-            if buf is not None:
-                arrays[f"optimizer.{self.names[i]}.momentum"] = buf.asnumpy()
-        return arrays
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        _set_params(self.model, {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}, "checkpoint")
-        for updater in self._updaters():
-            for i, name in enumerate(self.names):
-                buf = arrays.get(f"optimizer.{name}.momentum")
-                if buf is not None and self.trainer.optimizer.momentum > 0:
-                    weight = self.trainer._params[i].data()
-                    updater.states[i] = mx.nd.array(buf, ctx=weight.ctx, dtype=buf.dtype)
-                    updater.states_synced[i] = True
-
-
-def train(model: VGG, data, *, epochs: int = 10, lr: float = 0.05, batch_size: int = 128, seed: int = 0,
-          checkpoint_dir: str | Path | None = None, resume: bool = False, momentum: float = 0.0,
-          weight_decay: float = 0.0, schedule: str = "constant", warmup_epochs: float = 0.0,
-          progress: bool = True, log=print) -> History:
-    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD; see common.training."""
-    recipe = training.Recipe(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, momentum=momentum,
-                             weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
-    train_batches, test_batches = training.batches_for(data, recipe)
-    return training.fit(Engine(model, recipe), train_batches, test_batches, recipe,
-                        run=training.run_info("mxnet", model), checkpoint_dir=checkpoint_dir, resume=resume,
-                        progress=progress, log=log)
-
-
 def evaluate(model: VGG, data) -> float:
     """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
     def count(images, labels) -> int:  # outside autograd.record(): predict mode, dropout off

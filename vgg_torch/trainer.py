@@ -68,37 +68,6 @@ def train(model: VGG, data, *, checkpoint_dir: str | Path | None = None, resume:
                           resume=resume, progress=progress, log=log, **recipe)
 
 
-def evaluate(self, batches) -> float:
-        return evaluate(self.model, batches)
-
-    def state(self) -> dict[str, np.ndarray]:
-        arrays = {f"model.{k}": v.numpy() for k, v in self.model.state_dict().items()}
-        for i, p in enumerate(self.params):
-            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                arrays[f"optimizer.{i}.momentum_buffer"] = buf.numpy()
-        return arrays
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.model.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("model.")})
-        for i, p in enumerate(self.params):
-            if f"optimizer.{i}.momentum_buffer" in arrays:
-                self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(arrays[f"optimizer.{i}.momentum_buffer"])
-
-
-def train(model: VGG, data, *, epochs: int = 10, lr: float = 0.05, batch_size: int = 128, seed: int = 0,
-          checkpoint_dir: str | Path | None = None, resume: bool = False, momentum: float = 0.0,
-          weight_decay: float = 0.0, schedule: str = "constant", warmup_epochs: float = 0.0,
-          progress: bool = True, log=print) -> History:
-    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD; see common.training."""
-    recipe = training.Recipe(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, momentum=momentum,
-                             weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs)
-    train_batches, test_batches = training.batches_for(data, recipe)
-    return training.fit(Engine(model, recipe), train_batches, test_batches, recipe,
-                        run=training.run_info("torch", model), checkpoint_dir=checkpoint_dir, resume=resume,
-                        progress=progress, log=log)
-
-
 def evaluate(model: VGG, data) -> float:
     """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
     model.eval()
