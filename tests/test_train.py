@@ -41,7 +41,9 @@ def fit(vgg, arrays, *, seed=0, epochs=2, dropout=0.5, **kw):
 def test_loss_decreases_and_history_is_complete(backend, arrays):
     _, history = fit(backend, arrays, epochs=4, momentum=0.9, lr=0.02)
     assert len(history) == 4 and history["epoch"] == [1, 2, 3, 4]
-    assert history["train_loss"][-1] < 0.8 * history["train_loss"][0], history["train_loss"]
+    losses = history["train_loss"]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert history["test_acc"][-1] > 0.5, history["test_acc"]  # chance is 0.1
     assert all(0 <= a <= 1 for a in history["train_acc"] + history["test_acc"])
     assert all(v > 0 for v in history["examples_per_sec"] + history["seconds"])
 
