@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+import time
 import tempfile
 from pathlib import Path
 
-from common import arch, atomic, backends, checkpoint, parity, summary, training
+from common import arch, atomic, backends, checkpoint, compare, parity, summary, training
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -74,6 +76,27 @@ def _parity(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _compare(args: argparse.Namespace) -> int:
+    blocks = arch.by_name(args.arch)
+    for size in args.resize:
+        arch.check_resolution(blocks, size)
+    out = Path(args.out or f"reports/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    _writable_out(out, resume=True)
+    command = "vgg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else \
+        "vgg compare"
+    report = compare.run(args.backends, args.arch, args.resize, args.batch_size, args.seconds, args.train_epochs,
+                         out, data_dir=args.data_dir, verify=not args.no_verify, command=command)
+    print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
+    return 0 if any("error" not in row for row in report["rows"]) else 1
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resize {text!r}: expected sizes like 224,96,56") from None
+
+
 def _backend_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
@@ -100,6 +123,18 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--lr", type=float, default=0.05)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(run=_parity)
+
+    c = sub.add_parser("compare", help="measure the backends side by side (the main job)")
+    c.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
+    c.add_argument("--arch", default="small", choices=[*arch.NAMED, "small"])
+    c.add_argument("--resize", type=_sizes, default=[224, 96, 56], help="image sides, e.g. 224,96,56")
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--seconds", type=float, default=20, help="measuring time per backend and size")
+    c.add_argument("--train-epochs", type=int, default=0, help="also train K epochs and report test accuracy")
+    c.add_argument("--data-dir", default=None)
+    c.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
+    c.add_argument("--out", default=None, help="report folder (default reports/compare-<time>)")
+    c.set_defaults(run=_compare)
 
     t = sub.add_parser("train", help="train one backend on Fashion-MNIST", description=(
         "Train VGG on Fashion-MNIST. Defaults are the book's recipe (plain SGD, lr 0.05, batch 128); "

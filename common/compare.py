@@ -1,0 +1,304 @@
+"""``vgg compare``: the four backends measured on the same work, side by side, one subprocess each.
+
+Each (backend, resolution) runs in its own child process (its memory is its own, no thread pool starves
+another) with the same thread settings; the parent prints progress, collects one JSON line per child
+and rewrites the report after every row, so Ctrl-C keeps what was measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from common import arch, atomic, backends, summary, training
+from common.batches import to_float, with_channels
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The recipe of ``--train-epochs``: the one that reaches 0.91+ at 56x56 in every backend.
+RECIPE = dict(lr=0.02, momentum=0.9, schedule="cosine", warmup_epochs=1)
+THREADS = {  # what each framework is told, with the same core count everywhere
+    "torch": "torch.set_num_threads(cores), OMP_NUM_THREADS=cores",
+    "tf": "intra-op threads = cores, inter-op threads = 1",
+    "jax": "XLA CPU defaults (all cores), OMP_NUM_THREADS=cores",
+    "mxnet": "OMP_NUM_THREADS=cores (read at import)",
+}
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def child_env() -> dict[str, str]:
+    """The environment of every child: the same thread count for every framework and BLAS."""
+    n = str(cores())
+    return {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _configure_threads(backend: str) -> None:
+    n = cores()
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(n)
+    elif backend == "tf":
+        from vgg_tf.framework import tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def matmul_ceiling(size: int = 4096, repeats: int = 3) -> float:
+    """GFLOP/s of the best of ``repeats`` float32 ``size``x``size`` matrix products in NumPy."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - began)
+    return 2 * size ** 3 / best / 1e9
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: float, data_dir: str | None,
+            verify: bool, train_epochs: int) -> dict:
+    """One child's work: build, first step, training and inference throughput, peak memory (and training)."""
+    began = time.perf_counter()
+    vgg = backends.load(backend)
+    _configure_threads(backend)
+    row = {"backend": backend, "size": size, "import_s": time.perf_counter() - began}
+    blocks = arch.by_name(arch_name)
+    data = vgg.load_fashion_mnist(batch_size, resize=size, data_dir=data_dir, verify=verify, drop_last=True)
+    began = time.perf_counter()
+    model = vgg.VGG(blocks, image_size=size)
+    row["build_s"] = time.perf_counter() - began
+    engine = importlib.import_module(f"{vgg.__name__}.trainer").Engine(
+        model, training.Recipe(lr=0.01, momentum=0.9, batch_size=batch_size))
+    engine.reseed(0)
+    stream = (b for k in itertools.count() for b in data.train.epoch(k))
+    began = time.perf_counter()
+    engine.step(*next(stream), 0.01)
+    row["first_step_s"] = time.perf_counter() - began
+    engine.step(*next(stream), 0.01)  # a second warm-up step: some frameworks finish compiling here
+    steps, began = 0, time.perf_counter()
+    while steps < 2 or time.perf_counter() - began < seconds:
+        engine.step(*next(stream), 0.01)
+        steps += 1
+    row["train_ex_s"] = steps * batch_size / (time.perf_counter() - began)
+    images = with_channels(to_float(data.test.images[:batch_size], size), vgg.LAYOUT)
+    vgg.predict(model, images, batch_size)  # warm-up / compile
+    calls, began = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - began < seconds / 2:
+        vgg.predict(model, images, batch_size)
+        calls += 1
+    row["infer_ex_s"] = calls * len(images) / (time.perf_counter() - began)
+    row["train_gflop_s"] = row["train_ex_s"] * summary.flop_count(blocks, image_size=size, training=True) / 1e9
+    if train_epochs:
+        model = vgg.VGG(blocks, image_size=size)
+        history = vgg.train(model, data, epochs=train_epochs, batch_size=batch_size, progress=False,
+                            log=lambda line: print(f"{backend} @{size}: {line}", file=sys.stderr, flush=True),
+                            **{**RECIPE, "warmup_epochs": RECIPE["warmup_epochs"] if train_epochs > 1 else 0})
+        row["test_acc"] = history["test_acc"][-1]
+        row["history"] = history.rows
+    row["peak_rss_mb"] = _peak_rss_mb()
+    return row
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for dist in ("numpy", "torch", "tensorflow", "keras", "jax", "flax", "optax", "mxnet"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    return found
+
+
+def machine() -> dict:
+    """Cores, CPU model, Python and framework versions, thread settings, date."""
+    model = "unknown"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cores": cores(), "cpu": model, "python": platform.python_version(), "versions": _versions(),
+            "threads": THREADS, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _child(args: list[str], timeout: float) -> tuple[dict | None, str]:
+    """Run ``python -m common.compare ARGS``; its last stdout line is the JSON result."""
+    proc = subprocess.Popen([sys.executable, "-m", "common.compare", *args], env=child_env(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # timeout or Ctrl-C: the child goes too
+        proc.kill()
+        proc.communicate()
+        raise
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1]), err
+    reason = next((line for line in reversed(err.splitlines()) if line.strip() and not line.startswith(" ")),
+                  f"exit status {proc.returncode}")
+    return None, reason.strip()
+
+
+def _table(report: dict) -> str:
+    """The Markdown table of a report."""
+    ceiling = report["matmul_gflop_s"]
+    lines = ["| backend | size | train ex/s | infer ex/s | GFLOP/s (train) | % of matmul ceiling | "
+             "build s | first step s | peak RSS MB |" + (" test acc |" if report["train_epochs"] else ""),
+             "|---" * (10 if report["train_epochs"] else 9) + "|"]
+    for r in report["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['backend']} | {r['size']} | failed: {r['error']} |" + " |" * 6
+                         + (" |" if report["train_epochs"] else ""))
+            continue
+        lines.append(f"| {r['backend']} | {r['size']} | {r['train_ex_s']:.1f} | {r['infer_ex_s']:.1f} | "
+                     f"{r['train_gflop_s']:.1f} | {100 * r['train_gflop_s'] / ceiling:.0f} % | {r['build_s']:.2f} | "
+                     f"{r['first_step_s']:.2f} | {r['peak_rss_mb']:.0f} |"
+                     + (f" {r['test_acc']:.3f} |" if report["train_epochs"] else ""))
+    return "\n".join(lines)
+
+
+def _charts(report: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if "error" not in r]
+    paths = []
+    if not rows:
+        return paths
+    names = list(dict.fromkeys(r["backend"] for r in rows))
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    for key, label, stem in (("train_ex_s", "training examples/s", "train_throughput"),
+                             ("infer_ex_s", "inference examples/s", "infer_throughput"),
+                             ("peak_rss_mb", "peak RSS (MB)", "memory")):
+        fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3), dpi=110, squeeze=False)
+        for ax, size in zip(axes[0], sizes):
+            values = {r["backend"]: r[key] for r in rows if r["size"] == size}
+            ax.bar(list(values), list(values.values()), color=[f"C{names.index(n)}" for n in values])
+            ax.set_title(f"{size}x{size}")
+            ax.set_ylabel(label)
+        fig.tight_layout()
+        paths.append(_save_fig(fig, out / f"{stem}.png"))
+        plt.close(fig)
+    curves = [r for r in rows if "history" in r]
+    if curves:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), dpi=110)
+        for r in curves:
+            epochs = [h["epoch"] for h in r["history"]]
+            left.plot(epochs, [h["train_loss"] for h in r["history"]], label=f"{r['backend']} @{r['size']}")
+            right.plot(epochs, [h["test_acc"] for h in r["history"]], label=f"{r['backend']} @{r['size']}")
+        left.set(xlabel="epoch", ylabel="train loss")
+        right.set(xlabel="epoch", ylabel="test accuracy")
+        right.legend()
+        fig.tight_layout()
+        paths.append(_save_fig(fig, out / "curves.png"))
+        plt.close(fig)
+    return paths
+
+
+def _save_fig(fig, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic.write_bytes(path, buf.getvalue())
+
+
+def write_report(report: dict, out: Path) -> None:
+    """compare.json, compare.md and the PNG charts, each written atomically."""
+    atomic.write_text(out / "compare.json", json.dumps(report, indent=1))
+    m = report["machine"]
+    md = [f"# vgg compare: {report['arch']}, batch {report['batch_size']}", "",
+          f"`{report['command']}`", "",
+          f"{m['date']}; {m['cores']} cores ({m['cpu']}); float32 matmul ceiling "
+          f"{report['matmul_gflop_s']:.0f} GFLOP/s (NumPy, 4096x4096); Python {m['python']}; "
+          + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
+          "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _table(report), ""]
+    atomic.write_text(out / "compare.md", "\n".join(md))
+    _charts(report, out)
+
+
+def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, seconds: float, train_epochs: int,
+        out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
+        log=print) -> dict:
+    """Measure every backend at every size, one child each; rows of failed children carry their error."""
+    ceiling, err = _child(["--ceiling"], timeout=600)
+    if ceiling is None:
+        raise RuntimeError(f"could not measure the matmul ceiling: {err}")
+    report = {"command": command, "arch": arch_name, "batch_size": batch_size, "seconds": seconds,
+              "train_epochs": train_epochs, "machine": machine(), "matmul_gflop_s": ceiling["gflop_s"],
+              "rows": []}
+    log(f"float32 matmul ceiling: {ceiling['gflop_s']:.0f} GFLOP/s; {cores()} cores for every backend")
+    log(f"{'backend':8} {'size':>5} {'train ex/s':>11} {'infer ex/s':>11} {'GFLOP/s':>8} {'%ceil':>6} "
+        f"{'build s':>8} {'1st step s':>10} {'RSS MB':>7}" + (f" {'test acc':>8}" if train_epochs else ""))
+    for name, size in itertools.product(names, sizes):
+        print(f"measuring {name} at {size}x{size} ...", end="\r", file=sys.stderr, flush=True)
+        args = ["--worker", name, "--arch", arch_name, "--size", str(size), "--batch-size", str(batch_size),
+                "--seconds", str(seconds), "--train-epochs", str(train_epochs)]
+        args += ["--data-dir", data_dir] if data_dir else []
+        args += [] if verify else ["--no-verify"]
+        budget = 600 + 4 * seconds + train_epochs * 3600
+        try:
+            row, err = _child(args, timeout=budget)
+        except subprocess.TimeoutExpired:
+            row, err = None, f"timed out after {budget:.0f} s"
+        print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
+        if row is None:
+            row = {"backend": name, "size": size, "error": err}
+            log(f"{name:8} {size:>5} failed: {err}")
+        else:
+            log(f"{name:8} {size:>5} {row['train_ex_s']:11.1f} {row['infer_ex_s']:11.1f} "
+                f"{row['train_gflop_s']:8.1f} {100 * row['train_gflop_s'] / ceiling['gflop_s']:5.0f}% "
+                f"{row['build_s']:8.2f} {row['first_step_s']:10.2f} {row['peak_rss_mb']:7.0f}"
+                + (f" {row['test_acc']:8.3f}" if train_epochs else ""))
+        report["rows"].append(row)
+        write_report(report, out)
+    return report
+
+
+def _main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="a vgg compare child process (internal)")
+    p.add_argument("--ceiling", action="store_true")
+    p.add_argument("--worker")
+    p.add_argument("--arch", default="small")
+    p.add_argument("--size", type=int, default=56)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--train-epochs", type=int, default=0)
+    p.add_argument("--data-dir")
+    p.add_argument("--no-verify", action="store_true")
+    a = p.parse_args()
+    if a.ceiling:
+        print(json.dumps({"gflop_s": matmul_ceiling()}))
+        return
+    print(json.dumps(measure(a.worker, a.arch, a.size, a.batch_size, a.seconds, a.data_dir, not a.no_verify,
+                             a.train_epochs)))
+
+
+if __name__ == "__main__":
+    _main()

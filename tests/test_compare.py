@@ -1,0 +1,55 @@
+"""``vgg compare`` end to end: every backend measured in its own subprocess; a broken one is a failed row."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import load_backend
+from tiny_data import fake_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compare(tmp_path: Path, backends: str, extra_path: Path | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    fake_files(tmp_path / "data", n_train=64, n_test=16)
+    paths = [str(extra_path)] if extra_path else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-m", "common.cli", "compare", "--backends", backends, "--arch", "small",
+                           "--resize", "32", "--batch-size", "8", "--seconds", "1", "--data-dir",
+                           str(tmp_path / "data"), "--no-verify", "--out", str(tmp_path / "report")],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    report = tmp_path / "report" / "compare.json"
+    return proc, json.loads(report.read_text()) if report.exists() else {}
+
+
+def test_compare_measures_every_backend_and_writes_the_report(all_backends, tmp_path):
+    proc, report = compare(tmp_path, ",".join(all_backends))
+    assert proc.returncode == 0, proc.stderr
+    assert [row["backend"] for row in report["rows"]] == list(all_backends)
+    for row in report["rows"]:
+        assert "error" not in row, row
+        assert row["train_ex_s"] > 0 and row["infer_ex_s"] > 0 and row["peak_rss_mb"] > 0
+        assert row["first_step_s"] > 0 and row["build_s"] >= 0 and row["train_gflop_s"] > 0
+    assert report["matmul_gflop_s"] > 0 and report["machine"]["cores"] >= 1
+    md = (tmp_path / "report" / "compare.md").read_text()
+    assert "matmul ceiling" in md and all(f"| {name} | 32 |" in md for name in all_backends)
+    for chart in ("train_throughput.png", "infer_throughput.png", "memory.png"):
+        assert (tmp_path / "report" / chart).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_broken_backend_is_a_failed_row(tmp_path):
+    """A real broken install: an ``mxnet`` package that raises on import, first on the children's path."""
+    load_backend("torch")
+    broken = tmp_path / "broken" / "mxnet"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('this mxnet is broken on purpose')\n")
+    proc, report = compare(tmp_path, "torch,mxnet", extra_path=tmp_path / "broken")
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["backend"]: row for row in report["rows"]}
+    assert rows["torch"]["train_ex_s"] > 0
+    assert "broken on purpose" in rows["mxnet"]["error"], rows["mxnet"]
+    assert "mxnet" in proc.stdout and "failed" in proc.stdout
