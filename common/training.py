@@ -95,6 +95,19 @@ def config_args(config: dict) -> dict:
     return {**config, "arch": tuple(tuple(b) for b in config["arch"])}
 
 
+def check_state(expected: dict[str, tuple], arrays: dict, source: str) -> None:
+    """Refuse ``arrays`` (name -> array) unless every name in ``expected`` (name -> shape) is there with
+    its shape; says what is missing, unexpected or mis-shaped. Checked before anything is changed."""
+    missing, unexpected = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    wrong = [f"{k} {tuple(arrays[k].shape)} (expected {tuple(shape)})" for k, shape in expected.items()
+             if k in arrays and tuple(arrays[k].shape) != tuple(shape)]
+    problems = [f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
+                for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
+                if items]
+    if problems:
+        raise ValueError(f"{source} does not fit this model; " + "; ".join(problems))
+
+
 def test_batches(data) -> Iterable:
     """The evaluation batches of ``data``: its ``.test`` split if it has one, else ``data`` itself."""
     return getattr(data, "test", data)

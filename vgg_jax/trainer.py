@@ -42,18 +42,13 @@ def _flat(state: nnx.State, prefix: str) -> dict[str, np.ndarray]:
     return {prefix + ".".join(map(str, path)): np.asarray(v.value) for path, v in nnx.to_flat_state(state)}
 
 
-def _restore(target, arrays: dict[str, np.ndarray], prefix: str, *filters) -> None:
+def _restore(target, arrays: dict[str, np.ndarray], prefix: str, source: str, *filters) -> None:
     """Set every variable of ``target`` (selected by ``filters``) from ``arrays`` under ``prefix``."""
     state = nnx.state(target, *filters)
     flat = nnx.to_flat_state(state)
     names = [prefix + ".".join(map(str, path)) for path, _ in flat]
-    missing = [n for n in names if n not in arrays]
-    wrong = [f"{n} {arrays[n].shape} (expected {v.value.shape})" for n, (_, v) in zip(names, flat)
-             if n in arrays and arrays[n].shape != v.value.shape]
-    if missing or wrong:
-        raise ValueError("the saved state does not fit this model: "
-                         + "; ".join(f"{label}: {', '.join(items[:6])}" for label, items in
-                                     (("missing", missing), ("mis-shaped", wrong)) if items))
+    training.check_state({n: v.value.shape for n, (_, v) in zip(names, flat)},
+                         {k: v for k, v in arrays.items() if k.startswith(prefix)}, source)
     for name, (_, variable) in zip(names, flat):
         variable.value = jnp.asarray(arrays[name], dtype=variable.value.dtype)
     nnx.update(target, nnx.from_flat_state(flat))
@@ -91,8 +86,8 @@ class Engine:
                 **_flat(nnx.state(self.optimizer), "optimizer.")}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        _restore(self.model, arrays, "model.", nnx.Param)
-        _restore(self.optimizer, arrays, "optimizer.")
+        _restore(self.model, arrays, "model.", "checkpoint", nnx.Param)
+        _restore(self.optimizer, arrays, "optimizer.", "checkpoint")
 
 
 def train(model: VGG, data, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
@@ -126,5 +121,5 @@ def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
     blob = serialization.msgpack_restore(Path(path).read_bytes())
     model = VGG(**training.config_args(blob["config"]))
-    _restore(model, {k: np.asarray(v) for k, v in blob["params"].items()}, "", nnx.Param)
+    _restore(model, {k: np.asarray(v) for k, v in blob["params"].items()}, "", str(path), nnx.Param)
     return model

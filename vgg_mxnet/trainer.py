@@ -25,14 +25,7 @@ def _params(model: VGG) -> dict:
 def _set_params(model: VGG, arrays: dict, source: str) -> None:
     """Copy ``arrays`` (name -> NumPy or MXNet array) into ``model``; every name and shape is checked first."""
     params = _params(model)
-    missing, unexpected = sorted(set(params) - set(arrays)), sorted(set(arrays) - set(params))
-    wrong = [f"{k} {tuple(arrays[k].shape)} (expected {params[k].shape})" for k in params
-             if k in arrays and tuple(arrays[k].shape) != tuple(params[k].shape)]
-    problems = [f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
-                for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
-                if items]
-    if problems:
-        raise ValueError(f"{source} does not fit this model; " + "; ".join(problems))
+    training.check_state({k: p.shape for k, p in params.items()}, arrays, source)
     for name, param in params.items():
         value = arrays[name]
         param.set_data(value if isinstance(value, mx.np.ndarray) else mx.np.array(value, dtype=value.dtype))

@@ -100,13 +100,7 @@ class Engine:
 def _set_variables(model: VGG, arrays: dict[str, np.ndarray], source: str) -> None:
     """Assign ``arrays`` to the model's variables by structural name; every name and shape checked first."""
     named = _variables(model)
-    missing = sorted(set(named) - set(arrays))
-    wrong = [f"{k} {arrays[k].shape} (expected {tuple(v.shape)})" for k, v in named.items()
-             if k in arrays and tuple(arrays[k].shape) != tuple(v.shape)]
-    if missing or wrong:
-        raise ValueError(f"{source} does not fit this model: " + "; ".join(
-            f"{label}: {', '.join(items[:6])}" for label, items in (("missing", missing), ("mis-shaped", wrong))
-            if items))
+    training.check_state({k: v.shape for k, v in named.items()}, arrays, source)
     for k, v in named.items():
         v.assign(arrays[k])
 
