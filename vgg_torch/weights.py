@@ -30,8 +30,8 @@ def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
     with torch.no_grad():
         for kind, pairs in ((nn.Conv2d, convs), (nn.Linear, denses)):
             for m, (w, b) in zip(_layers(model, kind), pairs, strict=True):
-                m.weight.copy_(torch.from_numpy(w))
-                m.bias.copy_(torch.from_numpy(b))
+                m.weight.copy_(torch.tensor(w))  # a copy: w may be a read-only buffer
+                m.bias.copy_(torch.tensor(b))
 
 
 def save_weights(model: VGG, path: str | Path) -> Path:
