@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from common import atomic, training
@@ -135,8 +136,6 @@ def save(model: VGG, path: str | Path) -> Path:
 
     def write(tmp: str) -> None:
         model.save_weights(tmp)
-        import h5py
-
         with h5py.File(tmp, "a") as f:
             f.attrs["vgg_config"] = config
 
@@ -145,8 +144,6 @@ def save(model: VGG, path: str | Path) -> Path:
 
 def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             config = json.loads(f.attrs["vgg_config"])
