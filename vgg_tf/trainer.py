@@ -39,15 +39,17 @@ class Engine:
     which differs from torch once the lr changes): buf = m * buf + grad + wd * w; w -= lr * buf.
     The lr is a tensor argument, so a new lr per step never retraces.
 
-    ``jit_compile=True`` (XLA) measured on arch.small() at 56x56, batch 128, momentum 0.9, 2 cores shared
-    with a training run, 5 steps after 2 warm-up steps, twice: XLA 282 and 277 ex/s (first step 5-7 s),
-    graph mode with oneDNN 353 and 421 ex/s (first step ~1 s). Graph mode is the default (``JIT_COMPILE``).
+    ``jit_compile=True`` (XLA) measured on arch.small() at 56x56, batch 128, momentum 0.9, 2 CPU cores shared
+    with other jobs, mean of 6 steps after 2 warm-up steps, two runs each: XLA 593 and 621 ex/s (0.21 s/step,
+    first step 2.6 s), graph mode with oneDNN 775 and 790 ex/s (0.16 s/step, first step 0.7 s), so graph mode
+    is about 1.3x faster; an earlier run next to a training job gave XLA 277-282, graph 353-421 ex/s.
+    Graph mode is the default (``JIT_COMPILE``).
     """
 
     def __init__(self, model: VGG, recipe: training.Recipe, jit_compile: bool = JIT_COMPILE) -> None:
         self.model = model
         self.named = _variables(model)
-        self.trainable = [v for v in model.trainable_variables]
+        self.trainable = list(model.trainable_variables)
         self.names = {id(v): k for k, v in self.named.items()}
         self.momentum, self.weight_decay = recipe.momentum, recipe.weight_decay
         self.buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.trainable] \
@@ -70,11 +72,15 @@ class Engine:
         return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == labels, tf.int32))
 
     def reseed(self, seed: int) -> None:
-        # Keras 3 Dropout draws from its layer's SeedGenerator: set each state from (seed, layer)
+        # Keras 3 Dropout draws from its layer's SeedGenerator, state [key, counter], counter += 1 per call.
+        # Each layer gets its own key from (seed, layer) and counter 0: with one key and counters 0, 1, the
+        # second layer would reuse the first layer's mask of the previous step. Keys stay below
+        # int32.max - 1, which TF's stateless ops reduce the key modulo.
         for i, layer in enumerate(_dropouts(self.model)):
             if hasattr(layer, "seed_generator"):  # absent when the rate is 0
+                key = np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0] % (2**31 - 2)
                 state = layer.seed_generator.state
-                state.assign(np.array([seed % 2**31, i], dtype=state.dtype))
+                state.assign(np.array([key, 0], dtype=state.dtype))
 
     def step(self, images, labels, lr: float) -> tuple[float, int]:
         loss, correct = self._step(tf.convert_to_tensor(images), tf.convert_to_tensor(labels),
@@ -129,9 +135,17 @@ def evaluate(model: VGG, data) -> float:
         _correct(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y))))
 
 
+def _check_suffix(path: str | Path) -> None:
+    """Keras reads and writes its weights format only under names ending in ``.weights.h5``: refuse others
+    up front, rather than write a file that :func:`load` could not read."""
+    if not str(path).endswith(MODEL_SUFFIX):
+        raise ValueError(f"{path}: a vgg_tf model file must end in {MODEL_SUFFIX} (Keras's weights format)")
+
+
 def save(model: VGG, path: str | Path) -> Path:
     """Keras's native weights file (``model.save_weights``, HDF5) with the ``VGG(...)`` arguments stored as
     a JSON attribute, written atomically; ``VGG(...).load_weights(path)`` reads it too."""
+    _check_suffix(path)
     config = json.dumps(training.model_config(model))
 
     def write(tmp: str) -> None:
@@ -144,6 +158,7 @@ def save(model: VGG, path: str | Path) -> Path:
 
 def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
+    _check_suffix(path)
     try:
         with h5py.File(path, "r") as f:
             config = json.loads(f.attrs["vgg_config"])
