@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -191,12 +191,17 @@ def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run:
     return history
 
 
-def train(backend: str, make_engine: Callable[[Recipe], Engine], model, data, *,
+def train(backend: str, engine: Callable[[Any, Recipe], Engine], model, data, *,
           checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print, **recipe) -> History:
-    """What every backend's ``train`` does: build the :class:`Recipe` from keyword arguments, batch
-    ``data`` for it, and :func:`fit` the engine ``make_engine(recipe)``."""
+    """Every backend's ``train(model, data, *, ...)`` (bound to its name and Engine class): train ``model``
+    on ``data`` (from ``load_fashion_mnist``) with minibatch SGD and return the :class:`History`.
+
+    ``recipe``: any field of :class:`Recipe` (epochs=10, lr=0.05, batch_size=128, seed=0, momentum=0,
+    weight_decay=0, schedule="constant", warmup_epochs=0); ``checkpoint_dir`` gets a checkpoint per epoch,
+    ``resume=True`` continues from its last complete one.
+    """
     recipe = Recipe(**recipe)
     train_batches, test_batches = batches_for(data, recipe)
-    return fit(make_engine(recipe), train_batches, test_batches, recipe, run=run_info(backend, model),
+    return fit(engine(model, recipe), train_batches, test_batches, recipe, run=run_info(backend, model),
                checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, log=log)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -11,7 +12,6 @@ import optax
 from flax import nnx, serialization
 
 from common import atomic, training
-from common.history import History
 from vgg_jax.model import VGG, _logits
 
 MODEL_SUFFIX = ".msgpack"
@@ -90,15 +90,8 @@ class Engine:
         _restore(self.optimizer, arrays, "optimizer.", "checkpoint")
 
 
-def train(model: VGG, data, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, log=print, **recipe) -> History:
-    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD.
-
-    ``recipe``: any field of common.training.Recipe (epochs=10, lr=0.05, batch_size=128, seed=0,
-    momentum=0, weight_decay=0, schedule="constant", warmup_epochs=0).
-    """
-    return training.train("jax", lambda r: Engine(model, r), model, data, checkpoint_dir=checkpoint_dir,
-                          resume=resume, progress=progress, log=log, **recipe)
+train = partial(training.train, "jax", Engine)
+train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as common.training.train."
 
 
 def evaluate(model: VGG, data) -> float:

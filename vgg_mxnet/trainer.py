@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from common import atomic, training
-from common.history import History
 from vgg_mxnet.framework import gluon, mx, npx
 from vgg_mxnet.model import VGG
 
@@ -103,15 +103,8 @@ class Engine:
                     updater.states_synced[i] = True
 
 
-def train(model: VGG, data, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, log=print, **recipe) -> History:
-    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD.
-
-    ``recipe``: any field of common.training.Recipe (epochs=10, lr=0.05, batch_size=128, seed=0,
-    momentum=0, weight_decay=0, schedule="constant", warmup_epochs=0).
-    """
-    return training.train("mxnet", lambda r: Engine(model, r), model, data, checkpoint_dir=checkpoint_dir,
-                          resume=resume, progress=progress, log=log, **recipe)
+train = partial(training.train, "mxnet", Engine)
+train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as common.training.train."
 
 
 def evaluate(model: VGG, data) -> float:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from common import atomic, training
-from common.history import History
 from vgg_tf.framework import keras, tf
 from vgg_tf.model import VGG
 
@@ -112,15 +112,8 @@ def _set_variables(model: VGG, arrays: dict[str, np.ndarray], source: str) -> No
         v.assign(arrays[k])
 
 
-def train(model: VGG, data, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, log=print, **recipe) -> History:
-    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD.
-
-    ``recipe``: any field of common.training.Recipe (epochs=10, lr=0.05, batch_size=128, seed=0,
-    momentum=0, weight_decay=0, schedule="constant", warmup_epochs=0).
-    """
-    return training.train("tf", lambda r: Engine(model, r), model, data, checkpoint_dir=checkpoint_dir,
-                          resume=resume, progress=progress, log=log, **recipe)
+train = partial(training.train, "tf", Engine)
+train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as common.training.train."
 
 
 @tf.function(reduce_retracing=True)

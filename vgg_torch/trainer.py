@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from common import atomic, training
-from common.history import History
 from vgg_torch.model import VGG
 
 MODEL_SUFFIX = ".pt"
@@ -57,15 +57,8 @@ class Engine:
                 self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(arrays[f"optimizer.{i}.momentum_buffer"])
 
 
-def train(model: VGG, data, *, checkpoint_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = True, log=print, **recipe) -> History:
-    """Train ``model`` on ``data`` (from ``load_fashion_mnist``) with minibatch SGD.
-
-    ``recipe``: any field of common.training.Recipe (epochs=10, lr=0.05, batch_size=128, seed=0,
-    momentum=0, weight_decay=0, schedule="constant", warmup_epochs=0).
-    """
-    return training.train("torch", lambda r: Engine(model, r), model, data, checkpoint_dir=checkpoint_dir,
-                          resume=resume, progress=progress, log=log, **recipe)
+train = partial(training.train, "torch", Engine)
+train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as common.training.train."
 
 
 def evaluate(model: VGG, data) -> float:
