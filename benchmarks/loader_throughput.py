@@ -12,7 +12,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -26,9 +25,10 @@ def measure(backend: str, sizes: list[int], batch_size: int, seconds: float) -> 
     """Run inside the pinned subprocess: iterate training batches for ``seconds`` per size."""
     sys.path.insert(0, str(ROOT))
     from common import backends
+    from common.compare import peak_rss_mb
 
     vgg = backends.load(backend)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = peak_rss_mb()
     rows = []
     for size in sizes:
         data = vgg.load_fashion_mnist(batch_size, resize=size)
@@ -39,8 +39,7 @@ def measure(backend: str, sizes: list[int], batch_size: int, seconds: float) -> 
             images, labels = next(it)
             count += int(labels.shape[0])
         rows.append({"size": size, "images_per_sec": count / (time.perf_counter() - began)})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"backend": backend, "rows": rows, "rss_after_import_mb": rss_before, "peak_rss_mb": peak}
+    return {"backend": backend, "rows": rows, "rss_after_import_mb": rss_before, "peak_rss_mb": peak_rss_mb()}
 
 
 def main() -> None:

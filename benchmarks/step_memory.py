@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import resource
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import arch, backends, training  # noqa: E402
+from common.compare import peak_rss_mb  # noqa: E402
 
 
 def main() -> None:
@@ -37,9 +37,8 @@ def main() -> None:
                                         rng.integers(0, 10, a.batch_size).astype(np.int64))
     for _ in range(a.steps):
         engine.step(images, labels, 0.01)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{a.backend}: {a.steps} steps at {a.size}x{a.size}, batch {a.batch_size}, momentum {a.momentum}: "
-          f"peak RSS {peak:.0f} MB")
+          f"peak RSS {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def matmul_ceiling(names: list[str], size: int = 4096, repeats: int = 3) -> dict
     return {"gflop_s": max(by_engine.values()), "by_engine": by_engine}
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -152,7 +153,7 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
                             **{**RECIPE, "warmup_epochs": RECIPE["warmup_epochs"] if train_epochs > 1 else 0})
         row["test_acc"] = history["test_acc"][-1]
         row["history"] = history.rows
-    row["peak_rss_mb"] = _peak_rss_mb()
+    row["peak_rss_mb"] = peak_rss_mb()
     return row
 
 
