@@ -17,6 +17,7 @@ VGG16: Arch = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # configuration
 VGG19: Arch = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))  # configuration E
 
 NAMED: dict[str, Arch] = {"vgg11": VGG11, "vgg13": VGG13, "vgg16": VGG16, "vgg19": VGG19}
+TINY: Arch = ((1, 8), (1, 16))  # two blocks, for quick checks (tests, parity) at 32x32 and up
 
 
 class ArchError(ValueError):
@@ -25,6 +26,9 @@ class ArchError(ValueError):
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+CHOICES = (*NAMED, "small", "tiny")  # the names by_name knows
 
 
 def validate(arch: object) -> Arch:
@@ -63,18 +67,20 @@ def small(arch: object = VGG11, ratio: int = 4) -> Arch:
 
 
 def by_name(name: str) -> Arch:
-    """Look up ``vgg11|vgg13|vgg16|vgg19|small`` (small = the book's ``small(VGG11, 4)``)."""
+    """Look up ``vgg11|vgg13|vgg16|vgg19|small|tiny`` (small = the book's ``small(VGG11, 4)``)."""
     key = name.lower()
     if key == "small":
         return small()
+    if key == "tiny":
+        return TINY
     if key not in NAMED:
-        raise ArchError(f"unknown arch {name!r}; choose one of {', '.join([*NAMED, 'small'])}")
+        raise ArchError(f"unknown arch {name!r}; choose one of {', '.join(CHOICES)}")
     return NAMED[key]
 
 
 def name_of(arch: Arch) -> str:
     """A short name for messages: ``vgg11``, ``small`` or the tuple itself."""
-    for name, known in [*NAMED.items(), ("small", small())]:
+    for name, known in [*NAMED.items(), ("small", small()), ("tiny", TINY)]:
         if arch == known:
             return name
     return str(arch)

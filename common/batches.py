@@ -86,6 +86,7 @@ class Batches:
     layout: str = "NCHW"
     to_tensor: ToTensor | None = None  # (float32 images, int64 labels) -> backend tensors
     prefetch: int = 2  # batches prepared ahead in a background thread; 0 = none
+    shard: tuple[int, int] = (0, 1)  # (rank, processes): this process's equal slice of every batch
 
     def __post_init__(self) -> None:
         if self.images.ndim != 3 or self.images.dtype != np.uint8:
@@ -117,6 +118,11 @@ class Batches:
         """The same split with another batch size and/or shuffling seed."""
         return replace(self, batch_size=batch_size, seed=self.seed if seed is None else seed)
 
+    def sharded(self, rank: int, processes: int) -> Batches:
+        """Process ``rank`` of ``processes`` sees its ``1/processes`` slice of each of these batches, in the
+        same order: together the processes see exactly what one process would."""
+        return replace(self, shard=(rank, processes))
+
     def order(self, k: int) -> np.ndarray:
         """Example indices of epoch ``k``: a permutation seeded by ``(seed, k)``, or 0..N-1."""
         if not self.shuffle:
@@ -131,8 +137,11 @@ class Batches:
 
     def _index_batches(self, k: int) -> Iterator[np.ndarray]:
         order = self.order(k)
+        rank, processes = self.shard
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield order[start:start + self.batch_size]
+            indices = order[start:start + self.batch_size]
+            part = len(indices) // processes
+            yield indices[rank * part:(rank + 1) * part]
 
     def epoch(self, k: int) -> Iterator[tuple]:
         """The batches of epoch ``k`` (0-based).

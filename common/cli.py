@@ -110,13 +110,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="print every backend's layer table for one arch")
     s.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
-    s.add_argument("--arch", default="vgg11", choices=[*arch.NAMED, "small"])
+    s.add_argument("--arch", default="vgg11", choices=arch.CHOICES)
     s.add_argument("--resize", type=int, default=224, help="input side in pixels")
     s.set_defaults(run=_summary)
 
     q = sub.add_parser("parity", help="compare logits, gradients and SGD steps between every pair of backends")
     q.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
-    q.add_argument("--arch", default="small", choices=[*arch.NAMED, "small"])
+    q.add_argument("--arch", default="small", choices=arch.CHOICES)
     q.add_argument("--resize", type=int, default=56, help="input side in pixels (default 56)")
     q.add_argument("--batch", type=int, default=8, help="images per batch")
     q.add_argument("--steps", type=int, default=5, help="plain SGD steps of the trajectory check")
@@ -126,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="measure the backends side by side (the main job)")
     c.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
-    c.add_argument("--arch", default="small", choices=[*arch.NAMED, "small"])
+    c.add_argument("--arch", default="small", choices=arch.CHOICES)
     c.add_argument("--resize", type=_sizes, default=[224, 96, 56], help="image sides, e.g. 224,96,56")
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seconds", type=float, default=20, help="measuring time per backend and size")
@@ -140,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
         "Train VGG on Fashion-MNIST. Defaults are the book's recipe (plain SGD, lr 0.05, batch 128); "
         "the recipe that reaches 0.91+ at 56x56 is --momentum 0.9 --lr 0.02 --schedule cosine --warmup-epochs 1."))
     t.add_argument("--backend", required=True, choices=backends.NAMES)
-    t.add_argument("--arch", default="small", choices=[*arch.NAMED, "small"])
+    t.add_argument("--arch", default="small", choices=arch.CHOICES)
     t.add_argument("--resize", type=int, default=224, help="image side after bilinear resizing (default 224)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--lr", type=float, default=0.05, help="(peak) learning rate")

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from common import checkpoint
+from common import checkpoint, distributed
+from common.distributed import World
 from common.history import History
 
 SCHEDULES = ("constant", "cosine")
@@ -70,7 +71,10 @@ class Recipe:
 
 
 class Engine(Protocol):
-    """What a backend provides to :func:`fit`."""
+    """What a backend provides to :func:`fit`: ``step`` takes this process's shard of a global batch and
+    returns the global batch's mean loss and correct count, so every worker logs the same History."""
+
+    world: World
 
     def reseed(self, seed: int) -> None: ...
     def step(self, images, labels, lr: float) -> tuple[float, int]: ...  # mean loss, correct predictions
@@ -155,17 +159,24 @@ def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run:
     ``train`` must offer ``epoch(k)`` (the batches of epoch ``k``, shuffled reproducibly) and ``len``;
     ``run`` describes the model and backend and must match when resuming.
     """
+    world = getattr(engine, "world", distributed.SINGLE)
+    distributed.check_split(world.replicas, train.batch_size, train.num_examples, train.drop_last)
+    if not world.is_chief:
+        log = lambda _: None  # noqa: E731  (every worker computes the same lines; the chief prints them)
     start, history = 0, History()
     if resume:
         if checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir")
         start, history = _resume(engine, Path(checkpoint_dir), recipe, run, log)
+    train = train.sharded(world.rank, world.processes)
+    writer = checkpoint_dir if world.is_chief else None  # one checkpoint set, the chief's
     steps = len(train)
     for epoch in range(start, recipe.epochs):
         engine.reseed(recipe.epoch_seed(epoch))
         loss_sum, correct, seen = 0.0, 0, 0
         began = time.perf_counter()
-        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step", disable=not progress,
+        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step",
+                  disable=not progress or not world.is_chief,
                   leave=False, dynamic_ncols=True) as bar:
             for i, (images, labels) in enumerate(train.epoch(epoch)):
                 lr = recipe.lr_at(epoch * steps + i, steps)
@@ -175,7 +186,7 @@ def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run:
                     raise TrainingDiverged(
                         f"loss became {loss} at epoch {epoch + 1}, step {i + 1} (lr {lr:g}); training stopped"
                         + (f", last good checkpoint {kept} is intact" if kept else "") + ": try a smaller --lr")
-                n = int(labels.shape[0])
+                n = int(labels.shape[0]) * world.processes
                 loss_sum, correct, seen = loss_sum + loss * n, correct + right, seen + n
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
@@ -185,9 +196,10 @@ def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run:
         history.append(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
                        examples_per_sec=seen / train_seconds, seconds=time.perf_counter() - began)
         log(f"epoch {epoch + 1}/{recipe.epochs}: {history.line()}")
-        if checkpoint_dir is not None:
-            meta = {"epoch": epoch + 1, "recipe": asdict(recipe), "run": run, "history": history.rows}
-            checkpoint.write(checkpoint_dir, epoch + 1, engine.state(), meta)
+        if writer is not None:
+            meta = {"epoch": epoch + 1, "recipe": asdict(recipe), "run": run, "history": history.rows,
+                    "world": {"processes": world.processes, "devices": world.devices}}
+            checkpoint.write(writer, epoch + 1, engine.state(), meta)
     return history
 
 

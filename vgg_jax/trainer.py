@@ -12,6 +12,8 @@ import optax
 from flax import nnx, serialization
 
 from common import atomic, training
+from common.distributed import World
+from vgg_jax import distributed as dist
 from vgg_jax.model import VGG, _logits
 
 MODEL_SUFFIX = ".msgpack"
@@ -56,14 +58,32 @@ def _restore(target, arrays: dict[str, np.ndarray], prefix: str, source: str, *f
 
 class Engine:
     """One ``nnx.jit``-compiled step per batch; loss and correct count come back as device scalars and are
-    read with ``float``/``int``, the only host synchronisation per step."""
+    read with ``float``/``int``, the only host synchronisation per step.
 
-    def __init__(self, model: VGG, recipe: training.Recipe) -> None:
+    On a mesh (several devices or processes) the state is replicated and each batch sharded along ``data``;
+    the same step then computes the global batch's loss, with the gradient all-reduce inside. Dropout
+    masks are drawn for the global batch, so they equal one process's whatever the number of workers."""
+
+    def __init__(self, model: VGG, recipe: training.Recipe, world: World | None = None) -> None:
         self.model = model
+        self.world = world or dist.current()
+        self.mesh = self.world.handle
         tx = optax.inject_hyperparams(_sgd, static_args=("momentum", "weight_decay"))(
             learning_rate=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
         self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.dropouts = [m for m in model.layers if isinstance(m, nnx.Dropout)]
+        self._replicate()
+
+    def _replicate(self) -> None:
+        """Every variable of model and optimizer onto every device of the mesh (no-op on one device)."""
+        if self.mesh is not None:
+            for obj in (self.model, self.optimizer):
+                nnx.update(obj, dist.replicate(self.mesh, nnx.state(obj)))
+
+    def _put(self, x, sharded: bool = True) -> jax.Array:
+        if self.mesh is None:
+            return jnp.asarray(x)
+        return (dist.global_batch if sharded else dist.everywhere)(self.mesh, np.asarray(x))
 
     def reseed(self, seed: int) -> None:
         # each Dropout layer its own stream derived from (seed, layer): the same masks after a resume,
@@ -71,15 +91,16 @@ class Engine:
         for i, layer in enumerate(self.dropouts):
             layer.rngs.key.value = jax.random.fold_in(jax.random.key(seed), i)
             layer.rngs.count.value = jnp.zeros_like(layer.rngs.count.value)
+        self._replicate()  # the same key in every process: masks for the global batch
 
     def step(self, images, labels, lr: float) -> tuple[float, int]:
         self.model.train()
-        loss, correct = _train_step(self.model, self.optimizer, jnp.asarray(images), jnp.asarray(labels),
+        loss, correct = _train_step(self.model, self.optimizer, self._put(images), self._put(labels),
                                     jnp.float32(lr))
         return float(loss), int(correct)
 
     def evaluate(self, batches) -> float:
-        return evaluate(self.model, batches)
+        return _evaluate(self.model, batches, lambda x: self._put(x, sharded=False))
 
     def state(self) -> dict[str, np.ndarray]:
         return {**_flat(nnx.state(self.model, nnx.Param), "model."),
@@ -88,6 +109,7 @@ class Engine:
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         _restore(self.model, arrays, "model.", "checkpoint", nnx.Param)
         _restore(self.optimizer, arrays, "optimizer.", "checkpoint")
+        self._replicate()
 
 
 train = partial(training.train, "jax", Engine)
@@ -96,10 +118,14 @@ train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; a
 
 def evaluate(model: VGG, data) -> float:
     """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
+    return _evaluate(model, data, jnp.asarray)
+
+
+def _evaluate(model: VGG, data, put) -> float:
     model.eval()
     try:
         return training.accuracy(training.test_batches(data), lambda x, y: int(
-            (_logits(model, jnp.asarray(x)).argmax(-1) == jnp.asarray(y)).sum()))
+            (_logits(model, put(x)).argmax(-1) == put(y)).sum()))
     finally:
         model.train()
 

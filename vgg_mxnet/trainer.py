@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import atomic, training
+from common import atomic, distributed, training
+from common.distributed import World
+from vgg_mxnet import distributed as dist
 from vgg_mxnet.framework import gluon, mx, npx
 from vgg_mxnet.model import VGG
 
@@ -46,42 +48,60 @@ class Engine:
     0.26: about 1.4-1.5x faster.
     """
 
-    def __init__(self, model: VGG, recipe: training.Recipe) -> None:
+    def __init__(self, model: VGG, recipe: training.Recipe, world: World | None = None) -> None:
         self.model = model
+        self.world = world or dist.current()
+        self.contexts = dist.contexts()
+        if self.contexts != [mx.cpu()]:
+            model.collect_params().reset_ctx(self.contexts)  # one copy of every parameter per context
         model.hybridize(static_alloc=True, static_shape=True)
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()  # per-example loss of integer labels on logits
-        # kvstore=None: one CPU context, so the Trainer updates in place without a KVStore.
+        # One CPU context needs no KVStore (the Trainer updates in place); several contexts sum their
+        # gradients in a "device" store, several processes in the dist_sync one. update_on_kvstore=False
+        # keeps the optimizer (and its momentum) in this process: with True, a dist store's servers get a
+        # pickled optimizer once and never see a later lr.
         # MXNet's wd is coupled L2 (added to the gradient) as in torch.optim.SGD. Its momentum buffer
         # holds lr * velocity (mom = m*mom - lr*(grad + wd*w); w += mom) where torch keeps the velocity
         # (buf = m*buf + grad + wd*w; w -= lr*buf): the two agree only while lr is constant; under
         # warm-up or cosine decay MXNet's past steps keep the lr they were taken with.
+        handle = self.world.handle
+        kvstore = handle.kvstore if handle is not None and handle.kvstore is not None else \
+            ("device" if len(self.contexts) > 1 else None)
         self.trainer = gluon.Trainer(model.collect_params(), "sgd",
                                      {"learning_rate": recipe.lr, "momentum": recipe.momentum,
-                                      "wd": recipe.weight_decay}, kvstore=None)
+                                      "wd": recipe.weight_decay}, kvstore=kvstore,
+                                     update_on_kvstore=False if kvstore is not None else None)
         names = {id(p): name for name, p in _params(model).items()}
         self.names = [names[id(p)] for p in self.trainer._params]  # optimizer state index -> parameter name
 
     def reseed(self, seed: int) -> None:
-        # Dropout draws from MXNet's global generator, which has no state getter/setter: the loop
-        # reseeds every epoch so the masks are a function of (seed, epoch) and a resumed run repeats them.
-        mx.random.seed(seed)
+        # Dropout draws from MXNet's generators (one per context, each seeded from the seed and its device
+        # id), which have no state getter/setter: the loop reseeds every epoch so the masks are a function
+        # of (seed, epoch, rank) and a resumed run repeats them.
+        mx.random.seed(distributed.worker_seed(seed, self.world.rank))
 
     def step(self, images, labels, lr: float) -> tuple[float, int]:
         images, labels = _as_mx(images), _as_mx(labels)
         self.trainer.set_learning_rate(lr)
+        xs = gluon.utils.split_and_load(images, self.contexts)  # this process's shard, a slice per context
+        ys = gluon.utils.split_and_load(labels, self.contexts)
         with mx.autograd.record():  # training mode: dropout on
-            logits = self.model(images)
-            loss = self.loss(logits, labels)
-        loss.backward()  # sum of per-example gradients ...
-        self.trainer.step(images.shape[0])  # ... rescaled by 1/batch: the mean gradient, as torch's mean loss
-        correct = (logits.argmax(axis=1) == labels.astype(np.int64)).sum()
-        return loss.mean().item(), int(correct.item())
+            logits = [self.model(x) for x in xs]
+            losses = [self.loss(z, y) for z, y in zip(logits, ys)]
+        mx.autograd.backward(losses)  # sums of per-example gradients, summed over contexts and workers ...
+        global_n = images.shape[0] * self.world.processes
+        self.trainer.step(global_n)  # ... rescaled by 1/global batch: the mean gradient, as torch's mean loss
+        loss_sum = sum(l.sum().item() for l in losses)
+        correct = sum(int((z.argmax(axis=1) == y.astype(np.int64)).sum().item()) for z, y in zip(logits, ys))
+        if self.world.processes > 1:
+            loss_sum, correct, _ = dist.all_sum([loss_sum, correct, images.shape[0]])
+        return loss_sum / global_n, int(correct)
 
     def evaluate(self, batches) -> float:
         return evaluate(self.model, batches)
 
     def _updaters(self) -> list:
-        return self.trainer._updaters  # one per context; a single CPU one here
+        return self.trainer._updaters  # one per context, all holding the same state
 
     def state(self) -> dict[str, np.ndarray]:
         arrays = {f"model.{k}": p.data().asnumpy() for k, p in _params(self.model).items()}
@@ -94,11 +114,11 @@ class Engine:
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         _set_params(self.model, {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}, "checkpoint")
-        for updater in self._updaters():
+        for k, updater in enumerate(self._updaters()):
             for i, name in enumerate(self.names):
                 buf = arrays.get(f"optimizer.{name}.momentum")
                 if buf is not None and self.trainer.optimizer.momentum > 0:
-                    weight = self.trainer._params[i].data()
+                    weight = self.trainer._params[i].list_data()[k]
                     updater.states[i] = mx.nd.array(buf, ctx=weight.ctx, dtype=buf.dtype)
                     updater.states_synced[i] = True
 

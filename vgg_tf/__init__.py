@@ -1,8 +1,9 @@
 """VGG in TensorFlow/Keras 3 (NHWC). ``import vgg_tf as vgg``; the same names exist in the other backends."""
 
+from vgg_tf.distributed import current as current_world, init_distributed
 from vgg_tf.data import from_arrays, load_fashion_mnist
 from vgg_tf.trainer import MODEL_SUFFIX, evaluate, load, save, train
 from vgg_tf.model import (LAYOUT, VGG, layer_summary, parameter_count, predict,
     print_layer_summary, vgg_block)
 
-__all__ = ["LAYOUT", "MODEL_SUFFIX", "from_arrays", "load_fashion_mnist", "VGG", "evaluate", "load", "save", "train", "layer_summary", "parameter_count", "predict", "print_layer_summary", "vgg_block"]
+__all__ = ["current_world", "init_distributed", "LAYOUT", "MODEL_SUFFIX", "from_arrays", "load_fashion_mnist", "VGG", "evaluate", "load", "save", "train", "layer_summary", "parameter_count", "predict", "print_layer_summary", "vgg_block"]

@@ -6,6 +6,7 @@ import numpy as np
 
 from common import inference, summary
 from common.arch import Arch, check_model_args
+from vgg_tf.distributed import scope
 from vgg_tf.framework import keras, tf
 
 LAYOUT = "NHWC"
@@ -29,16 +30,17 @@ class VGG(keras.Sequential):
                  dropout: float = 0.5, seed: int = 0, **kwargs) -> None:
         arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
         keras.utils.set_random_seed(seed)  # Keras initialisers draw from the global seed
-        blocks, channels = [], in_channels
-        for num_convs, out_channels in arch:
-            blocks.append(vgg_block(num_convs, out_channels, channels))
-            channels = out_channels
-        L = keras.layers
-        super().__init__([
-            keras.Input((image_size, image_size, in_channels)), *blocks, L.Flatten(),
-            L.Dense(summary.HIDDEN), L.ReLU(), L.Dropout(dropout),
-            L.Dense(summary.HIDDEN), L.ReLU(), L.Dropout(dropout),
-            L.Dense(num_classes)], **kwargs)
+        with scope():  # mirrored variables under tf.distribute (see vgg_tf.distributed)
+            blocks, channels = [], in_channels
+            for num_convs, out_channels in arch:
+                blocks.append(vgg_block(num_convs, out_channels, channels))
+                channels = out_channels
+            L = keras.layers
+            super().__init__([
+                keras.Input((image_size, image_size, in_channels)), *blocks, L.Flatten(),
+                L.Dense(summary.HIDDEN), L.ReLU(), L.Dropout(dropout),
+                L.Dense(summary.HIDDEN), L.ReLU(), L.Dropout(dropout),
+                L.Dense(num_classes)], **kwargs)
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
         self.image_size, self.dropout, self.seed = image_size, dropout, seed
 

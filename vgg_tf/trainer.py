@@ -9,7 +9,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from common import atomic, training
+from common import atomic, distributed, training
+from common.distributed import World
+from vgg_tf import distributed as dist
 from vgg_tf.framework import keras, tf
 from vgg_tf.model import VGG
 
@@ -46,46 +48,90 @@ class Engine:
     Graph mode is the default (``JIT_COMPILE``).
     """
 
-    def __init__(self, model: VGG, recipe: training.Recipe, jit_compile: bool = JIT_COMPILE) -> None:
+    def __init__(self, model: VGG, recipe: training.Recipe, world: World | None = None,
+                 jit_compile: bool = JIT_COMPILE) -> None:
         self.model = model
+        self.world = world or dist.current()
+        self.strategy = self.world.handle  # None for one device
         self.named = _variables(model)
         self.trainable = list(model.trainable_variables)
         self.names = {id(v): k for k, v in self.named.items()}
         self.momentum, self.weight_decay = recipe.momentum, recipe.weight_decay
-        self.buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.trainable] \
-            if recipe.momentum else []
-        self._step = tf.function(self._step_fn, jit_compile=jit_compile, reduce_retracing=True)
+        with dist.scope():
+            self.buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.trainable] \
+                if recipe.momentum else []
+        step = self._replica_step if self.strategy is None else self._distributed_step
+        self._step = tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
 
-    def _step_fn(self, images: tf.Tensor, labels: tf.Tensor, lr: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _replica_step(self, images: tf.Tensor, labels: tf.Tensor, lr: tf.Tensor,
+                      global_n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One replica's part: the loss is its examples' sum over the *global* batch size, so the summed
+        (all-reduced) gradients are the global batch's mean gradient. Returns loss sum and correct count."""
         labels = tf.cast(labels, tf.int64)
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            loss = tf.reduce_sum(per_example) / global_n
         grads = tape.gradient(loss, self.trainable)
+        if self.strategy is not None:
+            grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
         for i, (v, g) in enumerate(zip(self.trainable, grads)):
             if self.weight_decay:
                 g = g + self.weight_decay * v.value
             if self.momentum:
                 self.buffers[i].assign(self.momentum * self.buffers[i] + g)
                 g = self.buffers[i]
-            v.assign_sub(lr * g)
-        return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == labels, tf.int32))
+            v.assign_sub(lr * g)  # in a replica: this replica's copy, which every replica updates alike
+        return tf.reduce_sum(per_example), tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == labels, tf.int32))
+
+    def _distributed_step(self, images, labels, lr: tf.Tensor, global_n: tf.Tensor) -> list[tf.Tensor]:
+        sums = self.strategy.run(self._replica_step, args=(images, labels, lr, global_n))
+        return [self.strategy.reduce("sum", v, axis=None) for v in sums]
+
+    def _dropout_keys(self, seed: int) -> np.ndarray:
+        """(replicas in this process, Dropout layers) keys: each layer its own key from (seed, layer), and
+        every replica its own seed; keys stay below int32.max - 1, which TF's stateless ops reduce modulo."""
+        first = self.world.rank * self.world.devices
+        return np.array([[np.random.SeedSequence([distributed.worker_seed(seed, first + r), i])
+                          .generate_state(1, np.uint64)[0] % (2**31 - 2)
+                          for i in range(len(_dropouts(self.model)))] for r in range(self.world.devices)],
+                        dtype=np.int64)
 
     def reseed(self, seed: int) -> None:
         # Keras 3 Dropout draws from its layer's SeedGenerator, state [key, counter], counter += 1 per call.
-        # Each layer gets its own key from (seed, layer) and counter 0: with one key and counters 0, 1, the
-        # second layer would reuse the first layer's mask of the previous step. Keys stay below
-        # int32.max - 1, which TF's stateless ops reduce the key modulo.
-        for i, layer in enumerate(_dropouts(self.model)):
-            if hasattr(layer, "seed_generator"):  # absent when the rate is 0
-                key = np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0] % (2**31 - 2)
+        # Each layer gets its own key and counter 0: with one key and counters 0, 1, the second layer would
+        # reuse the first layer's mask of the previous step. Under a strategy the state is per replica
+        # (aggregation "none"), so each replica's copy is set inside the replica.
+        layers = [layer for layer in _dropouts(self.model) if hasattr(layer, "seed_generator")]  # rate 0: none
+        if not layers:
+            return
+        keys = self._dropout_keys(seed)
+        if self.world.devices == 1:
+            for i, layer in enumerate(layers):
                 state = layer.seed_generator.state
-                state.assign(np.array([key, 0], dtype=state.dtype))
+                state.assign(np.array([keys[0, i], 0], dtype=state.dtype))
+            return
+
+        def assign(table: tf.Tensor) -> None:
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group % self.world.devices
+            for i, layer in enumerate(layers):
+                state = layer.seed_generator.state
+                state.assign(tf.cast(tf.stack([table[replica, i], 0]), state.dtype))
+
+        self.strategy.run(assign, args=(tf.constant(keys),))
 
     def step(self, images, labels, lr: float) -> tuple[float, int]:
-        loss, correct = self._step(tf.convert_to_tensor(images), tf.convert_to_tensor(labels),
-                                   tf.constant(lr, tf.float32))
-        return float(loss), int(correct)
+        images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+        n = int(labels.shape[0])
+        if self.strategy is not None and self.world.devices > 1:  # this process's shard, one slice per device
+            part = n // self.world.devices
+            images, labels = (self.strategy.experimental_distribute_values_from_function(
+                lambda ctx, t=t: t[(ctx.replica_id_in_sync_group % self.world.devices) * part:][:part])
+                for t in (images, labels))
+        global_n = n * self.world.processes
+        loss_sum, correct = self._step(images, labels, tf.constant(lr, tf.float32),
+                                       tf.constant(global_n, tf.float32))
+        return float(loss_sum) / global_n, int(correct)
 
     def evaluate(self, batches) -> float:
         return evaluate(self.model, batches)

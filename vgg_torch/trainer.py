@@ -10,34 +10,45 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import atomic, training
+from common import atomic, distributed, training
+from common.distributed import World
+from vgg_torch import distributed as dist
 from vgg_torch.model import VGG
 
 MODEL_SUFFIX = ".pt"
 
 
 class Engine:
-    """One SGD step per batch in eager PyTorch (CPU ops run synchronously, so ``.item()`` costs nothing)."""
+    """One SGD step per batch in eager PyTorch (CPU ops run synchronously, so ``.item()`` costs nothing).
 
-    def __init__(self, model: VGG, recipe: training.Recipe) -> None:
+    With several processes the model runs wrapped in ``DistributedDataParallel``, which averages the
+    gradients of the equal per-process shards during ``backward``: the global batch's mean gradient."""
+
+    def __init__(self, model: VGG, recipe: training.Recipe, world: World | None = None) -> None:
         self.model = model
+        self.world = world or dist.current()
+        self.net = torch.nn.parallel.DistributedDataParallel(model) if self.world.processes > 1 else model
         self.params = list(model.parameters())
         self.optimizer = torch.optim.SGD(self.params, lr=recipe.lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
 
     def reseed(self, seed: int) -> None:
-        torch.manual_seed(seed)  # dropout draws from the global generator
+        torch.manual_seed(distributed.worker_seed(seed, self.world.rank))  # dropout: the global generator
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> tuple[float, int]:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits = self.model(images)
+        logits = self.net(images)
         loss = F.cross_entropy(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.item(), int((logits.argmax(1) == labels).sum())
+        correct = int((logits.argmax(1) == labels).sum())
+        if self.world.processes == 1:
+            return loss.item(), correct
+        loss_sum, correct, n = dist.all_sum([loss.item() * len(labels), correct, len(labels)])
+        return loss_sum / n, int(correct)
 
     def evaluate(self, batches) -> float:
         return evaluate(self.model, batches)

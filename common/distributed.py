@@ -1,0 +1,160 @@
+"""Data-parallel training, the framework-neutral part: who this worker is, how a global batch is split,
+how many threads each worker gets, and what each framework's launcher puts in the environment.
+
+The engines themselves are the frameworks' own (``vgg_<fw>/distributed.py``); this module only holds what
+all four mean the same by: ``--batch-size`` is the global batch, process ``r`` of ``W`` takes the ``r``-th
+``1/W`` of every batch one process would see, gradients are averaged over the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DEVICE_KINDS = ("cpu", "gpu")
+
+#: backend -> (engine across processes, engine across the devices of one process or None, launcher)
+ENGINES: dict[str, tuple[str, str | None, str]] = {
+    "torch": ("DistributedDataParallel (gloo on CPU, nccl on CUDA)", None, "torchrun"),
+    "tf": ("MultiWorkerMirroredStrategy (TF_CONFIG)", "MirroredStrategy", "vgg launcher"),
+    "jax": ("jax.distributed + Mesh/NamedSharding (gloo on CPU)", "Mesh/NamedSharding over jax_num_cpu_devices",
+            "vgg launcher"),
+    "mxnet": ("kvstore dist_sync (scheduler, server, workers)", "Trainer over several contexts, kvstore device",
+              "vgg launcher"),
+}
+
+
+class DistributedError(ValueError):
+    """A distributed set-up that cannot work: bad worker/device counts, no GPU, a busy port, a dead worker."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a data-parallel run: ``rank`` of ``processes``, each with ``devices`` devices.
+
+    ``handle`` is the framework's own object (strategy, mesh, kvstore, process group name) for its engine.
+    """
+
+    rank: int = 0
+    processes: int = 1
+    devices: int = 1
+    device: str = "cpu"
+    threads: int | None = None
+    engine: str = "single process"
+    handle: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def replicas(self) -> int:
+        """Model copies that each take a slice of the global batch."""
+        return self.processes * self.devices
+
+    @property
+    def is_chief(self) -> bool:
+        """Only the chief (rank 0) writes checkpoints, history and the model."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.replicas > 1
+
+    def describe(self) -> str:
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''} per worker" if self.threads else ""
+        return (f"{self.engine}: {self.processes} process{'es' if self.processes > 1 else ''} x "
+                f"{self.devices} {self.device} device{'s' if self.devices > 1 else ''}{threads}")
+
+
+SINGLE = World()
+
+
+def worker_seed(seed: int, index: int) -> int:
+    """The dropout seed of worker (or device) ``index``: ``seed`` itself for index 0, so a single process
+    draws what it always drew, and a different reproducible stream for every other index."""
+    if index == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def check_split(replicas: int, batch_size: int, num_examples: int, drop_last: bool = False) -> None:
+    """Refuse a split that cannot give every replica an equal share of every batch, one process's batches."""
+    if replicas < 1:
+        raise DistributedError(f"workers x devices = {replicas} is not allowed: it must be at least 1")
+    if replicas == 1:
+        return
+    batches, rest = divmod(num_examples, batch_size)
+    if batch_size % replicas:
+        raise DistributedError(f"--batch-size {batch_size} is not divisible by {replicas} workers x devices: "
+                               "every worker takes an equal slice of the global batch")
+    if rest and not drop_last:
+        batches += 1
+        if rest % replicas:
+            raise DistributedError(
+                f"the last batch of an epoch has {rest} examples ({num_examples} % {batch_size}), which "
+                f"{replicas} workers x devices cannot share equally; choose a --batch-size or --limit "
+                f"that leaves a multiple of {replicas}")
+    if replicas > batches * batch_size:
+        raise DistributedError(f"{replicas} workers x devices but only {num_examples} training examples")
+    if replicas > batch_size:
+        raise DistributedError(f"{replicas} workers x devices is more than the batch size {batch_size}")
+
+
+def shard_of(n: int, rank: int, processes: int) -> slice:
+    """Process ``rank``'s slice of a global batch of ``n`` examples (``n`` divisible by ``processes``)."""
+    if processes == 1:
+        return slice(0, n)
+    part = n // processes
+    return slice(rank * part, (rank + 1) * part)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def threads_per_worker(workers: int, devices: int = 1, threads: int | None = None) -> int:
+    """``threads`` if given, else the machine's cores shared equally by every worker and device."""
+    if threads is not None:
+        if threads < 1:
+            raise DistributedError(f"--threads {threads} is not allowed: it must be at least 1")
+        return threads
+    return max(1, cores() // max(1, workers * devices))
+
+
+def worker_threads(devices: int = 1) -> int:
+    """Threads for this worker: what a launcher set (``VGG_THREADS``, else ``OMP_NUM_THREADS``), else the
+    cores shared by this process's devices."""
+    for name in ("VGG_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(name, "").isdigit() and int(os.environ[name]) > 0:
+            return int(os.environ[name])
+    return max(1, cores() // max(1, devices))
+
+
+def launched_size(backend: str) -> int:
+    """The number of worker processes an external or our own launcher started for ``backend``, read from
+    the framework's own environment variables; 1 when this process was not launched as a worker."""
+    env = os.environ
+    if backend == "torch":
+        return int(env.get("WORLD_SIZE", "1"))
+    if backend == "tf":
+        config = json.loads(env.get("TF_CONFIG") or "{}")
+        cluster = config.get("cluster", {})
+        return len(cluster.get("worker", [])) + len(cluster.get("chief", [])) or 1
+    if backend == "jax":
+        if not env.get("JAX_COORDINATOR_ADDRESS"):
+            return 1
+        return int(env.get("JAX_NUM_PROCESSES", "1"))
+    if backend == "mxnet":
+        return int(env.get("DMLC_NUM_WORKER", "1")) if env.get("DMLC_ROLE") == "worker" else 1
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def check_device(backend: str, device: str) -> None:
+    if device not in DEVICE_KINDS:
+        raise DistributedError(f"--device {device!r} is not allowed: choose one of {', '.join(DEVICE_KINDS)}")
+
+
+def no_gpu(backend: str, install: str) -> DistributedError:
+    """The error for ``--device gpu`` on a machine (or build) without one."""
+    return DistributedError(f"{backend}: --device gpu but no GPU is visible to this {backend} build; {install}")

@@ -1,0 +1,53 @@
+"""Data-parallel PyTorch: DistributedDataParallel over a process group (gloo on CPU, nccl on CUDA), one
+process per device, started by ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from common import distributed
+from common.distributed import World
+
+_WORLD: list[World] = [distributed.SINGLE]
+
+
+def init_distributed(devices: int = 1, device: str = "cpu") -> World:
+    """Join the process group torchrun describes in the environment (or stay a single process).
+
+    Call before building the model. ``devices`` must be 1: DDP runs one process per device, so more
+    devices means more ``--workers``."""
+    distributed.check_device("torch", device)
+    if devices != 1:
+        raise distributed.DistributedError(
+            f"torch: --devices {devices} is not supported: DistributedDataParallel runs one process per device; "
+            "use --workers instead")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise distributed.no_gpu("torch", "install a CUDA build of PyTorch (pip install torch, without +cpu)")
+    size = distributed.launched_size("torch")
+    threads = distributed.worker_threads()
+    torch.set_num_threads(threads)
+    if size > 1 and not dist.is_initialized():
+        if device == "gpu":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if device == "gpu" else "gloo")
+    rank = dist.get_rank() if size > 1 else 0
+    engine = f"DistributedDataParallel ({dist.get_backend()})" if size > 1 else "single process"
+    _WORLD[0] = World(rank=rank, processes=size, devices=1, device=device, threads=threads, engine=engine)
+    return _WORLD[0]
+
+
+def current() -> World:
+    """The world set up by :func:`init_distributed` (a single process until it is called)."""
+    return _WORLD[0]
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """Sum ``values`` over the processes (identity in a single process)."""
+    if current().processes == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
