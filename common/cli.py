@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
 import tempfile
 from pathlib import Path
 
-from common import arch, atomic, backends, checkpoint, compare, parity, summary, training
+from common import (arch, atomic, backends, checkpoint, compare, distributed, fashion_mnist, launch, parity,
+                    parity_distributed, summary, training)
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -37,31 +39,82 @@ def _writable_out(out: Path, resume: bool) -> Path:
     return out
 
 
-def _train(args: argparse.Namespace) -> None:
+def _world_args(args: argparse.Namespace) -> tuple[int, int]:
+    """(worker processes, devices per process) after checking what this backend's engines allow; a
+    worker started by a launcher (ours, torchrun, a cluster's) takes the process count from its env."""
+    distributed.check_device(args.backend, args.device)
+    launched = distributed.launched_size(args.backend)
+    if launched > 1 and args.workers not in (1, launched):
+        raise distributed.DistributedError(
+            f"--workers {args.workers} but the launcher started {launched} workers; leave --workers out")
+    workers = launched if launched > 1 else args.workers
+    for name, value in (("--workers", workers), ("--devices", args.devices)):
+        if value < 1:
+            raise distributed.DistributedError(f"{name} {value} is not allowed: it must be at least 1")
+    if args.devices > 1 and args.backend == "torch":
+        raise distributed.DistributedError(
+            f"torch: --devices {args.devices} is not supported: DistributedDataParallel runs one process per "
+            "device; use --workers instead")
+    if args.devices > 1 and workers > 1 and args.backend == "tf" and args.device == "cpu":
+        raise distributed.DistributedError(
+            "tf: --devices with --workers on CPU is not supported: MultiWorkerMirroredStrategy uses one CPU "
+            "device per worker; use --workers alone or --devices alone")
+    return workers, args.devices
+
+
+def _train(args: argparse.Namespace) -> int:
     blocks = arch.by_name(args.arch)
     arch.check_resolution(blocks, args.resize)
     recipe = training.Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                              momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                              warmup_epochs=args.warmup_epochs)
+    workers, devices = _world_args(args)
+    threads = distributed.threads_per_worker(workers, devices, args.threads)
+    launcher = workers > 1 and distributed.launched_size(args.backend) == 1
+    if workers * devices > 1:  # every worker must get an equal share of every batch: check before starting
+        images = fashion_mnist.load_split("train", args.data_dir, verify=not args.no_verify)[0]
+        count = min(len(images), args.limit) if args.limit else len(images)
+        distributed.check_split(workers * devices, args.batch_size, count)
+    if launcher:
+        if args.port:
+            launch.check_port(args.port)
+        if args.device != "cpu":  # a missing GPU is refused here, once, rather than in every worker
+            backends.load(args.backend).init_distributed(devices=devices, device=args.device)
+        _writable_out(Path(args.out), args.resume)
+        print(f"vgg train: {args.backend} on {workers} worker processes x {devices} device(s), {threads} "
+              f"thread(s) each, launched by {distributed.ENGINES[args.backend][2]}")
+        return launch.launch(args.backend, "common.cli", args.argv, workers, threads=threads, port=args.port,
+                             prog="vgg train")
+    launch.die_with_parent()
+    os.environ.setdefault("VGG_THREADS", str(threads))
     out = _writable_out(Path(args.out), args.resume)
     vgg = backends.load(args.backend)
+    world = vgg.init_distributed(devices=devices, device=args.device)
     data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
                                   limit=args.limit, verify=not args.no_verify)
     model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed)
-    print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize}, "
-          f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")
-    settings = {k: v for k, v in vars(args).items() if k != "run"}
-    atomic.write_text(out / "run.json", json.dumps(settings, indent=1))
+    if world.is_chief:
+        print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize}, "
+              f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")
+        print(f"vgg train: {world.describe()}")
+        settings = {k: v for k, v in vars(args).items() if k not in ("run", "argv")}
+        settings["world"] = {"processes": world.processes, "devices": world.devices, "threads": world.threads,
+                             "engine": world.engine}
+        atomic.write_text(out / "run.json", json.dumps(settings, indent=1))
     history = vgg.train(model, data, **{k: getattr(recipe, k) for k in training.Recipe.__dataclass_fields__},
                         checkpoint_dir=out / "checkpoints", resume=args.resume, progress=not args.no_progress)
-    history.save(out)
-    model_path = vgg.save(model, out / f"model{vgg.MODEL_SUFFIX}")
-    print(f"vgg train: wrote {out / 'history.json'}, history.csv, history.png and {model_path.name}")
+    if world.is_chief:
+        history.save(out)
+        model_path = vgg.save(model, out / f"model{vgg.MODEL_SUFFIX}")
+        print(f"vgg train: wrote {out / 'history.json'}, history.csv, history.png and {model_path.name}")
+    return 0
 
 
 def _parity(args: argparse.Namespace) -> int:
     blocks = arch.by_name(args.arch)
     arch.check_resolution(blocks, args.resize)
+    if args.workers > 1:
+        return _parity_workers(args)
     modules = {name: backends.load(name) for name in args.backends}
     if len(modules) < 2:
         raise ValueError(f"--backends {','.join(args.backends)}: parity needs at least two backends")
@@ -73,6 +126,21 @@ def _parity(args: argparse.Namespace) -> int:
         print("\n" + parity.format_matrix(cells, quantity))
     ok = parity.passed(matrices)
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
+    return 0 if ok else 1
+
+
+def _parity_workers(args: argparse.Namespace) -> int:
+    for name in args.backends:
+        backends.load(name)  # a missing framework is a one-line error before anything starts
+    distributed.check_split(args.workers, args.batch, args.batch)
+    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, global batch {args.batch}, one process vs "
+          f"{args.workers} worker processes (and {args.workers} devices of one process where the framework has "
+          f"that); backends {', '.join(args.backends)}")
+    report = parity_distributed.run(args.backends, args.arch, args.resize, args.workers, batch=args.batch,
+                                    seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    print("\n" + parity_distributed.format_report(report))
+    ok = parity_distributed.passed(report)
+    print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL or FAILED"))
     return 0 if ok else 1
 
 
@@ -122,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--steps", type=int, default=5, help="plain SGD steps of the trajectory check")
     q.add_argument("--lr", type=float, default=0.05)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--workers", type=int, default=1, help="compare one process with W worker processes "
+                   "(and W devices of one process) of every framework's data-parallel engine")
     q.set_defaults(run=_parity)
 
     c = sub.add_parser("compare", help="measure the backends side by side (the main job)")
@@ -158,12 +228,22 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder: history, plot, model, checkpoints")
     t.add_argument("--resume", action="store_true", help="continue from the last complete epoch in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (summary lines only)")
+    t.add_argument("--workers", type=int, default=1,
+                   help="data-parallel worker processes on this machine, each on the framework's own engine")
+    t.add_argument("--devices", type=int, default=1,
+                   help="devices inside each process (tf, jax, mxnet; CPU devices here, GPUs where present)")
+    t.add_argument("--device", default="cpu", choices=distributed.DEVICE_KINDS)
+    t.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores / workers)")
+    t.add_argument("--port", type=int, default=None,
+                   help="the coordinator's loopback port for --workers (default: a free one)")
     t.set_defaults(run=_train)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    args.argv = argv  # what a launcher passes on to each worker
     try:
         status = args.run(args)
     except training.TrainingDiverged as exc:

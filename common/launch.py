@@ -218,12 +218,14 @@ def launch(backend: str, module: str, args: list[str], workers: int, *, threads:
                 env = {**mxnet_env(base_env(1), workers, port), "DMLC_ROLE": role}
                 children.append(_start(node, env, f"mxnet {role}", None))
         for rank, env in enumerate(envs):
-            children.append(_start(python + [module, *args], env, f"rank {rank}", rank))
+            children.append(_start(python + [module, *args], {**env, "VGG_LAUNCH_RANK": str(rank)},
+                                   f"rank {rank}", rank))
     workers_ = [c for c in children if c.rank is not None or backend == "torch"]
     try:
         while True:
-            failed = next((c for c in children if c.proc.poll() not in (None, 0)), None)
-            if failed is not None:
+            failed = [c for c in children if c.proc.poll() not in (None, 0)]
+            if failed:  # several at once: the one a signal ended is the cause, the others followed it
+                failed = min(failed, key=lambda c: (c.proc.returncode >= 0, c.rank or 0))
                 break
             if all(c.proc.poll() == 0 for c in workers_):
                 _finish(children)
