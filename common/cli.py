@@ -87,9 +87,9 @@ def _train(args: argparse.Namespace) -> int:
                              prog="vgg train")
     launch.die_with_parent()
     os.environ.setdefault("VGG_THREADS", str(threads))
-    out = _writable_out(Path(args.out), args.resume)
     vgg = backends.load(args.backend)
     world = vgg.init_distributed(devices=devices, device=args.device)
+    out = _writable_out(Path(args.out), args.resume)
     data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
                                   limit=args.limit, verify=not args.no_verify)
     model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed)

@@ -84,21 +84,18 @@ def check_split(replicas: int, batch_size: int, num_examples: int, drop_last: bo
         raise DistributedError(f"workers x devices = {replicas} is not allowed: it must be at least 1")
     if replicas == 1:
         return
-    batches, rest = divmod(num_examples, batch_size)
+    if replicas > batch_size:
+        raise DistributedError(f"{replicas} workers x devices is more than the batch size {batch_size}: "
+                               "every worker needs at least one example of every batch")
     if batch_size % replicas:
         raise DistributedError(f"--batch-size {batch_size} is not divisible by {replicas} workers x devices: "
                                "every worker takes an equal slice of the global batch")
-    if rest and not drop_last:
-        batches += 1
-        if rest % replicas:
-            raise DistributedError(
-                f"the last batch of an epoch has {rest} examples ({num_examples} % {batch_size}), which "
-                f"{replicas} workers x devices cannot share equally; choose a --batch-size or --limit "
-                f"that leaves a multiple of {replicas}")
-    if replicas > batches * batch_size:
-        raise DistributedError(f"{replicas} workers x devices but only {num_examples} training examples")
-    if replicas > batch_size:
-        raise DistributedError(f"{replicas} workers x devices is more than the batch size {batch_size}")
+    rest = num_examples % batch_size
+    if rest and not drop_last and rest % replicas:
+        raise DistributedError(
+            f"the last batch of an epoch has {rest} examples ({num_examples} % {batch_size}), which "
+            f"{replicas} workers x devices cannot share equally; choose a --batch-size or --limit "
+            f"that leaves a multiple of {replicas}")
 
 
 def shard_of(n: int, rank: int, processes: int) -> slice:

@@ -1,0 +1,198 @@
+"""Data parallelism in every backend with real worker processes on loopback: one process and the
+framework's engine agree, a distributed run checkpoints once and resumes, a killed worker ends the job,
+bad set-ups are refused in one line, and no process outlives the launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common import checkpoint, distributed, parity_distributed
+from common.batches import Batches
+from tiny_data import fake_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def name_of(backend) -> str:
+    return backend.__name__.removeprefix("vgg_")
+
+
+def vgg_cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "common.cli", *args], env=env, cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def train_args(name: str, data: Path, out: Path, epochs: int, *extra: str) -> list[str]:
+    return ["train", "--backend", name, "--arch", "tiny", "--resize", "32", "--epochs", str(epochs),
+            "--batch-size", "16", "--data-dir", str(data), "--no-verify", "--out", str(out), "--no-progress",
+            "--workers", "2", *extra]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (torchrun's workers run in sessions of their own)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        found += map(int, children)
+        todo += map(int, children)
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(pid)
+    return out
+
+
+def worker_pid(launcher: int, rank: int) -> int | None:
+    """The worker process of ``rank`` under the launcher, found by the variables its launcher set."""
+    wanted = {f"RANK={rank}", f"VGG_LAUNCH_RANK={rank}"}
+    for pid in descendants(launcher):
+        try:
+            env = set(Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0"))
+        except OSError:
+            continue
+        if env & wanted and "VGG_LAUNCHED=1" in env and "common.cli" in Path(f"/proc/{pid}/cmdline").read_text():
+            return pid
+    return None
+
+
+def test_batches_shards_are_one_process_batches_in_order():
+    images = np.zeros((40, 28, 28), np.uint8) + np.arange(40, dtype=np.uint8)[:, None, None]
+    whole = Batches(images, np.arange(40), batch_size=8, shuffle=True, seed=3, prefetch=0)
+    halves = [whole.sharded(r, 2) for r in range(2)]
+    for full, a, b in zip(whole.epoch(1), halves[0].epoch(1), halves[1].epoch(1)):
+        np.testing.assert_array_equal(np.concatenate([a[1], b[1]]), full[1])
+
+
+@pytest.mark.parametrize("replicas, batch, examples, message", [
+    (3, 16, 64, "not divisible by 3"), (2, 16, 65, "last batch of an epoch has 1"), (32, 16, 64, "more than")])
+def test_split_that_cannot_be_equal_is_refused(replicas, batch, examples, message):
+    with pytest.raises(distributed.DistributedError, match=message):
+        distributed.check_split(replicas, batch, examples)
+
+
+def test_engine_matches_one_process(backend):
+    """1 vs 2 processes (and 1 vs 2 devices in one process) after 3 SGD steps with momentum and a changing lr."""
+    name = name_of(backend)
+    report = parity_distributed.run([name], "tiny", 32, 2, log=lambda _: None)
+    runs = report["engines"][name]
+    assert set(runs) == ({"2 processes", "2 devices"} if name in parity_distributed.IN_PROCESS
+                         else {"2 processes"})
+    for label, diff in runs.items():
+        assert isinstance(diff, float), f"{label}: {diff}"
+        assert diff <= parity_distributed.TOLERANCE, (label, diff)
+
+
+def test_killed_worker_stops_the_job_and_resume_finishes_it(backend, tmp_path):
+    """Rank 1 gets SIGKILL after the first checkpoint: the job ends non-zero naming it, no process is left,
+    only rank 0's complete checkpoints exist, and --resume ends with the uninterrupted run's History."""
+    name = name_of(backend)
+    fake_files(tmp_path / "data", n_train=96, n_test=16)
+    straight = vgg_cli(*train_args(name, tmp_path / "data", tmp_path / "straight", 3))
+    out, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err
+    assert not alive(descendants(straight.pid))
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "straight" / "checkpoints")] == \
+        ["epoch-002.ckpt", "epoch-003.ckpt"]
+    assert "[rank 0] epoch 3/3" in out and "[rank 1] epoch" not in out
+    model = backend.load(tmp_path / "straight" / f"model{backend.MODEL_SUFFIX}")  # the ordinary load
+    assert backend.parameter_count(model) > 0
+
+    args = train_args(name, tmp_path / "data", tmp_path / "run", 3)
+    proc = vgg_cli(*args)
+    first = checkpoint.path_for(tmp_path / "run" / "checkpoints", 1)
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victim = worker_pid(proc.pid, 1)
+    assert victim is not None, "rank 1 not found"
+    everyone = descendants(proc.pid)
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert time.monotonic() - killed_at < 60
+    assert proc.returncode not in (0, None)
+    assert f"worker rank 1 (pid {victim}) was killed by SIGKILL" in err.splitlines()[-1], err[-2000:]
+    time.sleep(0.5)
+    assert not alive(everyone), "a process outlived the launcher"
+    for path in checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints"):
+        checkpoint.read(path)  # complete, or it raises
+    resumed = vgg_cli(*args, "--resume")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    rows = [json.loads((tmp_path / d / "history.json").read_text())["rows"] for d in ("straight", "run")]
+    for column in ("train_loss", "train_acc", "test_acc"):
+        np.testing.assert_allclose([r[column] for r in rows[1]], [r[column] for r in rows[0]], rtol=1e-5)
+
+
+def test_ctrl_c_leaves_no_process(tmp_path):
+    fake_files(tmp_path / "data", n_train=400, n_test=16)
+    proc = vgg_cli(*train_args("torch", tmp_path / "data", tmp_path / "run", 50))
+    deadline = time.monotonic() + 120
+    while worker_pid(proc.pid, 1) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    everyone = descendants(proc.pid)
+    assert everyone
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    time.sleep(0.5)
+    assert not alive(everyone)
+
+
+def bad(*args: str, data: Path, out: Path) -> tuple[int, str]:
+    proc = vgg_cli("train", "--arch", "tiny", "--resize", "32", "--batch-size", "16", "--data-dir", str(data),
+                   "--no-verify", "--out", str(out), *args)
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "torch", "--workers", "3"], "--batch-size 16 is not divisible by 3"),
+    (["--backend", "jax", "--workers", "2", "--devices", "16"], "32 workers x devices is more than the batch"),
+    (["--backend", "torch", "--workers", "0"], "--workers 0 is not allowed"),
+    (["--backend", "torch", "--devices", "2"], "torch: --devices 2 is not supported"),
+    (["--backend", "tf", "--workers", "2", "--devices", "2"], "tf: --devices with --workers on CPU"),
+    (["--backend", "torch", "--workers", "2", "--device", "gpu"], "torch: --device gpu but no GPU"),
+    (["--backend", "mxnet", "--device", "gpu"], "MXNet's pip wheel is CPU-only"),
+])
+def test_bad_setups_are_one_line_and_write_nothing(args, message, tmp_path):
+    fake_files(tmp_path / "data", n_train=64, n_test=16)
+    code, err = bad(*args, data=tmp_path / "data", out=tmp_path / "run")
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_busy_port_is_refused(tmp_path):
+    fake_files(tmp_path / "data", n_train=64, n_test=16)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, err = bad("--backend", "jax", "--workers", "2", "--port", str(port), data=tmp_path / "data",
+                        out=tmp_path / "run")
+    assert code == 2 and f"--port {port} on 127.0.0.1 is not free" in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
