@@ -152,8 +152,13 @@ def _compare(args: argparse.Namespace) -> int:
     _writable_out(out, resume=True)
     command = "vgg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else \
         "vgg compare"
+    for w in args.workers:
+        if w < 1:
+            raise distributed.DistributedError(f"--workers {w} is not allowed: every count must be at least 1")
+        distributed.check_split(w, args.batch_size, args.batch_size)
     report = compare.run(args.backends, args.arch, args.resize, args.batch_size, args.seconds, args.train_epochs,
-                         out, data_dir=args.data_dir, verify=not args.no_verify, command=command)
+                         out, data_dir=args.data_dir, verify=not args.no_verify, command=command,
+                         workers=args.workers)
     print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
     return 0 if any("error" not in row for row in report["rows"]) else 1
 
@@ -163,6 +168,13 @@ def _sizes(text: str) -> list[int]:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--resize {text!r}: expected sizes like 224,96,56") from None
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        return sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers {text!r}: expected counts like 1,2") from None
 
 
 def _backend_list(text: str) -> list[str]:
@@ -204,6 +216,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", default=None)
     c.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     c.add_argument("--out", default=None, help="report folder (default reports/compare-<time>)")
+    c.add_argument("--workers", type=_counts, default=[1],
+                   help="worker counts, e.g. 1,2: a row per count on each framework's data-parallel engine")
     c.set_defaults(run=_compare)
 
     t = sub.add_parser("train", help="train one backend on Fashion-MNIST", description=(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import arch, atomic, backends, summary, training
+from common import arch, atomic, backends, distributed, launch, summary, training
 from common.batches import to_float, with_channels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,12 +114,18 @@ def peak_rss_mb() -> float:
 
 
 def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: float, data_dir: str | None,
-            verify: bool, train_epochs: int) -> dict:
-    """One child's work: build, first step, training and inference throughput, peak memory (and training)."""
+            verify: bool, train_epochs: int, steps: int | None = None) -> dict:
+    """One child's work: build, first step, training and inference throughput, peak memory (and training).
+
+    Launched as W workers, every worker takes its shard of each global batch and all take ``steps`` steps
+    (a time limit would let them disagree on when to stop, and a collective would wait forever);
+    throughput is then the global batch's, and inference and training are left to the single-process row.
+    """
     began = time.perf_counter()
     vgg = backends.load(backend)
-    _configure_threads(backend)
-    row = {"backend": backend, "size": size, "import_s": time.perf_counter() - began}
+    world = vgg.init_distributed()  # threads: cores for one process, cores / W for each of W workers
+    row = {"backend": backend, "size": size, "workers": world.processes, "threads": world.threads,
+           "engine": world.engine, "import_s": time.perf_counter() - began}
     blocks = arch.by_name(arch_name)
     data = vgg.load_fashion_mnist(batch_size, resize=size, data_dir=data_dir, verify=verify, drop_last=True)
     began = time.perf_counter()
@@ -128,16 +134,24 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
     engine = importlib.import_module(f"{vgg.__name__}.trainer").Engine(
         model, training.Recipe(lr=0.01, momentum=0.9, batch_size=batch_size))
     engine.reseed(0)
-    stream = (b for k in itertools.count() for b in data.train.epoch(k))
+    train = data.train.sharded(world.rank, world.processes)
+    stream = (b for k in itertools.count() for b in train.epoch(k))
     began = time.perf_counter()
     engine.step(*next(stream), 0.01)
     row["first_step_s"] = time.perf_counter() - began
     engine.step(*next(stream), 0.01)  # a second warm-up step: some frameworks finish compiling here
-    steps, began = 0, time.perf_counter()
-    while steps < 2 or time.perf_counter() - began < seconds:
+    if backend == "torch" and world.distributed:
+        engine.net._set_ddp_runtime_logging_sample_rate(1)  # DDP times its all-reduce on every step
+    done, began = 0, time.perf_counter()
+    while (done < steps) if steps else (done < 2 or time.perf_counter() - began < seconds):
         engine.step(*next(stream), 0.01)
-        steps += 1
-    row["train_ex_s"] = steps * batch_size / (time.perf_counter() - began)
+        done += 1
+    row["train_ex_s"] = done * batch_size / (time.perf_counter() - began)
+    row["train_gflop_s"] = row["train_ex_s"] * summary.flop_count(blocks, image_size=size, training=True) / 1e9
+    row["comm_ms"] = _communication_ms(engine, backend, world)
+    if world.distributed:
+        row["peak_rss_mb"] = peak_rss_mb()
+        return row
     images = with_channels(to_float(data.test.images[:batch_size], size), vgg.LAYOUT)
     vgg.predict(model, images, batch_size)  # warm-up / compile
     calls, began = 0, time.perf_counter()
@@ -145,7 +159,6 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
         vgg.predict(model, images, batch_size)
         calls += 1
     row["infer_ex_s"] = calls * len(images) / (time.perf_counter() - began)
-    row["train_gflop_s"] = row["train_ex_s"] * summary.flop_count(blocks, image_size=size, training=True) / 1e9
     if train_epochs:
         model = vgg.VGG(blocks, image_size=size)
         history = vgg.train(model, data, epochs=train_epochs, batch_size=batch_size, progress=False,
@@ -155,6 +168,17 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
         row["history"] = history.rows
     row["peak_rss_mb"] = peak_rss_mb()
     return row
+
+
+def _communication_ms(engine, backend: str, world) -> float | None:
+    """Milliseconds per step of gradient all-reduce where the framework reports it: DDP's own timers
+    (its prototype logging API). TF and JAX run the all-reduce inside the compiled step, MXNet inside
+    its asynchronous engine: neither reports it apart."""
+    if backend != "torch" or not world.distributed:
+        return None
+    stats = engine.net._get_ddp_logging_data()
+    comm = stats.get("avg_backward_comm_time")
+    return comm / 1e6 if comm else None
 
 
 def _versions() -> dict[str, str]:
@@ -191,7 +215,8 @@ def _child(args: list[str], timeout: float) -> tuple[dict | None, str]:
         proc.kill()
         proc.communicate()
         raise
-    lines = [line for line in out.splitlines() if line.startswith("{")]
+    lines = [line.split("] ", 1)[-1] for line in out.splitlines()]  # "[rank 0] {...}" from launched workers
+    lines = [line for line in lines if line.startswith("{")]
     if proc.returncode == 0 and lines:
         return json.loads(lines[-1]), err
     reason = next((line for line in reversed(err.splitlines()) if line.strip() and not line.startswith(" ")),
@@ -202,18 +227,53 @@ def _child(args: list[str], timeout: float) -> tuple[dict | None, str]:
 def _table(report: dict) -> str:
     """The Markdown table of a report."""
     ceiling = report["matmul_gflop_s"]
-    lines = ["| backend | size | train ex/s | infer ex/s | GFLOP/s (train) | % of matmul ceiling | "
-             "build s | first step s | peak RSS MB |" + (" test acc |" if report["train_epochs"] else ""),
-             "|---" * (10 if report["train_epochs"] else 9) + "|"]
+    trained = report["train_epochs"]
+    lines = ["| backend | size | workers x threads | train ex/s | infer ex/s | GFLOP/s (train) | "
+             "% of matmul ceiling | build s | first step s | peak RSS MB |" + (" test acc |" if trained else ""),
+             "|---" * (11 if trained else 10) + "|"]
     for r in report["rows"]:
         if "error" in r:
-            lines.append(f"| {r['backend']} | {r['size']} | failed: {r['error']} |" + " |" * 6
-                         + (" |" if report["train_epochs"] else ""))
+            lines.append(f"| {r['backend']} | {r['size']} | {r.get('workers', 1)} | failed: {r['error']} |"
+                         + " |" * 6 + (" |" if trained else ""))
             continue
-        lines.append(f"| {r['backend']} | {r['size']} | {r['train_ex_s']:.1f} | {r['infer_ex_s']:.1f} | "
+        infer = f"{r['infer_ex_s']:.1f}" if "infer_ex_s" in r else "—"
+        lines.append(f"| {r['backend']} | {r['size']} | {r.get('workers', 1)} x {r.get('threads')} | "
+                     f"{r['train_ex_s']:.1f} | {infer} | "
                      f"{r['train_gflop_s']:.1f} | {100 * r['train_gflop_s'] / ceiling:.0f} % | {r['build_s']:.2f} | "
                      f"{r['first_step_s']:.2f} | {r['peak_rss_mb']:.0f} |"
-                     + (f" {r['test_acc']:.3f} |" if report["train_epochs"] else ""))
+                     + (f" {r['test_acc']:.3f} |" if trained and "test_acc" in r else " — |" if trained else ""))
+    return "\n".join(lines)
+
+
+def scaling(rows: list[dict]) -> list[dict]:
+    """For every row with W > 1 workers: its throughput against the one-process row of the same backend
+    and size (both use all cores), and the scaling efficiency T_W / (W x T_1)."""
+    single = {(r["backend"], r["size"]): r for r in rows if "error" not in r and r.get("workers", 1) == 1}
+    out = []
+    for r in rows:
+        one = single.get((r["backend"], r["size"]))
+        if "error" in r or r.get("workers", 1) == 1 or one is None:
+            continue
+        relative = r["train_ex_s"] / one["train_ex_s"]
+        out.append({"backend": r["backend"], "size": r["size"], "workers": r["workers"], "engine": r["engine"],
+                    "relative": relative, "efficiency": relative / r["workers"], "comm_ms": r.get("comm_ms"),
+                    "step_ms": 1000 * r["batch_size"] / r["train_ex_s"]})
+    return out
+
+
+def _scaling_table(report: dict) -> str:
+    rows = scaling(report["rows"])
+    if not rows:
+        return ""
+    lines = ["Data-parallel engines: W worker processes on the same cores as one process (cores / W threads "
+             f"each). On {report['machine']['cores']} cores this measures each engine's overhead, not a "
+             "speed-up: the workers share the cores one process already used.", "",
+             "| backend | size | workers | engine | ms per step | of which all-reduce (ms) | "
+             "throughput vs 1 process | scaling efficiency T_W / (W x T_1) |", "|---" * 8 + "|"]
+    for r in rows:
+        comm = f"{r['comm_ms']:.1f}" if r["comm_ms"] else "not reported"
+        lines.append(f"| {r['backend']} | {r['size']} | {r['workers']} | {r['engine']} | {r['step_ms']:.0f} | "
+                     f"{comm} | {r['relative']:.2f} | {r['efficiency']:.2f} |")
     return "\n".join(lines)
 
 
@@ -223,7 +283,7 @@ def _charts(report: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report["rows"] if "error" not in r]
+    rows = [r for r in report["rows"] if "error" not in r and r.get("workers", 1) == 1]
     paths = []
     if not rows:
         return paths
@@ -279,14 +339,15 @@ def write_report(report: dict, out: Path) -> None:
           f"{report['matmul_gflop_s']:.0f} GFLOP/s (the fastest 4096x4096 product: "
           f"{_engines(report['matmul_by_engine'])}); Python {m['python']}; "
           + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
-          "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _table(report), ""]
+          "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _table(report), "",
+          _scaling_table(report), ""]
     atomic.write_text(out / "compare.md", "\n".join(md))
     _charts(report, out)
 
 
 def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, seconds: float, train_epochs: int,
         out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
-        log=print) -> dict:
+        log=print, workers: list[int] = (1,)) -> dict:
     """Measure every backend at every size, one child each; rows of failed children carry their error."""
     ceiling, err = _child(["--ceiling", ",".join(names)], timeout=600)
     if ceiling is None:
@@ -297,12 +358,17 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
               "rows": []}
     log(f"float32 matmul ceiling: {ceiling['gflop_s']:.0f} GFLOP/s ({_engines(ceiling['by_engine'])}); "
         f"{cores()} cores for every backend")
-    log(f"{'backend':8} {'size':>5} {'train ex/s':>11} {'infer ex/s':>11} {'GFLOP/s':>8} {'%ceil':>6} "
+    log(f"{'backend':8} {'size':>5} {'W':>3} {'train ex/s':>11} {'infer ex/s':>11} {'GFLOP/s':>8} {'%ceil':>6} "
         f"{'build s':>8} {'1st step s':>10} {'RSS MB':>7}" + (f" {'test acc':>8}" if train_epochs else ""))
-    for name, size in itertools.product(names, sizes):
-        print(f"measuring {name} at {size}x{size} ...", end="\r", file=sys.stderr, flush=True)
+    for name, size, w in itertools.product(names, sizes, sorted(workers)):
+        print(f"measuring {name} at {size}x{size} with {w} worker(s) ...", end="\r", file=sys.stderr, flush=True)
         args = ["--worker", name, "--arch", arch_name, "--size", str(size), "--batch-size", str(batch_size),
-                "--seconds", str(seconds), "--train-epochs", str(train_epochs)]
+                "--seconds", str(seconds), "--train-epochs", str(train_epochs if w == 1 else 0)]
+        if w > 1:  # every worker takes the same number of steps: about --seconds at one process's pace
+            one = next((r for r in report["rows"] if (r["backend"], r["size"], r.get("workers")) == (name, size, 1)
+                        and "error" not in r), None)
+            steps = max(3, round(seconds * one["train_ex_s"] / batch_size)) if one else 10
+            args += ["--launch", str(w), "--steps", str(steps)]
         args += ["--data-dir", data_dir] if data_dir else []
         args += [] if verify else ["--no-verify"]
         budget = 600 + 4 * seconds + train_epochs * 3600
@@ -312,13 +378,15 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
             row, err = None, f"timed out after {budget:.0f} s"
         print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
         if row is None:
-            row = {"backend": name, "size": size, "error": err}
-            log(f"{name:8} {size:>5} failed: {err}")
+            row = {"backend": name, "size": size, "workers": w, "error": err}
+            log(f"{name:8} {size:>5} {w:>3} failed: {err}")
         else:
-            log(f"{name:8} {size:>5} {row['train_ex_s']:11.1f} {row['infer_ex_s']:11.1f} "
+            row["batch_size"] = batch_size
+            log(f"{name:8} {size:>5} {w:>3} {row['train_ex_s']:11.1f} "
+                f"{(format(row['infer_ex_s'], '11.1f') if 'infer_ex_s' in row else '—'.rjust(11))} "
                 f"{row['train_gflop_s']:8.1f} {100 * row['train_gflop_s'] / ceiling['gflop_s']:5.0f}% "
                 f"{row['build_s']:8.2f} {row['first_step_s']:10.2f} {row['peak_rss_mb']:7.0f}"
-                + (f" {row['test_acc']:8.3f}" if train_epochs else ""))
+                + (f" {row['test_acc']:8.3f}" if "test_acc" in row else ""))
         report["rows"].append(row)
         write_report(report, out)
     return report
@@ -337,12 +405,23 @@ def _main() -> None:
     p.add_argument("--train-epochs", type=int, default=0)
     p.add_argument("--data-dir")
     p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--launch", type=int, default=1, help="run the worker as this many data-parallel processes")
+    p.add_argument("--steps", type=int, default=None, help="a fixed number of timed steps")
     a = p.parse_args()
+    if a.launch > 1:
+        argv = sys.argv[1:]
+        at = argv.index("--launch")
+        rest = argv[:at] + argv[at + 2:]  # each worker measures; this process only launches them
+        sys.exit(launch.launch(a.worker, "common.compare", rest, a.launch,
+                               threads=distributed.threads_per_worker(a.launch), prog="vgg compare"))
+    launch.die_with_parent()
     if a.ceiling:
         print(json.dumps(matmul_ceiling(a.ceiling.split(","))))
         return
-    print(json.dumps(measure(a.worker, a.arch, a.size, a.batch_size, a.seconds, a.data_dir, not a.no_verify,
-                             a.train_epochs)))
+    row = measure(a.worker, a.arch, a.size, a.batch_size, a.seconds, a.data_dir, not a.no_verify,
+                  a.train_epochs, a.steps)
+    if backends.load(a.worker).current_world().is_chief:
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":
