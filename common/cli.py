@@ -42,23 +42,12 @@ def _writable_out(out: Path, resume: bool) -> Path:
 def _world_args(args: argparse.Namespace) -> tuple[int, int]:
     """(worker processes, devices per process) after checking what this backend's engines allow; a
     worker started by a launcher (ours, torchrun, a cluster's) takes the process count from its env."""
-    distributed.check_device(args.backend, args.device)
     launched = distributed.launched_size(args.backend)
     if launched > 1 and args.workers not in (1, launched):
         raise distributed.DistributedError(
             f"--workers {args.workers} but the launcher started {launched} workers; leave --workers out")
     workers = launched if launched > 1 else args.workers
-    for name, value in (("--workers", workers), ("--devices", args.devices)):
-        if value < 1:
-            raise distributed.DistributedError(f"{name} {value} is not allowed: it must be at least 1")
-    if args.devices > 1 and args.backend == "torch":
-        raise distributed.DistributedError(
-            f"torch: --devices {args.devices} is not supported: DistributedDataParallel runs one process per "
-            "device; use --workers instead")
-    if args.devices > 1 and workers > 1 and args.backend == "tf" and args.device == "cpu":
-        raise distributed.DistributedError(
-            "tf: --devices with --workers on CPU is not supported: MultiWorkerMirroredStrategy uses one CPU "
-            "device per worker; use --workers alone or --devices alone")
+    distributed.check_request(args.backend, workers, args.devices, args.device)
     return workers, args.devices
 
 

@@ -70,6 +70,17 @@ class World:
 SINGLE = World()
 
 
+def already(world: World, backend: str, devices: int, device: str) -> World | None:
+    """The world of an earlier ``init_distributed`` call, if any; a different request is refused, since
+    TensorFlow and JAX fix their devices once per process."""
+    if world is SINGLE:
+        return None
+    if (world.devices, world.device) != (devices, device):
+        raise DistributedError(f"{backend}: init_distributed was already called with devices={world.devices}, "
+                               f"device={world.device!r}; a process sets its devices once")
+    return world
+
+
 def worker_seed(seed: int, index: int) -> int:
     """The dropout seed of worker (or device) ``index``: ``seed`` itself for index 0, so a single process
     draws what it always drew, and a different reproducible stream for every other index."""
@@ -147,9 +158,22 @@ def launched_size(backend: str) -> int:
     raise ValueError(f"unknown backend {backend!r}")
 
 
-def check_device(backend: str, device: str) -> None:
+def check_request(backend: str, processes: int, devices: int, device: str) -> None:
+    """Refuse what ``backend``'s engines cannot do: DDP has no in-process devices (one process per
+    device), and MultiWorkerMirroredStrategy takes one CPU per worker."""
     if device not in DEVICE_KINDS:
         raise DistributedError(f"--device {device!r} is not allowed: choose one of {', '.join(DEVICE_KINDS)}")
+    for name, value in (("--workers", processes), ("--devices", devices)):
+        if not isinstance(value, int) or value < 1:
+            raise DistributedError(f"{name} {value} is not allowed: it must be at least 1")
+    if devices > 1 and backend == "torch":
+        raise DistributedError(
+            f"torch: --devices {devices} is not supported: DistributedDataParallel runs one process per device; "
+            "use --workers instead")
+    if devices > 1 and processes > 1 and backend == "tf" and device == "cpu":
+        raise DistributedError(
+            "tf: --devices with --workers on CPU is not supported: MultiWorkerMirroredStrategy uses one CPU "
+            "device per worker; use --workers alone or --devices alone")
 
 
 def no_gpu(backend: str, install: str) -> DistributedError:

@@ -54,7 +54,7 @@ def _command(backend: str, arch_name: str, image_size: int, batch: int, seed: in
             "--seed", str(seed), "--devices", str(devices), "--out", str(out)]
 
 
-def _run_one(backend: str, args: list[str], workers: int, threads: int, log) -> None:
+def _run_one(backend: str, args: list[str], workers: int, threads: int) -> None:
     if workers == 1:
         proc = subprocess.run([sys.executable, "-m", __name__, *args], env=launch.base_env(threads),
                               capture_output=True, text=True, timeout=900)
@@ -73,7 +73,6 @@ def run(names: list[str], arch_name: str, image_size: int, workers: int, batch: 
     devices of one process; returns ``{"engines": {backend: {config: diff}}, "across": {pair: diff}}``."""
     blocks = arch.by_name(arch_name)
     distributed.check_split(workers, batch, batch)
-    cores = distributed.cores()
     results: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="vgg-parity-") as tmp:
         for name in names:
@@ -86,11 +85,10 @@ def run(names: list[str], arch_name: str, image_size: int, workers: int, batch: 
                 out = Path(tmp) / f"{name}-{procs}-{devices}.safetensors"
                 try:
                     _run_one(name, _command(name, arch_name, image_size, batch, seed, devices, out), procs,
-                             distributed.threads_per_worker(procs, devices), log)
+                             distributed.threads_per_worker(procs, devices))
                     results[name][label] = canonical.load(out)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     results[name][label] = str(exc)
-        del cores
     engines = {name: {label: (parity.relative_tree(runs["1 process"], value)
                               if isinstance(value, dict) and isinstance(runs["1 process"], dict) else value)
                       for label, value in runs.items() if label != "1 process"}

@@ -14,13 +14,14 @@ from tiny_data import fake_files
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compare(tmp_path: Path, backends: str, extra_path: Path | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+def compare(tmp_path: Path, backends: str, extra_path: Path | None = None,
+            *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     fake_files(tmp_path / "data", n_train=64, n_test=16)
     paths = [str(extra_path)] if extra_path else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)])}
     proc = subprocess.run([sys.executable, "-m", "common.cli", "compare", "--backends", backends, "--arch", "small",
                            "--resize", "32", "--batch-size", "8", "--seconds", "1", "--data-dir",
-                           str(tmp_path / "data"), "--no-verify", "--out", str(tmp_path / "report")],
+                           str(tmp_path / "data"), "--no-verify", "--out", str(tmp_path / "report"), *extra],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     report = tmp_path / "report" / "compare.json"
     return proc, json.loads(report.read_text()) if report.exists() else {}
@@ -53,3 +54,16 @@ def test_a_broken_backend_is_a_failed_row(tmp_path):
     assert rows["torch"]["train_ex_s"] > 0
     assert "broken on purpose" in rows["mxnet"]["error"], rows["mxnet"]
     assert "mxnet" in proc.stdout and "failed" in proc.stdout
+
+
+def test_compare_workers_adds_a_row_per_count_and_the_scaling(all_backends, tmp_path):
+    proc, report = compare(tmp_path, ",".join(all_backends), None, "--workers", "1,2")
+    assert proc.returncode == 0, proc.stderr
+    rows = [(r["backend"], r["workers"]) for r in report["rows"]]
+    assert rows == [(name, w) for name in all_backends for w in (1, 2)]
+    for row in report["rows"]:
+        assert "error" not in row, row
+        assert row["train_ex_s"] > 0 and row["threads"] >= 1
+    md = (tmp_path / "report" / "compare.md").read_text()
+    assert "not a speed-up" in md and "scaling efficiency" in md
+    assert all(f"| {name} | 32 | 2 |" in md for name in all_backends)

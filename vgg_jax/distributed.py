@@ -19,13 +19,11 @@ _WORLD: list[World] = [distributed.SINGLE]
 
 def init_distributed(devices: int = 1, device: str = "cpu") -> World:
     """Set the CPU device count and join the processes ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
-    and ``JAX_PROCESS_ID`` describe (or a cluster JAX detects itself); call before any JAX computation."""
-    distributed.check_device("jax", device)
-    if _WORLD[0].handle is not None:
-        return _WORLD[0]
-    if devices < 1:
-        raise distributed.DistributedError(f"--devices {devices} is not allowed: it must be at least 1")
+    and ``JAX_PROCESS_ID`` describe (or stay one process); call before any JAX computation."""
+    if (world := distributed.already(_WORLD[0], "jax", devices, device)) is not None:
+        return world
     size = distributed.launched_size("jax")
+    distributed.check_request("jax", size, devices, device)
     try:
         if device == "cpu" and devices != 1:
             jax.config.update("jax_num_cpu_devices", devices)

@@ -25,15 +25,13 @@ class Handle:
 def init_distributed(devices: int = 1, device: str = "cpu") -> World:
     """Join the ``dist_sync`` kvstore the ``DMLC_*`` environment describes (or stay one process) and take
     ``devices`` contexts; call before building the model."""
-    distributed.check_device("mxnet", device)
-    if _WORLD[0].handle is not None:
-        return _WORLD[0]
-    if devices < 1:
-        raise distributed.DistributedError(f"--devices {devices} is not allowed: it must be at least 1")
+    if (world := distributed.already(_WORLD[0], "mxnet", devices, device)) is not None:
+        return world
+    size = distributed.launched_size("mxnet")
+    distributed.check_request("mxnet", size, devices, device)
     if device == "gpu" and mx.context.num_gpus() == 0:
         raise distributed.no_gpu("mxnet", "MXNet's pip wheel is CPU-only; GPUs need the mxnet-cu117 wheel "
                                           "(CUDA 11.7), which cannot share this environment's CUDA 12 stacks")
-    size = distributed.launched_size("mxnet")
     kv = mx.kv.create("dist_sync") if size > 1 else None
     make = mx.gpu if device == "gpu" else mx.cpu
     contexts = tuple(make(i) for i in range(devices if device == "cpu" else mx.context.num_gpus()))

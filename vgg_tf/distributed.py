@@ -19,20 +19,14 @@ def init_distributed(devices: int = 1, device: str = "cpu") -> World:
     """Create the strategy the environment and ``devices`` ask for (or stay a single device).
 
     Call before building the model: the model's variables are created in the strategy's scope."""
-    distributed.check_device("tf", device)
-    if _WORLD[0].handle is not None:
-        return _WORLD[0]
+    if (world := distributed.already(_WORLD[0], "tf", devices, device)) is not None:
+        return world
     size = distributed.launched_size("tf")
+    distributed.check_request("tf", size, devices, device)
     threads = distributed.worker_threads(devices)
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
         raise distributed.no_gpu("tf", "install TensorFlow with CUDA: pip install 'tensorflow[and-cuda]'")
-    if devices < 1:
-        raise distributed.DistributedError(f"--devices {devices} is not allowed: it must be at least 1")
-    if size > 1 and devices > 1 and device == "cpu":
-        raise distributed.DistributedError(
-            "tf: --devices with --workers on CPU is not supported: MultiWorkerMirroredStrategy uses one CPU "
-            "device per worker (its local devices are GPUs); use --workers alone or --devices alone")
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1 if devices == 1 else devices)

@@ -19,14 +19,10 @@ def init_distributed(devices: int = 1, device: str = "cpu") -> World:
 
     Call before building the model. ``devices`` must be 1: DDP runs one process per device, so more
     devices means more ``--workers``."""
-    distributed.check_device("torch", device)
-    if devices != 1:
-        raise distributed.DistributedError(
-            f"torch: --devices {devices} is not supported: DistributedDataParallel runs one process per device; "
-            "use --workers instead")
+    size = distributed.launched_size("torch")
+    distributed.check_request("torch", size, devices, device)
     if device == "gpu" and not torch.cuda.is_available():
         raise distributed.no_gpu("torch", "install a CUDA build of PyTorch (pip install torch, without +cpu)")
-    size = distributed.launched_size("torch")
     threads = distributed.worker_threads()
     torch.set_num_threads(threads)
     if size > 1 and not dist.is_initialized():
