@@ -71,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
             backends.load(args.backend).init_distributed(devices=devices, device=args.device)
         _writable_out(Path(args.out), args.resume)
         print(f"vgg train: {args.backend} on {workers} worker processes x {devices} device(s), {threads} "
-              f"thread(s) each, launched by {distributed.ENGINES[args.backend][2]}")
+              f"thread(s) each, launched by {distributed.ENGINES[args.backend][1]}")
         return launch.launch(args.backend, "common.cli", args.argv, workers, threads=threads, port=args.port,
                              prog="vgg train")
     launch.die_with_parent()

@@ -17,14 +17,12 @@ import numpy as np
 
 DEVICE_KINDS = ("cpu", "gpu")
 
-#: backend -> (engine across processes, engine across the devices of one process or None, launcher)
-ENGINES: dict[str, tuple[str, str | None, str]] = {
-    "torch": ("DistributedDataParallel (gloo on CPU, nccl on CUDA)", None, "torchrun"),
-    "tf": ("MultiWorkerMirroredStrategy (TF_CONFIG)", "MirroredStrategy", "vgg launcher"),
-    "jax": ("jax.distributed + Mesh/NamedSharding (gloo on CPU)", "Mesh/NamedSharding over jax_num_cpu_devices",
-            "vgg launcher"),
-    "mxnet": ("kvstore dist_sync (scheduler, server, workers)", "Trainer over several contexts, kvstore device",
-              "vgg launcher"),
+#: backend -> (engine across processes, what starts its workers)
+ENGINES: dict[str, tuple[str, str]] = {
+    "torch": ("DistributedDataParallel (gloo on CPU, nccl on CUDA)", "torchrun"),
+    "tf": ("MultiWorkerMirroredStrategy (TF_CONFIG)", "vgg launcher"),
+    "jax": ("jax.distributed + Mesh/NamedSharding (gloo on CPU)", "vgg launcher"),
+    "mxnet": ("kvstore dist_sync (scheduler, server, workers)", "vgg launcher"),
 }
 
 

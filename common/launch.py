@@ -220,14 +220,14 @@ def launch(backend: str, module: str, args: list[str], workers: int, *, threads:
         for rank, env in enumerate(envs):
             children.append(_start(python + [module, *args], {**env, "VGG_LAUNCH_RANK": str(rank)},
                                    f"rank {rank}", rank))
-    workers_ = [c for c in children if c.rank is not None or backend == "torch"]
+    watched = [c for c in children if c.rank is not None or backend == "torch"]
     try:
         while True:
             failed = [c for c in children if c.proc.poll() not in (None, 0)]
             if failed:  # several at once: the one a signal ended is the cause, the others followed it
                 failed = min(failed, key=lambda c: (c.proc.returncode >= 0, c.rank or 0))
                 break
-            if all(c.proc.poll() == 0 for c in workers_):
+            if all(c.proc.poll() == 0 for c in watched):
                 _finish(children)
                 return 0
             time.sleep(0.1)
