@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,19 +16,13 @@ import pytest
 
 from common import checkpoint, distributed, parity_distributed
 from common.batches import Batches
+from processes import vgg_cli, wait_for_first_checkpoint
 from tiny_data import fake_files
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def name_of(backend) -> str:
     return backend.__name__.removeprefix("vgg_")
-
-
-def vgg_cli(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "common.cli", *args], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
 def train_args(name: str, data: Path, out: Path, epochs: int, *extra: str) -> list[str]:
@@ -122,10 +114,7 @@ def test_killed_worker_stops_the_job_and_resume_finishes_it(backend, tmp_path):
 
     args = train_args(name, tmp_path / "data", tmp_path / "run", 3)
     proc = vgg_cli(*args)
-    first = checkpoint.path_for(tmp_path / "run" / "checkpoints", 1)
-    deadline = time.monotonic() + 300
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    first = wait_for_first_checkpoint(proc, tmp_path / "run" / "checkpoints")
     victim = worker_pid(proc.pid, 1)
     assert victim is not None, "rank 1 not found"
     everyone = descendants(proc.pid)

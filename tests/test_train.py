@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +11,11 @@ import pytest
 
 from common import checkpoint, training
 from common.batches import to_float, with_channels
+from processes import vgg_cli, wait_for_first_checkpoint
 from tiny_data import fake_files, learnable
 
 ARCH = ((1, 4), (1, 8))  # two blocks: 16x16 -> 4x4x8 features, then the full 4096-wide head
 SIZE = 16
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +106,6 @@ def test_absurd_lr_stops_with_the_last_checkpoint_intact(backend, arrays, tmp_pa
     assert checkpoint.list_checkpoints(tmp_path) == [checkpoint.path_for(tmp_path, 1)]
 
 
-def vgg_cli(*args: str, **kw) -> subprocess.Popen:
-    """``vgg ...`` as a real subprocess (the installed console script's module)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "common.cli", *args], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-
-
 def train_args(backend_name: str, data_dir: Path, out: Path, epochs: int) -> list[str]:
     return ["train", "--backend", backend_name, "--arch", "small", "--resize", "32", "--epochs", str(epochs),
             "--batch-size", "16", "--data-dir", str(data_dir), "--no-verify", "--out", str(out), "--no-progress"]
@@ -143,10 +132,7 @@ def test_killed_run_resumes(backend, tmp_path):
     fake_files(tmp_path / "data", n_train=400)
     args = train_args(name, tmp_path / "data", tmp_path / "run", 3)
     proc = vgg_cli(*args)
-    first = checkpoint.path_for(tmp_path / "run" / "checkpoints", 1)
-    deadline = time.monotonic() + 300
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    first = wait_for_first_checkpoint(proc, tmp_path / "run" / "checkpoints")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert first.exists(), "the run died before writing its first checkpoint"
