@@ -49,9 +49,9 @@ def current() -> World:
     return _WORLD[0]
 
 
-def contexts() -> list:
-    handle = _WORLD[0].handle
-    return list(handle.contexts) if handle else [mx.cpu()]
+def contexts(world: World) -> list:
+    """The contexts ``world``'s engine trains on (one CPU context for a single process)."""
+    return list(world.handle.contexts) if world.handle else [mx.cpu()]
 
 
 def all_sum(values: list[float]) -> list[float]:

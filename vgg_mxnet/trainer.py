@@ -51,7 +51,7 @@ class Engine:
     def __init__(self, model: VGG, recipe: training.Recipe, world: World | None = None) -> None:
         self.model = model
         self.world = world or dist.current()
-        self.contexts = dist.contexts()
+        self.contexts = dist.contexts(self.world)
         if self.contexts != [mx.cpu()]:
             model.collect_params().reset_ctx(self.contexts)  # one copy of every parameter per context
         model.hybridize(static_alloc=True, static_shape=True)
