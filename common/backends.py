@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from importlib import metadata
 from types import ModuleType
 
-#: backend name -> (module, the pip extra that installs its framework)
-BACKENDS: dict[str, tuple[str, str]] = {
-    "torch": ("vgg_torch", "torch"),
-    "tf": ("vgg_tf", "tf"),
-    "jax": ("vgg_jax", "jax"),
-    "mxnet": ("vgg_mxnet", "mxnet"),
+#: backend name -> (module, the pip extra that installs its framework, the distributions that make the framework)
+BACKENDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "torch": ("vgg_torch", "torch", ("torch",)),
+    "tf": ("vgg_tf", "tf", ("tensorflow", "keras")),
+    "jax": ("vgg_jax", "jax", ("jax", "jaxlib", "flax", "optax")),
+    "mxnet": ("vgg_mxnet", "mxnet", ("mxnet",)),
 }
 NAMES = tuple(BACKENDS)
 
@@ -19,8 +21,31 @@ class BackendError(RuntimeError):
     """A backend that is unknown, not installed or broken."""
 
 
+def distribution_version(dist: str) -> str | None:
+    """The installed version of a distribution, read from its metadata without importing it; None if absent."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def framework_version(name: str) -> str | None:
+    """The installed version of backend ``name``'s framework, or None."""
+    return distribution_version(BACKENDS[name][2][0])
+
+
+def environment(name: str) -> dict[str, str | None]:
+    """What backend ``name`` runs on in this interpreter: Python, NumPy and its framework's distributions."""
+    import platform
+
+    return {"python": platform.python_version(), "executable": sys.executable,
+            **{dist: distribution_version(dist) for dist in ("numpy", *BACKENDS[name][2])}}
+
+
 def install_hint(name: str) -> str:
     extra = BACKENDS[name][1]
+    if name == "mxnet" and sys.version_info >= (3, 13):
+        return "MXNet needs Python 3.10-3.12 with NumPy 1 (pip install -e '.[mxnet]' there)"
     pre = "pip install torch==2.13.0 && " if name == "torch" else ""
     return f"{pre}pip install -e '.[{extra}]'"
 

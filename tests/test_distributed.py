@@ -165,7 +165,8 @@ def bad(*args: str, data: Path, out: Path) -> tuple[int, str]:
     (["--backend", "torch", "--devices", "2"], "torch: --devices 2 is not supported"),
     (["--backend", "tf", "--workers", "2", "--devices", "2"], "tf: --devices with --workers on CPU"),
     (["--backend", "torch", "--workers", "2", "--device", "gpu"], "torch: --device gpu but no GPU"),
-    (["--backend", "mxnet", "--device", "gpu"], "MXNet's pip wheel is CPU-only"),
+    pytest.param(["--backend", "mxnet", "--device", "gpu"], "MXNet's pip wheel is CPU-only",
+                 marks=pytest.mark.backend("mxnet")),
 ])
 def test_bad_setups_are_one_line_and_write_nothing(args, message, tmp_path):
     fake_files(tmp_path / "data", n_train=64, n_test=16)

@@ -11,7 +11,7 @@ import pytest
 from common import arch, parity
 from common import weights as canonical
 from common.backends import NAMES
-from conftest import load_backend
+from conftest import ACTIVE, load_backend
 
 CASES = {"vgg11-224": (arch.VGG11, 224, 2), "small-56": (arch.small(), 56, 8)}
 #: Gradients are compared on the small arch only: for VGG-11 at 224 even a float64 reference shows every
@@ -24,7 +24,7 @@ GRADIENT_CASES = {"small-56"}
 def case(request):
     """Per case: one model per backend (built once), a fixed batch, and whether to compare gradients."""
     blocks, size, batch = CASES[request.param]
-    backends = {name: load_backend(name) for name in NAMES}
+    backends = {name: load_backend(name) for name in ACTIVE}
     models = {name: vgg.VGG(blocks, image_size=size, seed=i) for i, (name, vgg) in enumerate(backends.items())}
     images, labels = parity.fixed_batch(blocks, size, batch)
     return blocks, size, backends, models, images, labels, request.param in GRADIENT_CASES
@@ -34,7 +34,7 @@ def _weights_module(vgg):
     return importlib.import_module(f"{vgg.__name__}.weights")
 
 
-@pytest.mark.parametrize("source", NAMES)
+@pytest.mark.parametrize("source", ACTIVE)
 def test_weights_from_each_backend_agree_everywhere(case, source):
     blocks, size, backends, models, images, labels, with_gradients = case
     # random non-zero biases: Xavier's zero biases make exact ReLU zeros and max-pool ties, whose
