@@ -1,0 +1,23 @@
+"""Imported first by vgg_torch: settings torch needs before the first optimizer or compile.
+
+PyPI's torch (a CUDA build) brings Triton, the GPU kernel compiler of torch.compile, and imports it with
+torch._dynamo, which the first ``torch.optim`` optimizer loads. Triton links its own LLVM, and loading it
+into a process that already holds TensorFlow's aborts the process ("CommandLine Error: Option ...
+registered more than once", pytorch/pytorch#90166). Without a CUDA device Triton has nothing to compile
+(torch.compile's CPU code is C++), so torch is told it is absent; with a GPU it stays.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import torch
+
+with warnings.catch_warnings():  # after TensorFlow's import, PyPI's torch warns that CUDA could not load
+    warnings.simplefilter("ignore", UserWarning)
+    has_gpu = torch.cuda.is_available()
+if "triton" not in sys.modules and not has_gpu:
+    sys.modules["triton"] = None  # `import triton` raises ImportError: torch takes it as not installed
+
+__all__ = ["torch"]
