@@ -41,7 +41,7 @@ def _train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, labels:
 
 
 def _flat(state: nnx.State, prefix: str) -> dict[str, np.ndarray]:
-    return {prefix + ".".join(map(str, path)): np.asarray(v.value) for path, v in nnx.to_flat_state(state)}
+    return {prefix + ".".join(map(str, path)): np.asarray(v[...]) for path, v in nnx.to_flat_state(state)}
 
 
 def _restore(target, arrays: dict[str, np.ndarray], prefix: str, source: str, *filters) -> None:
@@ -49,10 +49,10 @@ def _restore(target, arrays: dict[str, np.ndarray], prefix: str, source: str, *f
     state = nnx.state(target, *filters)
     flat = nnx.to_flat_state(state)
     names = [prefix + ".".join(map(str, path)) for path, _ in flat]
-    training.check_state({n: v.value.shape for n, (_, v) in zip(names, flat)},
+    training.check_state({n: v[...].shape for n, (_, v) in zip(names, flat)},
                          {k: v for k, v in arrays.items() if k.startswith(prefix)}, source)
     for name, (_, variable) in zip(names, flat):
-        variable.value = jnp.asarray(arrays[name], dtype=variable.value.dtype)
+        variable[...] = jnp.asarray(arrays[name], dtype=variable[...].dtype)
     nnx.update(target, nnx.from_flat_state(flat))
 
 
@@ -89,8 +89,8 @@ class Engine:
         # each Dropout layer its own stream derived from (seed, layer): the same masks after a resume,
         # and different masks in the two layers (nnx.reseed would give both the same key)
         for i, layer in enumerate(self.dropouts):
-            layer.rngs.key.value = jax.random.fold_in(jax.random.key(seed), i)
-            layer.rngs.count.value = jnp.zeros_like(layer.rngs.count.value)
+            layer.rngs.key[...] = jax.random.fold_in(jax.random.key(seed), i)
+            layer.rngs.count[...] = jnp.zeros_like(layer.rngs.count[...])
         self._replicate()  # the same key in every process: masks for the global batch
 
     def step(self, images, labels, lr: float) -> tuple[float, int]:

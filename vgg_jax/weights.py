@@ -33,8 +33,8 @@ def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
     convs, denses = canonical.from_canonical(model, weights, LAYOUT)
     for kind, pairs in ((nnx.Conv, convs), (nnx.Linear, denses)):
         for m, (w, b) in zip(_layers(model, kind), pairs, strict=True):
-            m.kernel.value = jnp.asarray(w)
-            m.bias.value = jnp.asarray(b)
+            m.kernel[...] = jnp.asarray(w)
+            m.bias[...] = jnp.asarray(b)
 
 
 def save_weights(model: VGG, path: str | Path) -> Path:
