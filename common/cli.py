@@ -147,7 +147,7 @@ def _compare(args: argparse.Namespace) -> int:
         distributed.check_split(w, args.batch_size, args.batch_size)
     report = compare.run(args.backends, args.arch, args.resize, args.batch_size, args.seconds, args.train_epochs,
                          out, data_dir=args.data_dir, verify=not args.no_verify, command=command,
-                         workers=args.workers)
+                         workers=args.workers, pythons=args.python)
     print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
     return 0 if any("error" not in row for row in report["rows"]) else 1
 
@@ -164,6 +164,20 @@ def _counts(text: str) -> list[int]:
         return sorted({int(s) for s in text.split(",") if s.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(f"--workers {text!r}: expected counts like 1,2") from None
+
+
+def _pythons(text: str) -> dict[str, str]:
+    """``--python jax=.venv-modern/bin/python,mxnet=.venv/bin/python``, or one path for every backend."""
+    chosen = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        if name and name not in backends.NAMES:
+            raise argparse.ArgumentTypeError(f"--python {item!r}: unknown backend {name!r}; "
+                                             f"choose from {','.join(backends.NAMES)}")
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise argparse.ArgumentTypeError(f"--python {item!r}: {path!r} is not an executable file")
+        chosen.update({name: path} if name else dict.fromkeys(backends.NAMES, path))
+    return chosen
 
 
 def _backend_list(text: str) -> list[str]:
@@ -207,6 +221,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="report folder (default reports/compare-<time>)")
     c.add_argument("--workers", type=_counts, default=[1],
                    help="worker counts, e.g. 1,2: a row per count on each framework's data-parallel engine")
+    c.add_argument("--python", type=_pythons, default={}, metavar="BACKEND=PYTHON,...",
+                   help="the interpreter of the environment that has a backend, e.g. "
+                        "jax=.venv-modern/bin/python (default: this one)")
     c.set_defaults(run=_compare)
 
     t = sub.add_parser("train", help="train one backend on Fashion-MNIST", description=(

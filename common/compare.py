@@ -1,8 +1,9 @@
 """``vgg compare``: the four backends measured on the same work, side by side, one subprocess each.
 
 Each (backend, resolution) runs in its own child process (its memory is its own, no thread pool starves
-another) with the same thread settings; the parent prints progress, collects one JSON line per child
-and rewrites the report after every row, so Ctrl-C keeps what was measured.
+another) with the same thread settings, under the interpreter given for that backend (so JAX can come from
+a NumPy 2 environment and MXNet from a NumPy 1 one); the parent prints progress, collects one JSON line per
+child and rewrites the report after every row, so Ctrl-C keeps what was measured.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import importlib
 import itertools
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -62,7 +62,7 @@ def _configure_threads(backend: str) -> None:
 
 def _matmuls(a: np.ndarray, names: list[str]):
     """(engine, a function computing ``a @ a`` to completion) for NumPy and each backend that loads."""
-    yield "numpy", lambda: a @ a
+    yield f"numpy {np.__version__}", lambda: a @ a
     for backend in names:
         try:
             backends.load(backend)
@@ -125,7 +125,7 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
     vgg = backends.load(backend)
     world = vgg.init_distributed()  # threads: cores for one process, cores / W for each of W workers
     row = {"backend": backend, "size": size, "workers": world.processes, "threads": world.threads,
-           "engine": world.engine, "import_s": time.perf_counter() - began}
+           "engine": world.engine, "import_s": time.perf_counter() - began, "env": backends.environment(backend)}
     blocks = arch.by_name(arch_name)
     data = vgg.load_fashion_mnist(batch_size, resize=size, data_dir=data_dir, verify=verify, drop_last=True)
     began = time.perf_counter()
@@ -181,33 +181,20 @@ def _communication_ms(engine, backend: str, world) -> float | None:
     return comm / 1e6 if comm else None
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    found = {}
-    for dist in ("numpy", "torch", "tensorflow", "keras", "jax", "flax", "optax", "mxnet"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[dist] = "not installed"
-    return found
-
-
 def machine() -> dict:
-    """Cores, CPU model, Python and framework versions, thread settings, date."""
+    """Cores, CPU model, thread settings, date (each row holds its own Python and framework versions)."""
     model = "unknown"
     try:
         model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cores": cores(), "cpu": model, "python": platform.python_version(), "versions": _versions(),
-            "threads": THREADS, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {"cores": cores(), "cpu": model, "threads": THREADS, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _child(args: list[str], timeout: float) -> tuple[dict | None, str]:
-    """Run ``python -m common.compare ARGS``; its last stdout line is the JSON result."""
-    proc = subprocess.Popen([sys.executable, "-m", "common.compare", *args], env=child_env(), cwd=ROOT,
+def _child(args: list[str], timeout: float, python: str = sys.executable) -> tuple[dict | None, str]:
+    """Run ``PYTHON -m common.compare ARGS``; its last stdout line is the JSON result."""
+    proc = subprocess.Popen([python, "-m", "common.compare", *args], env=child_env(), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -329,6 +316,20 @@ def _engines(by_engine: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f}" for k, v in by_engine.items())
 
 
+def _environments(report: dict) -> str:
+    """One line per backend: the interpreter it ran under, with its Python, NumPy and framework versions."""
+    seen = {}
+    for r in report["rows"]:
+        env = r.get("env") or {"executable": report["pythons"].get(r["backend"], "?")}
+        seen.setdefault(r["backend"], env)
+    lines = ["| backend | Python | NumPy | framework | interpreter |", "|---|---|---|---|---|"]
+    for name, env in seen.items():
+        framework = ", ".join(f"{d} {v}" for d, v in env.items() if d not in ("python", "numpy", "executable"))
+        lines.append(f"| {name} | {env.get('python', '?')} | {env.get('numpy', '?')} | {framework or '?'} | "
+                     f"`{env['executable']}` |")
+    return "\n".join(lines)
+
+
 def write_report(report: dict, out: Path) -> None:
     """compare.json, compare.md and the PNG charts, each written atomically."""
     atomic.write_text(out / "compare.json", json.dumps(report, indent=1))
@@ -337,8 +338,7 @@ def write_report(report: dict, out: Path) -> None:
           f"`{report['command']}`", "",
           f"{m['date']}; {m['cores']} cores ({m['cpu']}); float32 matmul ceiling "
           f"{report['matmul_gflop_s']:.0f} GFLOP/s (the fastest 4096x4096 product: "
-          f"{_engines(report['matmul_by_engine'])}); Python {m['python']}; "
-          + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
+          f"{_engines(report['matmul_by_engine'])})", "", _environments(report), "",
           "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _table(report), "",
           _scaling_table(report), ""]
     atomic.write_text(out / "compare.md", "\n".join(md))
@@ -347,14 +347,21 @@ def write_report(report: dict, out: Path) -> None:
 
 def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, seconds: float, train_epochs: int,
         out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
-        log=print, workers: list[int] = (1,)) -> dict:
-    """Measure every backend at every size, one child each; rows of failed children carry their error."""
-    ceiling, err = _child(["--ceiling", ",".join(names)], timeout=600)
-    if ceiling is None:
-        raise RuntimeError(f"could not measure the matmul ceiling: {err}")
+        log=print, workers: list[int] = (1,), pythons: dict[str, str] | None = None) -> dict:
+    """Measure every backend at every size, one child each; rows of failed children carry their error.
+
+    ``pythons`` maps a backend to the interpreter of the environment that has it (default: this one)."""
+    pythons = {name: (pythons or {}).get(name, sys.executable) for name in names}
+    by_engine = {}
+    for python in dict.fromkeys(pythons.values()):  # the ceiling in every interpreter, with its frameworks
+        ceiling, err = _child(["--ceiling", ",".join(n for n in names if pythons[n] == python)], 600, python)
+        if ceiling is None:
+            raise RuntimeError(f"could not measure the matmul ceiling with {python}: {err}")
+        by_engine.update(ceiling["by_engine"])
+    ceiling = {"gflop_s": max(by_engine.values()), "by_engine": by_engine}
     report = {"command": command, "arch": arch_name, "batch_size": batch_size, "seconds": seconds,
               "train_epochs": train_epochs, "machine": machine(), "matmul_gflop_s": ceiling["gflop_s"],
-              "matmul_by_engine": ceiling["by_engine"],
+              "matmul_by_engine": ceiling["by_engine"], "pythons": pythons,
               "rows": []}
     log(f"float32 matmul ceiling: {ceiling['gflop_s']:.0f} GFLOP/s ({_engines(ceiling['by_engine'])}); "
         f"{cores()} cores for every backend")
@@ -373,12 +380,12 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
         args += [] if verify else ["--no-verify"]
         budget = 600 + 4 * seconds + train_epochs * 3600
         try:
-            row, err = _child(args, timeout=budget)
+            row, err = _child(args, budget, pythons[name])
         except subprocess.TimeoutExpired:
             row, err = None, f"timed out after {budget:.0f} s"
         print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
         if row is None:
-            row = {"backend": name, "size": size, "workers": w, "error": err}
+            row = {"backend": name, "size": size, "workers": w, "error": err, "env": {"executable": pythons[name]}}
             log(f"{name:8} {size:>5} {w:>3} failed: {err}")
         else:
             row["batch_size"] = batch_size

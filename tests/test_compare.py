@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import load_backend
+import pytest
+
+from conftest import ABSENT, load_backend
 from tiny_data import fake_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +69,27 @@ def test_compare_workers_adds_a_row_per_count_and_the_scaling(all_backends, tmp_
     md = (tmp_path / "report" / "compare.md").read_text()
     assert "not a speed-up" in md and "scaling efficiency" in md
     assert all(f"| {name} | 32 | 2 |" in md for name in all_backends)
+
+
+def test_compare_runs_each_backend_under_the_interpreter_given(tmp_path):
+    """Two real environments (`.ci/test` names the other one in VGG_OTHER_PYTHON): one backend from each,
+    and every row records the Python, NumPy and framework versions it ran on."""
+    other = os.environ.get("VGG_OTHER_PYTHON")
+    if not other:
+        pytest.skip("VGG_OTHER_PYTHON (the interpreter of a second environment) is not set")
+    here, there = "torch", "mxnet" if "mxnet" in ABSENT else "jax"
+    load_backend(here)
+    proc, report = compare(tmp_path, f"{here},{there}", None, "--python", f"{there}={other}")
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["backend"]: row for row in report["rows"]}
+    assert "error" not in rows[there], rows[there]
+    other_version = subprocess.run([other, "-c", "import platform; print(platform.python_version())"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    assert rows[there]["env"]["executable"] == other and rows[there]["env"]["python"] == other_version
+    assert rows[here]["env"]["executable"] == sys.executable
+    for row in rows.values():
+        assert row["env"]["numpy"] and all(row["env"][dist] for dist in
+                                           {"torch": ["torch"], "jax": ["jax", "flax"], "mxnet": ["mxnet"]}[
+                                               row["backend"]])
+    md = (tmp_path / "report" / "compare.md").read_text()
+    assert f"`{other}`" in md and f"`{sys.executable}`" in md
