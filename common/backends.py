@@ -42,12 +42,23 @@ def environment(name: str) -> dict[str, str | None]:
             **{dist: distribution_version(dist) for dist in ("numpy", *BACKENDS[name][2])}}
 
 
-def install_hint(name: str) -> str:
+#: backend -> (oldest Python, first Python not supported, why), where its framework limits the Python
+PYTHONS: dict[str, tuple[tuple[int, int], tuple[int, int] | None, str]] = {
+    "tf": ((3, 11), None, "Keras 3.13+ needs Python 3.11 or newer"),
+    "jax": ((3, 11), None, "JAX 0.7+ and Flax 0.12+ need Python 3.11 or newer"),
+    "mxnet": ((3, 10), (3, 13), "MXNet 1.9.1 needs NumPy 1, which has no wheels for Python 3.13+"),
+}
+
+
+def install_hint(name: str, python: tuple[int, int] = sys.version_info[:2]) -> str:
+    """How to install backend ``name``, or why it cannot be installed under ``python``."""
     extra = BACKENDS[name][1]
-    if name == "mxnet" and sys.version_info >= (3, 13):
-        return "MXNet needs Python 3.10-3.12 with NumPy 1 (pip install -e '.[mxnet]' there)"
+    low, high, why = PYTHONS.get(name, ((3, 10), None, ""))
+    if python < low or (high and python >= high):
+        return (f"{why} (this is {python[0]}.{python[1]}): "
+                f"install it with pip install -e '.[{extra}]' under such a Python")
     pre = "pip install torch==2.13.0 && " if name == "torch" else ""
-    return f"{pre}pip install -e '.[{extra}]'"
+    return f"install it with: {pre}pip install -e '.[{extra}]'"
 
 
 def load(name: str) -> ModuleType:
@@ -59,4 +70,4 @@ def load(name: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise BackendError(
-            f"backend {name!r} is not installed ({exc}); install it with: {install_hint(name)}") from exc
+            f"backend {name!r} is not installed ({exc}); {install_hint(name)}") from exc

@@ -35,6 +35,12 @@ def pytest_collection_modifyitems(config, items) -> None:
         items[:] = [item for item in items if item not in gone]
 
 
+def pytest_runtest_setup(item) -> None:
+    """A test marked for a backend skips (or, under VGG_REQUIRE_ALL_BACKENDS=1, fails) when it is missing."""
+    for mark in item.iter_markers("backend"):
+        load_backend(mark.args[0])
+
+
 def pytest_report_header(config) -> list[str]:
     found = ", ".join(f"{name} {backends.framework_version(name) or 'not installed'}" for name in ACTIVE)
     return [f"backends: {found}; numpy {backends.distribution_version('numpy')}, Python {platform.python_version()}"]

@@ -136,6 +136,7 @@ def test_killed_worker_stops_the_job_and_resume_finishes_it(backend, tmp_path):
         np.testing.assert_allclose([r[column] for r in rows[1]], [r[column] for r in rows[0]], rtol=1e-5)
 
 
+@pytest.mark.backend("torch")
 def test_ctrl_c_leaves_no_process(tmp_path):
     fake_files(tmp_path / "data", n_train=400, n_test=16)
     proc = vgg_cli(*train_args("torch", tmp_path / "data", tmp_path / "run", 50))
@@ -164,7 +165,8 @@ def bad(*args: str, data: Path, out: Path) -> tuple[int, str]:
     (["--backend", "torch", "--workers", "0"], "--workers 0 is not allowed"),
     (["--backend", "torch", "--devices", "2"], "torch: --devices 2 is not supported"),
     (["--backend", "tf", "--workers", "2", "--devices", "2"], "tf: --devices with --workers on CPU"),
-    (["--backend", "torch", "--workers", "2", "--device", "gpu"], "torch: --device gpu but no GPU"),
+    pytest.param(["--backend", "torch", "--workers", "2", "--device", "gpu"], "torch: --device gpu but no GPU",
+                 marks=pytest.mark.backend("torch")),
     pytest.param(["--backend", "mxnet", "--device", "gpu"], "MXNet's pip wheel is CPU-only",
                  marks=pytest.mark.backend("mxnet")),
 ])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import arch, summary
+from common import arch, backends, summary
 from common.arch import ArchError
 
 CASES = [  # (arch, image size, in_channels, num_classes)
@@ -135,3 +135,14 @@ def test_print_layer_summary(backend, capsys):
     backend.print_layer_summary(model, summary.from_nchw((1, 1, 32, 32), backend.LAYOUT))
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 13 and lines[0].startswith("block") and lines[-1].startswith("dense")
+
+
+@pytest.mark.parametrize("name, python, message", [
+    ("mxnet", (3, 13), "MXNet 1.9.1 needs NumPy 1, which has no wheels for Python 3.13+ (this is 3.13)"),
+    ("jax", (3, 10), "JAX 0.7+ and Flax 0.12+ need Python 3.11 or newer (this is 3.10)"),
+    ("tf", (3, 10), "Keras 3.13+ needs Python 3.11 or newer (this is 3.10)"),
+    ("mxnet", (3, 12), "install it with: pip install -e '.[mxnet]'"),
+    ("jax", (3, 13), "install it with: pip install -e '.[jax]'"),
+])
+def test_a_missing_backend_says_how_to_install_it_or_why_not_on_this_python(name, python, message):
+    assert message in backends.install_hint(name, python)

@@ -148,7 +148,8 @@ def test_killed_run_resumes(backend, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--backend", "caffe"], "invalid choice: 'caffe'"),
     (["--backend", "torch", "--arch", "vgg11", "--resize", "16"], "smallest resolution"),
-    (["--backend", "torch", "--out", "/proc/forbidden"], "is not writable"),
+    pytest.param(["--backend", "torch", "--out", "/proc/forbidden"], "is not writable",
+                 marks=pytest.mark.backend("torch")),
     (["--backend", "torch", "--lr", "-1"], "lr=-1.0 is not allowed"),
 ])
 def test_cli_bad_arguments_are_one_line(args, message, tmp_path):
