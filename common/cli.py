@@ -176,6 +176,7 @@ def _pythons(text: str) -> dict[str, str]:
                                              f"choose from {','.join(backends.NAMES)}")
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise argparse.ArgumentTypeError(f"--python {item!r}: {path!r} is not an executable file")
+        path = os.path.abspath(path)  # children start in the project's folder
         chosen.update({name: path} if name else dict.fromkeys(backends.NAMES, path))
     return chosen
 

@@ -1,0 +1,337 @@
+"""The book's own training step (D2L, "Networks Using Blocks (VGG)") next to this project's, per framework.
+
+Each framework's reference is the book's code as the book runs it: eager PyTorch with torch.optim.SGD; eager
+TensorFlow with GradientTape (no tf.function); Flax linen with only the loss jitted, value_and_grad around it
+and an un-jitted optax update through TrainState; MXNet Gluon not hybridized. Same small VGG, the book's
+init, batch 128, plain SGD at lr 0.01 and random data. The project's row is its Engine step (SGD with
+momentum 0.9, as `vgg compare` measures it) on the same random data. Every (code, framework, size) runs in
+its own process with the same thread settings as `vgg compare` (OMP_NUM_THREADS = cores, so the book's MXNet
+uses both cores); rounds interleave book and project, and the table gives the median and range per cell.
+
+    python benchmarks/book_reference.py                       # torch,tf,jax,mxnet at 224 and 56, 2 rounds
+    python benchmarks/book_reference.py --backends tf --sizes 56 --rounds 3 --seconds 10
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/book_reference.py   # a cap is passed on to every child
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from common import arch, backends  # noqa: E402
+from common.compare import child_env, cores, peak_rss_mb  # noqa: E402
+
+ARCH = arch.small()  # ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128)), the book's training net
+LR = 0.01
+#: environment variables that cap an instruction set; passed on and reported
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "XLA_FLAGS",
+            "TF_ENABLE_ONEDNN_OPTS")
+
+
+# --- the book's code, one function per framework: build, then return a step() that trains one batch -----
+
+def book_torch(size: int, batch: int):
+    import torch
+    from torch import nn
+
+    def vgg_block(num_convs, out_channels):
+        layers = []
+        for _ in range(num_convs):
+            layers.append(nn.LazyConv2d(out_channels, kernel_size=3, padding=1))
+            layers.append(nn.ReLU())
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        return nn.Sequential(*layers)
+
+    net = nn.Sequential(*[vgg_block(n, c) for n, c in ARCH], nn.Flatten(),
+                        nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(0.5),
+                        nn.LazyLinear(4096), nn.ReLU(), nn.Dropout(0.5), nn.LazyLinear(10))
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.random((batch, 1, size, size), dtype=np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, batch))
+    net(X)  # materialise the lazy layers, then d2l.init_cnn
+
+    def init_cnn(module):
+        if type(module) in (nn.Linear, nn.Conv2d):
+            nn.init.xavier_uniform_(module.weight)
+
+    net.apply(init_cnn)
+    optim = torch.optim.SGD(net.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        loss = loss_fn(net(X), y)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        return float(loss)
+
+    return step
+
+
+def book_tf(size: int, batch: int):
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    def vgg_block(num_convs, num_channels):
+        blk = tf.keras.models.Sequential()
+        for _ in range(num_convs):
+            blk.add(tf.keras.layers.Conv2D(num_channels, kernel_size=3, padding="same", activation="relu"))
+        blk.add(tf.keras.layers.MaxPool2D(pool_size=2, strides=2))
+        return blk
+
+    net = tf.keras.models.Sequential()
+    for n, c in ARCH:
+        net.add(vgg_block(n, c))
+    net.add(tf.keras.models.Sequential([
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(4096, activation="relu"), tf.keras.layers.Dropout(0.5),
+        tf.keras.layers.Dense(4096, activation="relu"), tf.keras.layers.Dropout(0.5),
+        tf.keras.layers.Dense(10)]))
+    rng = np.random.default_rng(0)
+    X = tf.constant(rng.random((batch, size, size, 1), dtype=np.float32))
+    y = tf.constant(rng.integers(0, 10, batch))
+    optim = tf.keras.optimizers.SGD(LR)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, net(X, training=True))
+        grads = tape.gradient(loss, net.trainable_variables)
+        optim.apply_gradients(zip(grads, net.trainable_variables))
+        return float(loss)
+
+    return step
+
+
+def book_jax(size: int, batch: int):
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import linen as nn
+    from flax.training import train_state
+
+    def vgg_block(num_convs, out_channels):
+        layers = []
+        for _ in range(num_convs):
+            layers.append(nn.Conv(out_channels, kernel_size=(3, 3), padding=(1, 1)))
+            layers.append(nn.relu)
+        layers.append(lambda x: nn.max_pool(x, window_shape=(2, 2), strides=(2, 2)))
+        return nn.Sequential(layers)
+
+    class VGG(nn.Module):
+        arch: tuple
+        num_classes: int = 10
+        training: bool = True
+
+        def setup(self):
+            self.net = nn.Sequential([
+                *[vgg_block(n, c) for n, c in self.arch],
+                lambda x: x.reshape((x.shape[0], -1)),
+                nn.Dense(4096), nn.relu, nn.Dropout(0.5, deterministic=not self.training),
+                nn.Dense(4096), nn.relu, nn.Dropout(0.5, deterministic=not self.training),
+                nn.Dense(self.num_classes)])
+
+        def __call__(self, X):
+            return self.net(X)
+
+    model = VGG(ARCH)
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.random((batch, size, size, 1), dtype=np.float32))
+    y = jnp.asarray(rng.integers(0, 10, batch))
+    key, dropout_key = jax.random.split(jax.random.PRNGKey(0))
+    params = model.init({"params": key, "dropout": dropout_key}, X)["params"]
+
+    class TrainState(train_state.TrainState):
+        dropout_rng: jax.Array
+
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(LR), dropout_rng=dropout_key)
+
+    @partial(jax.jit, static_argnums=(4,))
+    def loss(params, X, Y, state, averaged=True):  # d2l.Classifier.loss: the only jitted part
+        Y_hat = state.apply_fn({"params": params}, X, mutable=False, rngs={"dropout": state.dropout_rng})
+        fn = optax.softmax_cross_entropy_with_integer_labels
+        return (fn(Y_hat, Y).mean(), {}) if averaged else (fn(Y_hat, Y), {})
+
+    def step():
+        nonlocal state
+        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(state.params, X, y, state)
+        state = state.apply_gradients(grads=grads)
+        state = state.replace(dropout_rng=jax.random.split(state.dropout_rng)[0])
+        return float(value)
+
+    return step
+
+
+def book_mxnet(size: int, batch: int):
+    import numpy
+    if not hasattr(numpy, "bool"):
+        numpy.bool = bool  # MXNet 1.9.1 calls the alias NumPy 1.24 removed
+    from mxnet import autograd, gluon, init, np as mnp, npx
+    from mxnet.gluon import nn
+
+    npx.set_np()
+
+    def vgg_block(num_convs, num_channels):
+        blk = nn.Sequential()
+        for _ in range(num_convs):
+            blk.add(nn.Conv2D(num_channels, kernel_size=3, padding=1, activation="relu"))
+        blk.add(nn.MaxPool2D(pool_size=2, strides=2))
+        return blk
+
+    net = nn.Sequential()
+    for n, c in ARCH:
+        net.add(vgg_block(n, c))
+    net.add(nn.Dense(4096, activation="relu"), nn.Dropout(0.5),
+            nn.Dense(4096, activation="relu"), nn.Dropout(0.5), nn.Dense(10))
+    net.initialize(init.Xavier())
+    rng = np.random.default_rng(0)
+    X = mnp.array(rng.random((batch, 1, size, size), dtype=np.float32))
+    y = mnp.array(rng.integers(0, 10, batch))
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": LR})
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+
+    def step():
+        with autograd.record():
+            loss = loss_fn(net(X), y).mean()
+        loss.backward()
+        trainer.step(1)
+        return float(loss)
+
+    return step
+
+
+BOOK = {"torch": book_torch, "tf": book_tf, "jax": book_jax, "mxnet": book_mxnet}
+
+
+def project(backend: str, size: int, batch: int):
+    """This project's training step as `vgg compare` measures it (SGD, momentum 0.9), on random data."""
+    import importlib
+
+    from common import training
+
+    vgg = backends.load(backend)
+    vgg.init_distributed()  # thread settings, as in `vgg compare`
+    model = vgg.VGG(ARCH, image_size=size)
+    engine = importlib.import_module(f"{vgg.__name__}.trainer").Engine(
+        model, training.Recipe(lr=LR, momentum=0.9, batch_size=batch))
+    engine.reseed(0)
+    shape = (batch, 1, size, size) if vgg.LAYOUT == "NCHW" else (batch, size, size, 1)
+    rng = np.random.default_rng(0)
+    images, labels = vgg.data.to_tensor(rng.random(shape, dtype=np.float32),
+                                        rng.integers(0, 10, batch).astype(np.int64))
+    return lambda: engine.step(images, labels, LR)
+
+
+def measure(code: str, backend: str, size: int, batch: int, seconds: float) -> dict:
+    """One child's work: build, two warm-up steps, then as many steps as fit in ``seconds``."""
+    began = time.perf_counter()
+    step = BOOK[backend](size, batch) if code == "book" else project(backend, size, batch)
+    step()
+    first = time.perf_counter() - began
+    step()
+    done, began = 0, time.perf_counter()
+    while done < 2 or time.perf_counter() - began < seconds:
+        step()
+        done += 1
+    return {"code": code, "backend": backend, "size": size, "ex_s": done * batch / (time.perf_counter() - began),
+            "steps": done, "build_and_first_step_s": first, "peak_rss_mb": peak_rss_mb(),
+            "env": backends.environment(backend)}
+
+
+def isa() -> str:
+    """The CPU model and its widest vector extensions, from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    wide = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma") if f in flags]
+    return f"{model} ({', '.join(wide) or 'no AVX2'})"
+
+
+def table(rows: list[dict], names: list[str], sizes: list[int]) -> str:
+    def cell(code, name, size, key):
+        return [r[key] for r in rows if (r["code"], r["backend"], r["size"]) == (code, name, size) and key in r]
+
+    def spread(values, fmt):
+        return "failed" if not values else (f"{statistics.median(values):{fmt}} "
+                                             f"({min(values):{fmt}}-{max(values):{fmt}})")
+
+    lines = ["| framework | size | book ex/s | project ex/s | ratio | book / project peak RSS MB |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        for size in sizes:
+            book, mine = cell("book", name, size, "ex_s"), cell("project", name, size, "ex_s")
+            ratios = [m / b for b, m in zip(book, mine)]  # round by round: the two ran minutes apart
+            rss = (f"{statistics.median(cell('book', name, size, 'peak_rss_mb')):.0f} / "
+                   f"{statistics.median(cell('project', name, size, 'peak_rss_mb')):.0f}") if book and mine else "—"
+            lines.append(f"| {name} | {size} | {spread(book, '.1f')} | {spread(mine, '.1f')} | "
+                         f"{spread(ratios, '.2f')} | {rss} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backends", default="torch,tf,jax,mxnet")
+    p.add_argument("--sizes", default="224,56")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--out", default=None, help="also write the report (Markdown) and rows (JSON) here")
+    p.add_argument("--child", nargs=3, metavar=("CODE", "BACKEND", "SIZE"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(measure(a.child[0], a.child[1], int(a.child[2]), a.batch_size, a.seconds)))
+        return
+    names = [n for n in a.backends.split(",") if n]
+    sizes = [int(s) for s in a.sizes.split(",") if s]
+    for name in names:
+        if name not in BOOK:
+            p.error(f"--backends: unknown backend {name!r}; choose from {','.join(BOOK)}")
+    caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
+    header = (f"{datetime.now(timezone.utc):%Y-%m-%d}; {cores()} cores, {isa()}; caps: "
+              f"{', '.join(f'{k}={v}' for k, v in caps.items()) or 'none'}; batch {a.batch_size}, "
+              f"{a.seconds:g} s per cell, {a.rounds} rounds")
+    print(header, file=sys.stderr)
+    rows = []
+    for r in range(a.rounds):
+        for size in sizes:
+            for name in names:
+                order = ("book", "project") if r % 2 == 0 else ("project", "book")
+                for code in order:
+                    proc = subprocess.run([sys.executable, __file__, "--child", code, name, str(size),
+                                           "--seconds", str(a.seconds), "--batch-size", str(a.batch_size)],
+                                          env=child_env(), cwd=ROOT, capture_output=True, text=True)
+                    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+                    if proc.returncode or not lines:
+                        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+                        print(f"round {r + 1}: {code} {name} @{size} failed: {why}", file=sys.stderr)
+                        continue
+                    row = json.loads(lines[-1])
+                    row["round"] = r + 1
+                    rows.append(row)
+                    print(f"round {r + 1}: {code:7} {name:5} @{size:<3} {row['ex_s']:8.1f} ex/s  "
+                          f"peak {row['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+    report = f"{header}\n\n{table(rows, names, sizes)}\n"
+    print(report)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "book_reference.md").write_text(f"`{' '.join(sys.argv)}`\n\n{report}")
+        (out / "book_reference.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
