@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import arch, backends  # noqa: E402
-from common.compare import child_env, cores, peak_rss_mb  # noqa: E402
+from common.compare import child_env, cores, cpu, peak_rss_mb  # noqa: E402
 
 ARCH = arch.small()  # ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128)), the book's training net
 LR = 0.01
@@ -252,15 +252,6 @@ def measure(code: str, backend: str, size: int, batch: int, seconds: float) -> d
             "env": backends.environment(backend)}
 
 
-def isa() -> str:
-    """The CPU model and its widest vector extensions, from /proc/cpuinfo."""
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    wide = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma") if f in flags]
-    return f"{model} ({', '.join(wide) or 'no AVX2'})"
-
-
 def table(rows: list[dict], names: list[str], sizes: list[int]) -> str:
     def cell(code, name, size, key):
         return [r[key] for r in rows if (r["code"], r["backend"], r["size"]) == (code, name, size) and key in r]
@@ -301,7 +292,7 @@ def main() -> None:
         if name not in BOOK:
             p.error(f"--backends: unknown backend {name!r}; choose from {','.join(BOOK)}")
     caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
-    header = (f"{datetime.now(timezone.utc):%Y-%m-%d}; {cores()} cores, {isa()}; caps: "
+    header = (f"{datetime.now(timezone.utc):%Y-%m-%d}; {cores()} cores, {cpu()}; caps: "
               f"{', '.join(f'{k}={v}' for k, v in caps.items()) or 'none'}; batch {a.batch_size}, "
               f"{a.seconds:g} s per cell, {a.rounds} rounds")
     print(header, file=sys.stderr)
