@@ -177,13 +177,9 @@ def book_jax(size: int, batch: int):
 
 
 def book_mxnet(size: int, batch: int):
-    import numpy
-    if not hasattr(numpy, "bool"):
-        numpy.bool = bool  # MXNet 1.9.1 calls the alias NumPy 1.24 removed
-    from mxnet import autograd, gluon, init, np as mnp, npx
+    import vgg_mxnet.framework  # noqa: F401  the numpy.bool alias MXNet 1.9.1 needs, then npx.set_np() as the book
+    from mxnet import autograd, gluon, init, np as mnp
     from mxnet.gluon import nn
-
-    npx.set_np()
 
     def vgg_block(num_convs, num_channels):
         blk = nn.Sequential()
@@ -217,7 +213,7 @@ def book_mxnet(size: int, batch: int):
 BOOK = {"torch": book_torch, "tf": book_tf, "jax": book_jax, "mxnet": book_mxnet}
 
 
-def project(backend: str, size: int, batch: int):
+def project(backend: str, size: int, batch: int, momentum: float = 0.9):
     """This project's training step as `vgg compare` measures it (SGD, momentum 0.9), on random data."""
     import importlib
 
@@ -227,7 +223,7 @@ def project(backend: str, size: int, batch: int):
     vgg.init_distributed()  # thread settings, as in `vgg compare`
     model = vgg.VGG(ARCH, image_size=size)
     engine = importlib.import_module(f"{vgg.__name__}.trainer").Engine(
-        model, training.Recipe(lr=LR, momentum=0.9, batch_size=batch))
+        model, training.Recipe(lr=LR, momentum=momentum, batch_size=batch))
     engine.reseed(0)
     shape = (batch, 1, size, size) if vgg.LAYOUT == "NCHW" else (batch, size, size, 1)
     rng = np.random.default_rng(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import platform
 import sys
 from importlib import metadata
 from types import ModuleType
@@ -36,8 +37,6 @@ def framework_version(name: str) -> str | None:
 
 def environment(name: str) -> dict[str, str | None]:
     """What backend ``name`` runs on in this interpreter: Python, NumPy and its framework's distributions."""
-    import platform
-
     return {"python": platform.python_version(), "executable": sys.executable,
             **{dist: distribution_version(dist) for dist in ("numpy", *BACKENDS[name][2])}}
 

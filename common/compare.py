@@ -326,9 +326,8 @@ def _engines(by_engine: dict[str, float]) -> str:
 def _environments(report: dict) -> str:
     """One line per backend: the interpreter it ran under, with its Python, NumPy and framework versions."""
     seen = {}
-    for r in report["rows"]:
-        env = r.get("env") or {"executable": report["pythons"].get(r["backend"], "?")}
-        seen.setdefault(r["backend"], env)
+    for r in report["rows"]:  # a failed row's env holds only its interpreter
+        seen.setdefault(r["backend"], r["env"])
     lines = ["| backend | Python | NumPy | framework | interpreter |", "|---|---|---|---|---|"]
     for name, env in seen.items():
         framework = ", ".join(f"{d} {v}" for d, v in env.items() if d not in ("python", "numpy", "executable"))
