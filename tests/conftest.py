@@ -1,7 +1,7 @@
 """Backend parametrisation: a missing framework skips locally, fails under VGG_REQUIRE_ALL_BACKENDS=1.
 
 VGG_EXPECT_ABSENT=mxnet (set by `.ci/test` in the `modern` environment, which cannot hold MXNet) names backends
-whose absence is expected: when not installed, their tests are not collected and the header says so once.
+whose absence is expected: when not installed, their tests are not collected and the run says so once, at its end.
 """
 
 from __future__ import annotations

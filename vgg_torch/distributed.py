@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from common import distributed
 from common.distributed import World
+from vgg_torch import framework
 
 _WORLD: list[World] = [distributed.SINGLE]
 
@@ -21,7 +22,7 @@ def init_distributed(devices: int = 1, device: str = "cpu") -> World:
     devices means more ``--workers``."""
     size = distributed.launched_size("torch")
     distributed.check_request("torch", size, devices, device)
-    if device == "gpu" and not torch.cuda.is_available():
+    if device == "gpu" and not framework.has_gpu:
         raise distributed.no_gpu("torch", "install a CUDA build of PyTorch (pip install torch, without +cpu)")
     threads = distributed.worker_threads()
     torch.set_num_threads(threads)
