@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -39,3 +40,23 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """:func:`write_bytes` for UTF-8 text."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move a finished file or folder ``tmp`` (on the same file system) to ``path``. A file replaces the old
+    one in one rename; a folder is renamed into place first and the old one removed after, so ``path``
+    never holds half of anything."""
+    tmp, path = Path(tmp), Path(path)
+    old = None
+    if tmp.is_dir() and (path.exists() or path.is_symlink()):
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    return path

@@ -13,10 +13,11 @@ from flax import nnx, serialization
 
 from common import atomic, training
 from common.distributed import World
+from common.serving import formats
 from vgg_jax import distributed as dist
 from vgg_jax.model import VGG, _logits
 
-MODEL_SUFFIX = ".msgpack"
+MODEL_SUFFIX = formats.TRAINED["jax"]
 
 
 def _sgd(learning_rate: float, momentum: float, weight_decay: float) -> optax.GradientTransformation:

@@ -5,6 +5,10 @@ from vgg_mxnet.data import from_arrays, load_fashion_mnist
 from vgg_mxnet.model import (LAYOUT, VGG, layer_summary, parameter_count, predict,
     print_layer_summary, vgg_block)
 from vgg_mxnet.trainer import MODEL_SUFFIX, evaluate, load, save, train
+from vgg_mxnet.weights import export_weights, import_weights, load_weights, save_weights
+from vgg_mxnet.export import export, load_exported
 
-__all__ = ["current_world", "init_distributed", "LAYOUT", "from_arrays", "load_fashion_mnist", "MODEL_SUFFIX", "VGG", "evaluate", "layer_summary", "load", "parameter_count", "predict",
-           "print_layer_summary", "save", "train", "vgg_block"]
+__all__ = ["LAYOUT", "MODEL_SUFFIX", "VGG", "current_world", "evaluate", "export", "export_weights",
+           "from_arrays", "import_weights", "init_distributed", "layer_summary", "load", "load_exported",
+           "load_fashion_mnist", "load_weights", "parameter_count", "predict", "print_layer_summary", "save",
+           "save_weights", "train", "vgg_block"]

@@ -10,11 +10,12 @@ import numpy as np
 
 from common import atomic, distributed, training
 from common.distributed import World
+from common.serving import formats
 from vgg_mxnet import distributed as dist
 from vgg_mxnet.framework import gluon, mx, npx
 from vgg_mxnet.model import VGG
 
-MODEL_SUFFIX = ".params"
+MODEL_SUFFIX = formats.TRAINED["mxnet"]
 _CONFIG_KEY = "config"  # no "." in it, so the file still loads with VGG(...).load_parameters(path, ignore_extra=True)
 
 

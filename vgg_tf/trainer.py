@@ -11,11 +11,12 @@ import numpy as np
 
 from common import atomic, distributed, training
 from common.distributed import World
+from common.serving import formats
 from vgg_tf import distributed as dist
 from vgg_tf.framework import keras, tf
 from vgg_tf.model import VGG
 
-MODEL_SUFFIX = ".weights.h5"
+MODEL_SUFFIX = formats.TRAINED["tf"]
 JIT_COMPILE = False  # XLA on CPU: see Engine's docstring
 
 

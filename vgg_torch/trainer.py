@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from common import atomic, distributed, training
 from common.distributed import World
+from common.serving import formats
 from vgg_torch import distributed as dist
 from vgg_torch.model import VGG
 
-MODEL_SUFFIX = ".pt"
+MODEL_SUFFIX = formats.TRAINED["torch"]
 
 
 class Engine:

@@ -1,0 +1,98 @@
+"""MXNet serving exports: Gluon's ``HybridBlock.export`` (symbol JSON + params, reloaded with
+``SymbolBlock.imports`` from Python, C++ or Scala) and ONNX through ``mxnet.onnx.export_model``, both NCHW.
+
+mx2onnx was written against onnx < 1.19 and MXNet is archived, so it will not be fixed upstream; the three
+adjustments it needs with today's onnx live in :func:`_mx2onnx_compatible` and :func:`_write_onnx`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+from common import atomic
+from common.serving import export as flow, formats, onnx_files
+from common.serving.optional import require
+from vgg_mxnet.framework import gluon, mx
+from vgg_mxnet.model import LAYOUT, VGG, predict
+
+BACKEND = "mxnet"
+_PREFIX = "model"
+_SYMBOL, _PARAMS = f"{_PREFIX}-symbol.json", f"{_PREFIX}-0000.params"
+_INPUT = "data"  # Gluon's name for a HybridBlock's input
+#: the newest opset mx2onnx has translations for, and the IR version that goes with ONNX Runtime
+ONNX_OPSET, ONNX_IR = 13, 8
+
+
+def _write_native(model: VGG, path: Path, meta: dict) -> None:
+    if not model._active:  # export needs the cached graph of a hybridized block that has run once
+        model.hybridize()
+    s = model.image_size
+    model(mx.np.zeros((1, model.in_channels, s, s)))
+    path.mkdir()
+    model.export(str(path / _PREFIX), epoch=0)
+    atomic.write_text(path / formats.METADATA_FILE, formats.dumps(meta))
+
+
+@contextlib.contextmanager
+def _mx2onnx_compatible(onnx):
+    """mx2onnx 1.9.1 under onnx >= 1.19: (1) it imports ``onnx.mapping``, which onnx 1.19 removed (the
+    failure surfaces as "Onnx and protobuf need to be installed"), so a stand-in module gives it the two
+    tables it reads; (2) it stamps the installed onnx's newest opset (28 in onnx 1.23, beyond ONNX
+    Runtime's 26) on a graph it translated for opset 13, so it is told 13."""
+    mapping = types.ModuleType("onnx.mapping")
+    mapping.TENSOR_TYPE_TO_NP_TYPE = {t: onnx.helper.tensor_dtype_to_np_dtype(t)
+                                      for t in onnx.TensorProto.DataType.values() if t not in (0, 8)}
+    mapping.NP_TYPE_TO_TENSOR_TYPE = {v: k for k, v in mapping.TENSOR_TYPE_TO_NP_TYPE.items()}
+    mapping = getattr(onnx, "mapping", mapping)
+    with mock.patch.dict(sys.modules, {"onnx.mapping": mapping}), \
+            mock.patch.object(onnx, "mapping", mapping, create=True), \
+            mock.patch.object(onnx.defs, "onnx_opset_version", lambda: ONNX_OPSET):
+        yield
+
+
+def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
+    onnx = require("onnx", "MXNet's ONNX export")
+    native = path.with_name(path.name + ".native")
+    _write_native(model, native, meta)
+    c, s = model.in_channels, model.image_size
+    with _mx2onnx_compatible(onnx):
+        from mxnet import onnx as mx2onnx
+        mx2onnx.export_model(str(native / _SYMBOL), str(native / _PARAMS), in_shapes=[(1, c, s, s)],
+                             in_types=[np.float32], onnx_file_path=str(path), dynamic=True,
+                             dynamic_input_shapes=[(None, c, s, s)], verbose=False)
+    # (3) onnx.helper.make_model stamps the installed onnx's IR version (14 in onnx 1.23); ONNX Runtime
+    # reads up to 13, and opset 13 needs only 8.
+    written = onnx.load(str(path))
+    written.ir_version = ONNX_IR
+    onnx.save(written, str(path))
+
+
+def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
+    """``(forward, metadata)`` of a ``.mxnet`` folder written by :func:`export`: NCHW images to logits."""
+    path = Path(path)
+    if not all((path / name).is_file() for name in (_SYMBOL, _PARAMS, formats.METADATA_FILE)):
+        raise formats.ModelFileError(f"{path} is not an MXNet export written by vgg export "
+                                     f"(needs {_SYMBOL}, {_PARAMS} and {formats.METADATA_FILE})")
+    meta = formats.loads((path / formats.METADATA_FILE).read_text(), path)
+    try:
+        block = gluon.SymbolBlock.imports(str(path / _SYMBOL), [_INPUT], str(path / _PARAMS))
+    except Exception as exc:  # MXNetError on a truncated or foreign file
+        raise formats.ModelFileError(f"{path} is not a readable MXNet export ({type(exc).__name__}: "
+                                     f"{str(exc).strip().splitlines()[0][:200]})") from None
+    return lambda images: block(mx.np.array(images, dtype=np.float32)).asnumpy(), meta
+
+
+def export(model: VGG, path: str | Path, format: str = "native", images: np.ndarray | None = None) -> flow.Exported:
+    """Write ``model`` for serving (``format`` native: a ``.mxnet`` folder of symbol and params; onnx:
+    ``.onnx``), reload it and check it against the live model on ``images`` (NCHW; default a fixed
+    random batch) before it appears at ``path``."""
+    write = _write_native if format == "native" else _write_onnx
+    reload = (lambda p: load_exported(p)[0]) if format == "native" else onnx_files.runner
+    return flow.run(model, path, format, BACKEND, LAYOUT, lambda p, meta: write(model, p, meta), reload,
+                    lambda x: predict(model, x), images)

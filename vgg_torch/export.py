@@ -1,0 +1,65 @@
+"""PyTorch serving exports: a ``torch.export`` program (``.pt2``) and ONNX through ``torch.onnx.export``
+(the dynamo exporter), both with a dynamic batch axis and NCHW input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.serving import export as flow, formats, onnx_files
+from common.serving.optional import require
+from vgg_torch.model import LAYOUT, VGG, predict
+
+BACKEND = "torch"
+_EXTRA_FILE = formats.METADATA_FILE
+
+
+def _example(model: VGG) -> tuple[torch.Tensor, dict]:
+    """A contiguous NCHW batch of two (a batch of one would be specialised) and the dynamic batch axis."""
+    x = torch.zeros(2, model.in_channels, model.image_size, model.image_size)
+    return x, {0: torch.export.Dim("batch")}
+
+
+def _write_native(model: VGG, path: Path, meta: dict) -> None:
+    x, batch = _example(model)
+    program = torch.export.export(model, (x,), dynamic_shapes=(batch,))
+    torch.export.save(program, path, extra_files={_EXTRA_FILE: formats.dumps(meta)})
+
+
+def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
+    require("onnxscript", "PyTorch's ONNX exporter")
+    x, _ = _example(model)
+    program = torch.onnx.export(model, (x,), input_names=[formats.INPUT], output_names=[formats.OUTPUT],
+                                dynamic_shapes=({0: "batch"},), verbose=False)
+    program.save(str(path))
+
+
+def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
+    """``(forward, metadata)`` of a ``.pt2`` written by :func:`export`: forward maps NCHW images to logits."""
+    extra = {_EXTRA_FILE: ""}
+    try:
+        module = torch.export.load(path, extra_files=extra).module()
+    except Exception as exc:  # a truncated or foreign archive: zip, pickle or schema errors
+        raise formats.ModelFileError(f"{path} is not a readable torch.export program ({type(exc).__name__}: "
+                                     f"{str(exc)[:200]})") from None
+    meta = formats.loads(extra[_EXTRA_FILE], path)
+
+    def forward(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(images, np.float32))).numpy()
+    return forward, meta
+
+
+def export(model: VGG, path: str | Path, format: str = "native", images: np.ndarray | None = None) -> flow.Exported:
+    """Write ``model`` for serving (``format`` native: ``.pt2``; onnx: ``.onnx``), reload it and check it
+    against the live model on ``images`` (NCHW; default a fixed random batch) before it appears at ``path``."""
+    model.eval()
+    try:
+        write = _write_native if format == "native" else _write_onnx
+        reload = (lambda p: load_exported(p)[0]) if format == "native" else onnx_files.runner
+        return flow.run(model, path, format, BACKEND, LAYOUT, lambda p, meta: write(model, p, meta), reload,
+                        lambda x: predict(model, x), images)
+    finally:
+        model.train()
