@@ -11,8 +11,10 @@ import time
 import tempfile
 from pathlib import Path
 
-from common import (arch, atomic, backends, checkpoint, compare, distributed, fashion_mnist, launch, parity,
-                    parity_distributed, summary, training)
+from common import (arch, atomic, backends, batches, checkpoint, compare, distributed, fashion_mnist, launch,
+                    parity, parity_distributed, summary, training)
+from common.serving import export as export_flow, formats, images as image_files, models, parity as onnx_parity, \
+    predict
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -105,6 +107,8 @@ def _parity(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _parity_workers(args)
     modules = {name: backends.load(name) for name in args.backends}
+    if args.onnx:
+        return _parity_onnx(args, modules, blocks)
     if len(modules) < 2:
         raise ValueError(f"--backends {','.join(args.backends)}: parity needs at least two backends")
     print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}, "
@@ -114,6 +118,17 @@ def _parity(args: argparse.Namespace) -> int:
     for quantity, cells in matrices.items():
         print("\n" + parity.format_matrix(cells, quantity))
     ok = parity.passed(matrices)
+    print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
+    return 0 if ok else 1
+
+
+def _parity_onnx(args: argparse.Namespace, modules: dict, blocks) -> int:
+    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}: one set of weights "
+          f"exported to ONNX by {', '.join(modules)}, run in ONNX Runtime")
+    cells = onnx_parity.run(modules, blocks, args.resize, batch=args.batch, seed=args.seed, out=args.out,
+                            log=lambda m: print(m, file=sys.stderr))
+    print("\n" + parity.format_matrix(cells, "logits"))
+    ok = parity.passed({"logits": cells})
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
     return 0 if ok else 1
 
@@ -150,6 +165,50 @@ def _compare(args: argparse.Namespace) -> int:
                          workers=args.workers, pythons=args.python)
     print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
     return 0 if any("error" not in row for row in report["rows"]) else 1
+
+
+def _check_images(data_dir: str | None, vgg, model, count: int = 64):
+    """Real test images for checking an export, in the model's layout; None (a random batch) if the model
+    is not a Fashion-MNIST one or the data is not on this machine."""
+    if model.in_channels != 1:
+        return None
+    try:
+        test = fashion_mnist.load_split("test", data_dir, download=False)[0][:count]
+    except (OSError, ValueError) as exc:
+        print(f"vgg export: no Fashion-MNIST test images ({exc}); checking on random images", file=sys.stderr)
+        return None
+    return batches.with_channels(batches.to_float(test, model.image_size), vgg.LAYOUT)
+
+
+def _export(args: argparse.Namespace) -> int:
+    vgg, model = models.live(args.model, args.backend, args.arch, args.resize)
+    backend = vgg.__name__.removeprefix("vgg_")
+    out = Path(args.out) if args.out else Path(args.model).with_name(
+        "model" + formats.export_suffix(backend, args.format))
+    formats.check_export_path(out, backend, args.format)
+    check = _check_images(args.data_dir, vgg, model)
+    print(f"vgg export: {backend} {args.format} -> {out}")
+    done = vgg.export(model, out, format=args.format, images=check)
+    source = "Fashion-MNIST test images" if check is not None else "random images"
+    print(f"vgg export: wrote {done.path} ({done.bytes / 1e6:.1f} MB) in {done.seconds:.1f} s; reloaded, it matches "
+          f"the live model to {done.difference:.1e} (relative) on {done.checked} {source}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    for flag, value in (("--top", args.top), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} {value} is not allowed: it must be at least 1")
+    files = image_files.expand(args.images)
+    opened = models.open_model(args.model, args.backend, args.arch, args.resize)
+    for result in predict.classify(opened, files, top=args.top, batch_size=args.batch_size,
+                                   progress=not args.json and sys.stderr.isatty()):
+        if args.json:
+            print(json.dumps(result))
+        else:
+            best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+            print(f"{result['file']}: {best}")
+    return 0
 
 
 def _sizes(text: str) -> list[int]:
@@ -208,7 +267,39 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--workers", type=int, default=1, help="compare one process with W worker processes "
                    "(and W devices of one process) of every framework's data-parallel engine")
+    q.add_argument("--onnx", action="store_true", help="export one set of weights to ONNX from every backend and "
+                   "compare the files in ONNX Runtime, with each other and the NumPy oracle")
+    q.add_argument("--out", default=None, help="with --onnx: keep the ONNX files in this folder")
     q.set_defaults(run=_parity)
+
+    e = sub.add_parser("export", help="write a trained model for serving: the framework's own format or ONNX",
+                       description="Export a model for serving and check the file: it is reloaded (ONNX in ONNX "
+                       "Runtime) and compared with the live model on Fashion-MNIST test images before it is "
+                       "put in place.")
+    e.add_argument("--model", required=True, help="a model file from vgg train (backend from its suffix) or a "
+                   "canonical .safetensors (with --backend, --arch, --resize)")
+    e.add_argument("--format", default="native", choices=formats.FORMATS,
+                   help="native: .pt2 (torch), .savedmodel (tf), .jax_export (jax), .mxnet (mxnet); onnx: .onnx")
+    e.add_argument("--out", default=None, help="the file or folder to write (default: model.<suffix> beside --model)")
+    e.add_argument("--backend", default=None, choices=backends.NAMES, help="for a .safetensors --model")
+    e.add_argument("--arch", default=None, choices=arch.CHOICES, help="for a .safetensors --model (default small)")
+    e.add_argument("--resize", type=int, default=None, help="for a .safetensors --model (default 224)")
+    e.add_argument("--data-dir", default=None, help="where the Fashion-MNIST test images are")
+    e.set_defaults(run=_export)
+
+    r = sub.add_parser("predict", help="classify image files with any model file",
+                       description="Classify PNG/JPEG files (or folders of them): grayscale, resized as the "
+                       "loader resizes, top-k classes with probabilities per file.")
+    r.add_argument("--model", required=True, help="a vgg train model, a native export, an .onnx file (run in "
+                   "ONNX Runtime) or a canonical .safetensors (with --backend, --arch, --resize)")
+    r.add_argument("images", nargs="+", help="image files or folders of them")
+    r.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    r.add_argument("--backend", default=None, choices=backends.NAMES, help="for a .safetensors --model")
+    r.add_argument("--arch", default=None, choices=arch.CHOICES, help="for a .safetensors --model (default small)")
+    r.add_argument("--resize", type=int, default=None, help="for a .safetensors --model (default 224)")
+    r.set_defaults(run=_predict)
 
     c = sub.add_parser("compare", help="measure the backends side by side (the main job)")
     c.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
@@ -270,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     except training.TrainingDiverged as exc:
         print(f"vgg {args.command}: error: {exc}", file=sys.stderr)
         return 3
-    except (arch.ArchError, backends.BackendError, ValueError, OSError) as exc:
+    except BrokenPipeError:  # the reader went away (`vgg predict ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (arch.ArchError, backends.BackendError, export_flow.ExportError, ValueError, OSError) as exc:
         print(f"vgg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
+import warnings
 from pathlib import Path
 from unittest import mock
 
@@ -81,7 +82,9 @@ def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
                                      f"(needs {_SYMBOL}, {_PARAMS} and {formats.METADATA_FILE})")
     meta = formats.loads((path / formats.METADATA_FILE).read_text(), path)
     try:
-        block = gluon.SymbolBlock.imports(str(path / _SYMBOL), [_INPUT], str(path / _PARAMS))
+        with warnings.catch_warnings():  # "Cannot decide type ... data: None": the input's type comes at call
+            warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)
+            block = gluon.SymbolBlock.imports(str(path / _SYMBOL), [_INPUT], str(path / _PARAMS))
     except Exception as exc:  # MXNetError on a truncated or foreign file
         raise formats.ModelFileError(f"{path} is not a readable MXNet export ({type(exc).__name__}: "
                                      f"{str(exc).strip().splitlines()[0][:200]})") from None

@@ -69,8 +69,12 @@ def metadata(model, backend: str, layout: str, fmt: str) -> dict:
     return {"producer": "vgg-frameworks", "backend": backend, "format": fmt,
             "framework": backends.framework_version(backend), "input": INPUT, "output": OUTPUT,
             "layout": layout, "input_shape": shape, "pixels": "float32 in [0, 1], grayscale, resized bilinearly",
-            "classes": list(CLASSES[:model.num_classes]) if model.num_classes == len(CLASSES) else
-            [str(i) for i in range(model.num_classes)], "config": training.model_config(model)}
+            "classes": class_names(model.num_classes), "config": training.model_config(model)}
+
+
+def class_names(count: int) -> list[str]:
+    """Fashion-MNIST's names for its ten classes; the indices as text for any other count."""
+    return list(CLASSES) if count == len(CLASSES) else [str(i) for i in range(count)]
 
 
 def dumps(meta: dict) -> str:

@@ -53,15 +53,36 @@ def finish(path: Path, meta: dict) -> None:
     onnx.save(model, str(path))
 
 
-def read_metadata(path: str | Path) -> dict:
-    """Our metadata of an ONNX file, without loading its weights."""
+def read_metadata(path: str | Path) -> dict | None:
+    """Our metadata of an ONNX file (None if another tool wrote it), without loading its weights."""
     onnx = _onnx()
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
         raise formats.ModelFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     props = {p.key: p.value for p in model.metadata_props}
-    return formats.loads(props.get(METADATA_KEY, ""), path)
+    return formats.loads(props[METADATA_KEY], path) if METADATA_KEY in props else None
+
+
+def infer_metadata(sess, path: str | Path) -> dict:
+    """Metadata for an ONNX file from elsewhere, read off its one input and output: an image batch
+    (N, C, H, W) or (N, H, W, C) with C 1 or 3 and H = W, and (N, classes) logits."""
+    inputs, outputs = sess.get_inputs(), sess.get_outputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    classes = outputs[0].shape[-1] if len(outputs) == 1 and len(outputs[0].shape) == 2 else None
+    if len(shape) == 4 and shape[1] in (1, 3) and shape[2] == shape[3] and isinstance(shape[2], int):
+        layout, channels, size = "NCHW", shape[1], shape[2]
+    elif len(shape) == 4 and shape[3] in (1, 3) and shape[1] == shape[2] and isinstance(shape[1], int):
+        layout, channels, size = "NHWC", shape[3], shape[1]
+    else:
+        raise formats.ModelFileError(
+            f"{path}: its input {[i.name for i in inputs]} of shape {shape or [list(i.shape) for i in inputs]} is not "
+            "one batch of square images (N, C, S, S) or (N, S, S, C) with C 1 or 3")
+    if not isinstance(classes, int):
+        raise formats.ModelFileError(f"{path}: its output is not one (batch, classes) array of logits")
+    return {"producer": "unknown", "input": inputs[0].name, "output": outputs[0].name, "layout": layout,
+            "input_shape": ["batch", *shape[1:]], "classes": formats.class_names(classes),
+            "config": {"image_size": size, "in_channels": channels, "num_classes": classes}}
 
 
 def session(path: str | Path, threads: int | None = None):
@@ -78,8 +99,9 @@ def session(path: str | Path, threads: int | None = None):
         raise formats.ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(exc).strip()[:300]})") from None
 
 
-def runner(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from images (in the file's layout) to logits, running ``path`` in ONNX Runtime."""
-    sess = session(path, threads)
+def runner(model, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from images (in the file's layout) to logits, running ``model`` (a path or a session)
+    in ONNX Runtime."""
+    sess = session(model, threads) if isinstance(model, (str, Path)) else model
     name = sess.get_inputs()[0].name
     return lambda images: sess.run(None, {name: np.ascontiguousarray(images, np.float32)})[0]
