@@ -177,10 +177,10 @@ def test_an_export_that_reloads_differently_writes_nothing_and_keeps_the_previou
 
     live = lambda x: vgg.predict(model, x)  # noqa: E731
     with pytest.raises(flow.ExportError, match="nothing was written"):
-        flow.run(model, target, "native", name, vgg.LAYOUT, write, lambda _: lambda x: live(x) * 1.001, live)
+        flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write}, lambda _: lambda x: live(x) * 1.001, live)
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
     assert target.read_bytes() == b"the previous export"
-    done = flow.run(model, target, "native", name, vgg.LAYOUT, write, lambda _: live, live)
+    done = flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write}, lambda _: live, live)
     assert done.difference == 0 and target.is_dir() == folder
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 

@@ -10,6 +10,7 @@ under ``jax.disable_jit()`` inlines them, so that converter path is never taken.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 from jax import export as jax_export
 
 from common import atomic
-from common.serving import export as flow, formats, onnx_files
+from common.serving import export as flow, formats
 from common.serving.optional import require
 from vgg_jax.model import LAYOUT, VGG, predict
 
@@ -85,11 +86,10 @@ def export(model: VGG, path: str | Path, format: str = "native", images: np.ndar
     """Write ``model`` for serving (``format`` native: a ``.jax_export`` folder; onnx: ``.onnx``), reload it
     and check it against the live model on ``images`` (NHWC; default a fixed random batch) before it
     appears at ``path``."""
-    model.eval()
+    model.eval()  # dropout off in the traced graph
     try:
-        write = _write_native if format == "native" else _write_onnx
-        reload = (lambda p: load_exported(p)[0]) if format == "native" else onnx_files.runner
-        return flow.run(model, path, format, BACKEND, LAYOUT, lambda p, meta: write(model, p, meta), reload,
+        writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
+        return flow.run(model, path, format, BACKEND, LAYOUT, writers, lambda p: load_exported(p)[0],
                         lambda x: predict(model, x), images)
     finally:
         model.train()

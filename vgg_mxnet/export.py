@@ -8,6 +8,7 @@ adjustments it needs with today's onnx live in :func:`_mx2onnx_compatible` and :
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import types
 import warnings
@@ -17,7 +18,7 @@ from unittest import mock
 import numpy as np
 
 from common import atomic
-from common.serving import export as flow, formats, onnx_files
+from common.serving import export as flow, formats
 from common.serving.optional import require
 from vgg_mxnet.framework import gluon, mx
 from vgg_mxnet.model import LAYOUT, VGG, predict
@@ -95,7 +96,6 @@ def export(model: VGG, path: str | Path, format: str = "native", images: np.ndar
     """Write ``model`` for serving (``format`` native: a ``.mxnet`` folder of symbol and params; onnx:
     ``.onnx``), reload it and check it against the live model on ``images`` (NCHW; default a fixed
     random batch) before it appears at ``path``."""
-    write = _write_native if format == "native" else _write_onnx
-    reload = (lambda p: load_exported(p)[0]) if format == "native" else onnx_files.runner
-    return flow.run(model, path, format, BACKEND, LAYOUT, lambda p, meta: write(model, p, meta), reload,
+    writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
+    return flow.run(model, path, format, BACKEND, LAYOUT, writers, lambda p: load_exported(p)[0],
                     lambda x: predict(model, x), images)

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
 from common import atomic
-from common.serving import export as flow, formats, onnx_files
+from common.serving import export as flow, formats
 from common.serving.optional import require
 from vgg_tf.framework import tf
 from vgg_tf.model import LAYOUT, VGG, predict
@@ -54,7 +55,6 @@ def export(model: VGG, path: str | Path, format: str = "native", images: np.ndar
     """Write ``model`` for serving (``format`` native: a ``.savedmodel`` folder; onnx: ``.onnx``), reload it
     and check it against the live model on ``images`` (NHWC; default a fixed random batch) before it
     appears at ``path``."""
-    write = _write_native if format == "native" else _write_onnx
-    reload = (lambda p: load_exported(p)[0]) if format == "native" else onnx_files.runner
-    return flow.run(model, path, format, BACKEND, LAYOUT, lambda p, meta: write(model, p, meta), reload,
+    writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
+    return flow.run(model, path, format, BACKEND, LAYOUT, writers, lambda p: load_exported(p)[0],
                     lambda x: predict(model, x), images)

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.serving import export as flow, formats, onnx_files
+from common.serving import export as flow, formats
 from common.serving.optional import require
 from vgg_torch.model import LAYOUT, VGG, predict
 
@@ -68,11 +69,7 @@ def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
 def export(model: VGG, path: str | Path, format: str = "native", images: np.ndarray | None = None) -> flow.Exported:
     """Write ``model`` for serving (``format`` native: ``.pt2``; onnx: ``.onnx``), reload it and check it
     against the live model on ``images`` (NCHW; default a fixed random batch) before it appears at ``path``."""
-    model.eval()
-    try:
-        write = _write_native if format == "native" else _write_onnx
-        reload = (lambda p: load_exported(p)[0]) if format == "native" else onnx_files.runner
-        return flow.run(model, path, format, BACKEND, LAYOUT, lambda p, meta: write(model, p, meta), reload,
-                        lambda x: predict(model, x), images)
-    finally:
-        model.train()
+    model.eval()  # dropout off in the traced graph; the model stays in eval mode, as after predict
+    writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
+    return flow.run(model, path, format, BACKEND, LAYOUT, writers, lambda p: load_exported(p)[0],
+                    lambda x: predict(model, x), images)

@@ -48,12 +48,14 @@ def check_images(model, layout: str, images: np.ndarray | None) -> np.ndarray:
 
 
 def run(model, path: str | Path, fmt: str, backend: str, layout: str,
-        write: Callable[[Path, dict], None], reload: Callable[[Path], Forward], live: Forward,
+        writers: dict[str, Callable[[Path, dict], None]], reload_native: Callable[[Path], Forward], live: Forward,
         images: np.ndarray | None = None) -> Exported:
-    """Export ``model`` to ``path`` in ``fmt`` with ``write(tmp, metadata)``, reload it with ``reload(tmp)``
-    and refuse it (ExportError, nothing written) if its logits on ``images`` differ from ``live``'s by
-    more than :data:`formats.TOLERANCE`."""
+    """Export ``model`` to ``path`` in ``fmt`` with ``writers[fmt](tmp, metadata)``, reload it (ONNX in ONNX
+    Runtime, native with ``reload_native``) and refuse it (ExportError, nothing written) if its logits on
+    ``images`` differ from ``live``'s by more than :data:`formats.TOLERANCE`."""
     path = formats.check_export_path(path, backend, fmt)
+    write = writers[fmt]
+    reload = onnx_files.runner if fmt == "onnx" else reload_native
     images = check_images(model, layout, images)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -1,0 +1,111 @@
+"""Export models trained by ``vgg train`` in both formats and serve them: export time and size, load time,
+inference speed (batch 64, median of 3 passes) and test accuracy of the live model, the native export
+and the ONNX file (in ONNX Runtime). One model per child process, so each gets a fresh interpreter.
+
+    python benchmarks/export_serve.py runs/torch/model.pt runs/tf/model.weights.h5 ... --out benchmarks/results/export-serve
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
+
+from common import backends, batches, compare, fashion_mnist  # noqa: E402
+from common.serving import formats, models  # noqa: E402
+
+
+def measure(model_file: str, count: int, batch: int) -> dict:
+    vgg, model = models.live(model_file)
+    backend = vgg.__name__.removeprefix("vgg_")
+    images, labels = fashion_mnist.load_split("test")
+    x = batches.with_channels(batches.to_float(images[:count], model.image_size), vgg.LAYOUT)
+    y = labels[:count]
+    row = {"backend": backend, "model": model_file, "arch": [list(b) for b in model.arch],
+           "image_size": model.image_size, "images": count, "batch": batch, "env": backends.environment(backend)}
+    with tempfile.TemporaryDirectory(prefix="vgg-export-serve-") as folder:
+        served = {"live": lambda a: vgg.predict(model, a)}
+        for fmt in formats.FORMATS:
+            done = vgg.export(model, Path(folder) / f"model{formats.export_suffix(backend, fmt)}", format=fmt,
+                              images=x[:64])
+            start = time.perf_counter()
+            opened = models.open_model(done.path)
+            row[fmt] = {"export_s": done.seconds, "mb": done.bytes / 1e6, "load_s": time.perf_counter() - start,
+                        "difference": done.difference}
+            served[fmt] = opened.forward
+        for name, forward in served.items():
+            forward(x[:batch])  # warm-up: first-call compilation is not serving speed
+            times, logits = [], None
+            for _ in range(3):
+                start = time.perf_counter()
+                logits = [forward(x[i:i + batch]) for i in range(0, count, batch)]
+                times.append(time.perf_counter() - start)
+            top1 = np.concatenate(logits).argmax(1)
+            row.setdefault(name, {}).update(images_per_s=count / statistics.median(times),
+                                            spread=[count / max(times), count / min(times)],
+                                            accuracy=float((top1 == y).mean()), top1=top1.tolist())
+    for name in formats.FORMATS:
+        row[name]["same_top1_as_live"] = sum(a == b for a, b in zip(row[name]["top1"], row["live"]["top1"]))
+    for name in ("live", *formats.FORMATS):
+        del row[name]["top1"]
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| backend | format | export s | size MB | load s | images/s (range) | accuracy | same top-1 as live |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        live = r["live"]
+        lines.append(f"| {r['backend']} | live model | | | | {live['images_per_s']:.0f} ({live['spread'][0]:.0f}-"
+                     f"{live['spread'][1]:.0f}) | {live['accuracy']:.4f} | |")
+        for fmt in formats.FORMATS:
+            f = r[fmt]
+            name = formats.export_suffix(r["backend"], fmt) + (" (ONNX Runtime)" if fmt == "onnx" else "")
+            lines.append(f"| {r['backend']} | {name} | {f['export_s']:.1f} | {f['mb']:.1f} | {f['load_s']:.1f} | "
+                         f"{f['images_per_s']:.0f} ({f['spread'][0]:.0f}-{f['spread'][1]:.0f}) | {f['accuracy']:.4f} | "
+                         f"{f['same_top1_as_live']}/{r['images']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="+", help="model files written by vgg train")
+    p.add_argument("--images", type=int, default=2000, help="test images to classify")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--out", default=None, help="folder for export-serve.json and export-serve.md")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(measure(a.models[0], a.images, a.batch)))
+        return
+    rows = []
+    for model_file in a.models:
+        print(f"export_serve: {model_file} ...", file=sys.stderr)
+        proc = subprocess.run([sys.executable, __file__, model_file, "--child", "--images", str(a.images),
+                               "--batch", str(a.batch)], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            sys.exit(f"export_serve: {model_file} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    report = {"machine": compare.machine(), "command": "python benchmarks/export_serve.py " + " ".join(sys.argv[1:]),
+              "rows": rows}
+    text = (f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['date']}\n\n"
+            f"Command: `{report['command']}`\n\n{table(rows)}\n")
+    print(text)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "export-serve.json").write_text(json.dumps(report, indent=1))
+        (out / "export-serve.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
