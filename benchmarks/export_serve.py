@@ -3,6 +3,7 @@ inference speed (batch 64, median of 3 passes) and test accuracy of the live mod
 and the ONNX file (in ONNX Runtime). One model per child process, so each gets a fresh interpreter.
 
     python benchmarks/export_serve.py runs/torch/model.pt runs/tf/model.weights.h5 ... --out benchmarks/results/export-serve
+    python benchmarks/export_serve.py w.safetensors --arch small --resize 56   # one set of weights in every backend
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from common import backends, batches, compare, fashion_mnist  # noqa: E402
 from common.serving import formats, models  # noqa: E402
 
 
-def measure(model_file: str, count: int, batch: int) -> dict:
-    vgg, model = models.live(model_file)
+def measure(model_file: str, count: int, batch: int, backend: str | None, arch: str | None,
+            resize: int | None) -> dict:
+    vgg, model = models.live(model_file, backend, arch, resize)
     backend = vgg.__name__.removeprefix("vgg_")
     images, labels = fashion_mnist.load_split("test")
     x = batches.with_channels(batches.to_float(images[:count], model.image_size), vgg.LAYOUT)
@@ -82,16 +84,27 @@ def main() -> None:
     p.add_argument("--images", type=int, default=2000, help="test images to classify")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--out", default=None, help="folder for export-serve.json and export-serve.md")
+    p.add_argument("--backends", default=",".join(backends.NAMES), help="for a .safetensors model: backends to load it in")
+    p.add_argument("--arch", default=None, help="for a .safetensors model")
+    p.add_argument("--resize", type=int, default=None, help="for a .safetensors model")
+    p.add_argument("--backend", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(measure(a.models[0], a.images, a.batch)))
+        print(json.dumps(measure(a.models[0], a.images, a.batch, a.backend, a.arch, a.resize)))
         return
     rows = []
-    for model_file in a.models:
-        print(f"export_serve: {model_file} ...", file=sys.stderr)
+    jobs = []
+    for m in a.models:
+        if m.endswith(formats.WEIGHTS):
+            jobs += [(m, ["--backend", b, "--arch", a.arch or "small", "--resize", str(a.resize or 224)])
+                     for b in a.backends.split(",")]
+        else:
+            jobs.append((m, []))
+    for model_file, extra in jobs:
+        print(f"export_serve: {model_file} {' '.join(extra)}...", file=sys.stderr)
         proc = subprocess.run([sys.executable, __file__, model_file, "--child", "--images", str(a.images),
-                               "--batch", str(a.batch)], capture_output=True, text=True, cwd=ROOT)
+                               "--batch", str(a.batch), *extra], capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:
             sys.exit(f"export_serve: {model_file} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from common import arch, backends, summary
+from common.serving import formats
 from common.arch import ArchError
 
 CASES = [  # (arch, image size, in_channels, num_classes)
@@ -146,3 +147,16 @@ def test_print_layer_summary(backend, capsys):
 ])
 def test_a_missing_backend_says_how_to_install_it_or_why_not_on_this_python(name, python, message):
     assert message in backends.install_hint(name, python)
+
+
+def test_every_backend_offers_the_same_public_names(all_backends):
+    """One contract: ``import vgg_<fw> as vgg`` gives the same names in every backend, each one defined."""
+    names = {name: sorted(vgg.__all__) for name, vgg in all_backends.items()}
+    first = next(iter(names.values()))
+    assert all(n == first for n in names.values()), names
+    for vgg in all_backends.values():
+        missing = [n for n in vgg.__all__ if not hasattr(vgg, n)]
+        assert not missing, f"{vgg.__name__} lists {missing} but does not define them"
+    for name, suffix in formats.TRAINED.items():
+        if name in all_backends:
+            assert all_backends[name].MODEL_SUFFIX == suffix
