@@ -25,6 +25,7 @@ def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, s
             vgg.import_weights(model, weights)
             path = folder / f"{name}{formats.ONNX}"
             exported = vgg.export(model, path, format="onnx")
-            log(f"parity: {name} wrote {path} ({exported.bytes / 1e6:.1f} MB, {exported.seconds:.1f} s)")
+            log(f"parity: {name} wrote {path if out else path.name + ' (temporary; --out keeps the files)'} "
+                f"({exported.bytes / 1e6:.1f} MB, {exported.seconds:.1f} s)")
             results[f"{name}.onnx"] = {"logits": onnx_files.runner(path)(parity.to_layout(images, vgg.LAYOUT))}
     return parity.matrix(results, "logits")
