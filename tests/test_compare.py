@@ -38,8 +38,11 @@ def test_compare_measures_every_backend_and_writes_the_report(all_backends, tmp_
         assert row["train_ex_s"] > 0 and row["infer_ex_s"] > 0 and row["peak_rss_mb"] > 0
         assert row["first_step_s"] > 0 and row["build_s"] >= 0 and row["train_gflop_s"] > 0
     assert report["matmul_gflop_s"] > 0 and report["machine"]["cores"] >= 1
+    spread = report["matmul_spread"]  # measured before and after the rows: the ceiling is the faster
+    assert set(report["matmul_runs"]) == {"before", "after"}
+    assert 0 < spread["low"] <= spread["high"] == report["matmul_gflop_s"] == max(spread["before"], spread["after"])
     md = (tmp_path / "report" / "compare.md").read_text()
-    assert "matmul ceiling" in md and all(f"| {name} | 32 |" in md for name in all_backends)
+    assert "matmul ceiling" in md and "products ran at" in md and all(f"| {name} | 32 |" in md for name in all_backends)
     for chart in ("train_throughput.png", "infer_throughput.png", "memory.png"):
         assert (tmp_path / "report" / chart).read_bytes()[:4] == b"\x89PNG"
 
