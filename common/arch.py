@@ -1,21 +1,30 @@
 """VGG architectures as data (Simonyan & Zisserman 2014, Table 1) and their validation.
 
-An arch is a tuple of ``(num_convs, out_channels)`` per block, as in *Dive into Deep Learning*.
-Every block ends in a 2x2 max pool with stride 2, so an arch of ``n`` blocks needs inputs of at
-least ``2**n`` pixels per side.
+An arch is a tuple of ``(num_convs, out_channels)`` per block, as in *Dive into Deep Learning*: every
+convolution 3x3. A block may add the kernel size of each of its convolutions, ``(num_convs, out_channels,
+kernel_sizes)``, for configuration C's 1x1 convolutions (``conv1-256`` as the last layer of blocks 3-5);
+validation keeps the book's pair wherever every kernel is 3x3. Every block ends in a 2x2 max pool with
+stride 2, so an arch of ``n`` blocks needs inputs of at least ``2**n`` pixels per side.
 """
 
 from __future__ import annotations
 
 import numbers
 
-Arch = tuple[tuple[int, int], ...]
+Block = tuple[int, int] | tuple[int, int, tuple[int, ...]]
+Arch = tuple[Block, ...]
+#: kernel sizes a convolution may have (Table 1 has 3x3 and, in configuration C, 1x1); padding keeps the size
+KERNEL_SIZES = (1, 3)
 
-VGG11: Arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))  # configuration A
-VGG13: Arch = ((2, 64), (2, 128), (2, 256), (2, 512), (2, 512))  # configuration B
-VGG16: Arch = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # configuration D
-VGG19: Arch = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))  # configuration E
+A: Arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+B: Arch = ((2, 64), (2, 128), (2, 256), (2, 512), (2, 512))
+C: Arch = ((2, 64), (2, 128), (3, 256, (3, 3, 1)), (3, 512, (3, 3, 1)), (3, 512, (3, 3, 1)))
+D: Arch = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+E: Arch = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
+VGG11, VGG13, VGG16, VGG19 = A, B, D, E  # torchvision's names for the configurations it has
 
+#: Table 1's configurations by letter, and torchvision's names for A, B, D and E
+CONFIGS: dict[str, Arch] = {"A": A, "B": B, "C": C, "D": D, "E": E}
 NAMED: dict[str, Arch] = {"vgg11": VGG11, "vgg13": VGG13, "vgg16": VGG16, "vgg19": VGG19}
 TINY: Arch = ((1, 8), (1, 16))  # two blocks, for quick checks (tests, parity) at 32x32 and up
 
@@ -28,25 +37,53 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-CHOICES = (*NAMED, "small", "tiny")  # the names by_name knows
+CHOICES = (*NAMED, *CONFIGS, "small", "tiny")  # the names by_name knows
+
+
+def _kernels(i: int, arch: object, num_convs: int, sizes: object) -> tuple[int, ...]:
+    try:
+        sizes = tuple(sizes)  # type: ignore[arg-type]
+    except TypeError:
+        raise ArchError(f"block {i} of arch {arch!r} has kernel sizes {sizes!r}: expected one per convolution") from None
+    if len(sizes) != num_convs or not all(_is_int(k) and k in KERNEL_SIZES for k in sizes):
+        raise ArchError(f"block {i} of arch {arch!r} has kernel sizes {sizes!r}: expected {num_convs} of "
+                        f"{' or '.join(map(str, KERNEL_SIZES))}")
+    return tuple(int(k) for k in sizes)
 
 
 def validate(arch: object) -> Arch:
-    """Return ``arch`` as a tuple of ``(int, int)`` pairs, or raise ArchError saying what is wrong."""
+    """Return ``arch`` as a tuple of blocks, ``(num_convs, out_channels)`` or, where a kernel is not 3x3,
+    ``(num_convs, out_channels, kernel_sizes)``; or raise ArchError saying what is wrong."""
     try:
         blocks = tuple(tuple(block) for block in arch)  # type: ignore[union-attr]
     except TypeError:
         raise ArchError(f"arch must be a sequence of (num_convs, out_channels) pairs, got {arch!r}") from None
     if not blocks:
         raise ArchError("arch is empty: give at least one (num_convs, out_channels) block")
+    out = []
     for i, block in enumerate(blocks):
-        if len(block) != 2:
-            raise ArchError(f"block {i} of arch {arch!r} is {block!r}: expected a (num_convs, out_channels) pair")
+        if len(block) not in (2, 3):
+            raise ArchError(f"block {i} of arch {arch!r} is {block!r}: expected a (num_convs, out_channels) pair, "
+                            "or (num_convs, out_channels, kernel_sizes)")
         for name, value in zip(("num_convs", "out_channels"), block):
             if not _is_int(value) or value <= 0:
                 raise ArchError(
                     f"block {i} of arch {arch!r} has {name}={value!r}: it must be a positive integer")
-    return tuple((int(n), int(c)) for n, c in blocks)
+        n, c = int(block[0]), int(block[1])
+        sizes = _kernels(i, arch, n, block[2]) if len(block) == 3 else (3,) * n
+        out.append((n, c) if set(sizes) == {3} else (n, c, sizes))
+    return tuple(out)
+
+
+def kernel_sizes(block: Block) -> tuple[int, ...]:
+    """The kernel size of every convolution of a validated block."""
+    return block[2] if len(block) == 3 else (3,) * block[0]  # type: ignore[misc]
+
+
+def block_kernel_sizes(num_convs: object, sizes: object = None) -> tuple[int, ...]:
+    """A backend ``vgg_block``'s kernel sizes: ``sizes`` (default all 3) checked against ``num_convs``."""
+    block = (num_convs, 1) if sizes is None else (num_convs, 1, sizes)
+    return kernel_sizes(validate((block,))[0])
 
 
 def small(arch: object = VGG11, ratio: int = 4) -> Arch:
@@ -57,17 +94,19 @@ def small(arch: object = VGG11, ratio: int = 4) -> Arch:
     blocks = validate(arch)
     if not _is_int(ratio) or ratio <= 0:
         raise ArchError(f"ratio must be a positive integer, got {ratio!r}")
-    out = tuple((n, c // ratio) for n, c in blocks)
-    for (n, c), (_, reduced) in zip(blocks, out):
-        if reduced == 0:
+    for block in blocks:
+        if block[1] // ratio == 0:
             raise ArchError(
-                f"ratio {ratio} rounds the {c} channels of arch {blocks} to 0; "
-                f"the largest ratio that works is {min(c for _, c in blocks)}")
-    return out
+                f"ratio {ratio} rounds the {block[1]} channels of arch {blocks} to 0; "
+                f"the largest ratio that works is {min(b[1] for b in blocks)}")
+    return tuple((b[0], b[1] // ratio, *b[2:]) for b in blocks)
 
 
 def by_name(name: str) -> Arch:
-    """Look up ``vgg11|vgg13|vgg16|vgg19|small|tiny`` (small = the book's ``small(VGG11, 4)``)."""
+    """Look up Table 1's ``A|B|C|D|E``, ``vgg11|vgg13|vgg16|vgg19`` (A, B, D, E), ``small`` (the book's
+    ``small(A, 4)``) or ``tiny``."""
+    if name in CONFIGS:
+        return CONFIGS[name]
     key = name.lower()
     if key == "small":
         return small()
@@ -79,8 +118,8 @@ def by_name(name: str) -> Arch:
 
 
 def name_of(arch: Arch) -> str:
-    """A short name for messages: ``vgg11``, ``small`` or the tuple itself."""
-    for name, known in [*NAMED.items(), ("small", small()), ("tiny", TINY)]:
+    """A short name for messages: ``vgg11``, ``C``, ``small`` or the tuple itself."""
+    for name, known in [*NAMED.items(), *CONFIGS.items(), ("small", small()), ("tiny", TINY)]:
         if arch == known:
             return name
     return str(arch)

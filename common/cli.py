@@ -20,6 +20,16 @@ from common.serving import export as export_flow, formats, images as image_files
 def _summary(args: argparse.Namespace) -> None:
     blocks = arch.by_name(args.arch)
     arch.check_resolution(blocks, args.resize)
+    if args.family:
+        print(f"Table 1's configurations at {args.resize}x{args.resize}, {args.in_channels} input channel(s), "
+              f"{args.num_classes} classes\n")
+        print(summary.family_table(arch.CONFIGS, args.in_channels, args.resize, args.num_classes))
+        return
+    if args.flops:
+        print(f"{args.arch} at {args.resize}x{args.resize}, {args.in_channels} input channel(s), {args.num_classes} "
+              f"classes (common's analysis, which every backend is tested against)\n")
+        print(summary.flops_table(blocks, args.in_channels, args.resize, args.num_classes))
+        return
     for name in args.backends:
         vgg = backends.load(name)
         model = vgg.VGG(blocks, image_size=args.resize)
@@ -211,6 +221,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected a positive integer")
+        return value
+    return parse
+
+
 def _sizes(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
@@ -255,6 +277,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
     s.add_argument("--arch", default="vgg11", choices=arch.CHOICES)
     s.add_argument("--resize", type=int, default=224, help="input side in pixels")
+    s.add_argument("--flops", action="store_true", help="per layer: output shape, parameters and FLOPs, and the "
+                   "convolutional vs fully connected split (no framework needed)")
+    s.add_argument("--family", action="store_true", help="one line per configuration A-E: layers, parameters, FLOPs")
+    s.add_argument("--in-channels", type=_positive("--in-channels"), default=1,
+                   help="with --flops or --family (3 for the paper)")
+    s.add_argument("--num-classes", type=_positive("--num-classes"), default=10,
+                   help="with --flops or --family (1000 for the paper)")
     s.set_defaults(run=_summary)
 
     q = sub.add_parser("parity", help="compare logits, gradients and SGD steps between every pair of backends")

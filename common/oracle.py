@@ -11,10 +11,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from common.weights import DENSE
 
 
-def conv3x3_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """3x3 convolution, padding 1, stride 1, then ReLU; (N, C, H, W) -> (N, O, H, W), via one BLAS product."""
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    windows = sliding_window_view(padded, (3, 3), axis=(2, 3))  # (N, C, H, W, 3, 3), no copy
+def conv_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """kxk convolution (k odd, padding k // 2, stride 1), then ReLU; (N, C, H, W) -> (N, O, H, W), via one
+    BLAS product."""
+    k = weight.shape[-1]
+    padded = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+    windows = sliding_window_view(padded, (k, k), axis=(2, 3))  # (N, C, H, W, k, k), no copy
     out = np.tensordot(windows, weight, axes=([1, 4, 5], [1, 2, 3]))  # (N, H, W, O)
     return np.maximum(out + bias, 0).transpose(0, 3, 1, 2)
 
@@ -30,9 +32,9 @@ def forward(weights: dict[str, np.ndarray], arch, images: np.ndarray) -> np.ndar
     """Logits of a VGG with canonical ``weights`` for NCHW ``images``, dropout off."""
     x = np.asarray(images, dtype=np.float64)
     index = 0
-    for num_convs, _ in arch:
-        for _ in range(num_convs):
-            x = conv3x3_relu(x, weights[f"features.{index}.weight"].astype(np.float64),
+    for block in arch:
+        for _ in range(block[0]):
+            x = conv_relu(x, weights[f"features.{index}.weight"].astype(np.float64),
                              weights[f"features.{index}.bias"].astype(np.float64))
             index += 2
         x = max_pool2x2(x)

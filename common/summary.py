@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.arch import ArchError, check_resolution, validate
+from common.arch import ArchError, check_resolution, kernel_sizes, validate
 
 HIDDEN = 4096
 #: Top-level layers after the blocks, in order, as ``layer_summary`` names them in every backend.
@@ -57,9 +57,9 @@ def expected_summary(arch: object, input_shape: Shape, num_classes: int = 10) ->
         raise ArchError(f"VGG here takes square images, got {height}x{width}")
     check_resolution(blocks, height)
     out: list[tuple[str, Shape]] = []
-    for _, c in blocks:
+    for block in blocks:
         height //= 2
-        channels = c
+        channels = block[1]
         out.append(("block", (*batch, channels, height, height)))
     flat = channels * height * height
     features = (flat, HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, num_classes)
@@ -72,7 +72,7 @@ class Layer:
     """One weighted layer: its name in the canonical (torchvision) numbering, weight shape, FLOPs."""
 
     name: str
-    shape: tuple[int, ...]  # torchvision layout: (out, in, 3, 3) or (out, in); the bias is (out,)
+    shape: tuple[int, ...]  # torchvision layout: (out, in, k, k) or (out, in); the bias is (out,)
     flops: int  # forward, per example: multiply-accumulates x 2
 
     @property
@@ -91,9 +91,10 @@ def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224,
     layers: list[Layer] = []
     index = 0  # torchvision counts every conv, ReLU and pool in ``features``
     cin = in_channels
-    for num_convs, cout in blocks:
-        for _ in range(num_convs):
-            layers.append(Layer(f"features.{index}", (cout, cin, 3, 3), 2 * 9 * cin * cout * size * size))
+    for block in blocks:
+        cout = block[1]
+        for k in kernel_sizes(block):
+            layers.append(Layer(f"features.{index}", (cout, cin, k, k), 2 * k * k * cin * cout * size * size))
             cin = cout
             index += 2
         index += 1
@@ -118,6 +119,47 @@ def flop_count(arch: object, in_channels: int = 1, image_size: int = 224, num_cl
     """
     forward = sum(layer.flops for layer in weighted_layers(arch, in_channels, image_size, num_classes))
     return 3 * forward if training else forward
+
+
+def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10) -> str:
+    """Per layer: output shape (C, H, W), parameters and forward FLOPs per example, then the split between
+    convolutional and fully connected layers (the book's exercise compares exactly that)."""
+    blocks = validate(arch)
+    layers = iter(weighted_layers(blocks, in_channels, image_size, num_classes))
+    size = check_resolution(blocks, image_size)
+    lines = ["| layer | canonical name | output shape | parameters | forward FLOPs |", "|---|---|---|---|---|"]
+    for b, block in enumerate(blocks, 1):
+        for k in kernel_sizes(block):
+            layer = next(layers)
+            lines.append(f"| conv{k}-{block[1]} (block {b}) | {layer.name} | ({block[1]}, {size}, {size}) | "
+                         f"{layer.params:,} | {layer.flops:,} |")
+        size //= 2
+        lines.append(f"| maxpool (block {b}) | | ({block[1]}, {size}, {size}) | 0 | 0 |")
+    dense = list(layers)
+    for layer in dense:
+        lines.append(f"| fc-{layer.shape[0]} | {layer.name} | ({layer.shape[0]},) | {layer.params:,} | {layer.flops:,} |")
+    every = weighted_layers(blocks, in_channels, image_size, num_classes)
+    conv = [layer for layer in every if layer.name.startswith("features.")]
+    totals = {"convolutional": conv, "fully connected": dense}
+    params, flops = sum(x.params for x in every), sum(x.flops for x in every)
+    lines += ["", "| layers | parameters | share | forward FLOPs | share |", "|---|---|---|---|---|"]
+    for label, group in totals.items():
+        p, f = sum(x.params for x in group), sum(x.flops for x in group)
+        lines.append(f"| {label} ({len(group)}) | {p:,} | {100 * p / params:.1f} % | {f:,} | {100 * f / flops:.1f} % |")
+    lines.append(f"| all ({len(every)}) | {params:,} | 100 % | {flops:,} | 100 % |")
+    return "\n".join(lines)
+
+
+def family_table(configs: dict[str, object], in_channels: int = 3, image_size: int = 224,
+                 num_classes: int = 1000) -> str:
+    """One row per configuration: weight layers, parameters and forward FLOPs per example."""
+    lines = ["| configuration | weight layers | 1x1 convolutions | parameters | forward GFLOPs |", "|---|---|---|---|---|"]
+    for name, arch in configs.items():
+        layers = weighted_layers(arch, in_channels, image_size, num_classes)
+        ones = sum(k == 1 for block in validate(arch) for k in kernel_sizes(block))
+        lines.append(f"| {name} | {len(layers)} | {ones} | {sum(x.params for x in layers):,} | "
+                     f"{sum(x.flops for x in layers) / 1e9:.2f} |")
+    return "\n".join(lines)
 
 
 def format_summary(rows: list[tuple[str, Shape]]) -> str:

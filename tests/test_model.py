@@ -16,8 +16,9 @@ CASES = [  # (arch, image size, in_channels, num_classes)
     (arch.small(), 56, 1, 10),
     (arch.VGG16, 224, 3, 1000),
     (arch.VGG19, 224, 3, 1000),
+    (arch.C, 64, 3, 1000),
 ]
-IDS = ["vgg11-224", "small-224", "small-96", "small-56", "vgg16-224", "vgg19-224"]
+IDS = ["vgg11-224", "small-224", "small-96", "small-56", "vgg16-224", "vgg19-224", "C-64"]
 
 
 def test_book_table_for_vgg11():
@@ -34,6 +35,19 @@ def test_published_parameter_counts():
     assert summary.parameter_count(arch.VGG16, 3, 224, 1000) == 138_357_544
     assert summary.parameter_count(arch.VGG19, 3, 224, 1000) == 143_667_240
     assert summary.parameter_count(arch.VGG11, 3, 224, 1000) == 132_863_336
+
+
+def test_table_1_configurations():
+    """Simonyan & Zisserman 2014, Table 2: A 133 M, B 133 M, C 134 M, D 138 M, E 144 M parameters; C is D with
+    the last convolution of blocks 3-5 at 1x1, and A, B, D, E are torchvision's vgg11/13/16/19."""
+    counts = {name: summary.parameter_count(arch.by_name(name), 3, 224, 1000) for name in arch.CONFIGS}
+    assert counts == {"A": 132_863_336, "B": 133_047_848, "C": 133_638_952, "D": 138_357_544, "E": 143_667_240}
+    assert arch.validate(arch.C)[2] == (3, 256, (3, 3, 1)) and arch.kernel_sizes(arch.C[0]) == (3, 3)
+    assert [arch.by_name(n) for n in ("A", "B", "D", "E")] == [arch.VGG11, arch.VGG13, arch.VGG16, arch.VGG19]
+    assert arch.validate(((2, 8, (3, 3)),)) == ((2, 8),)  # all 3x3 is the book's pair
+    assert arch.small(arch.C, 8)[2] == (3, 32, (3, 3, 1))
+    layer = summary.weighted_layers(arch.C, 3, 224, 1000)[6]  # block 3's 1x1 convolution
+    assert (layer.name, layer.shape, layer.flops) == ("features.14", (256, 256, 1, 1), 2 * 256 * 256 * 56 * 56)
 
 
 def test_flops_of_the_small_net():
@@ -56,7 +70,10 @@ def test_small_divides_channels():
     (((0, 64),), "num_convs=0"),
     (((1, -3),), "out_channels=-3"),
     (((1, 2.5),), "out_channels=2.5"),
-    (((1, 64, 3),), "expected a (num_convs, out_channels) pair"),
+    (((1, 64, 3),), "has kernel sizes 3: expected one per convolution"),
+    (((2, 64, (3, 5)),), "has kernel sizes (3, 5): expected 2 of 1 or 3"),
+    (((2, 64, (1,)),), "has kernel sizes (1,): expected 2 of 1 or 3"),
+    (((1, 64, 3, 3),), "expected a (num_convs, out_channels) pair, or (num_convs, out_channels, kernel_sizes)"),
 ])
 def test_arch_validation(args, message):
     with pytest.raises(ArchError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -160,3 +177,15 @@ def test_every_backend_offers_the_same_public_names(all_backends):
     for name, suffix in formats.TRAINED.items():
         if name in all_backends:
             assert all_backends[name].MODEL_SUFFIX == suffix
+
+
+def test_summary_flops_prints_layers_and_the_conv_dense_split(capsys):
+    from common import cli
+    assert cli.main(["summary", "--arch", "C", "--flops", "--in-channels", "3", "--num-classes", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "| conv1-256 (block 3) | features.14 | (256, 56, 56) | 65,792 | 411,041,792 |" in out
+    assert "| fc-1000 | classifier.6 | (1000,) | 4,097,000 | 8,192,000 |" in out
+    assert "| all (16) | 133,638,952 | 100 % |" in out and "| convolutional (13) |" in out
+    assert cli.main(["summary", "--family", "--in-channels", "3", "--num-classes", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "| C | 16 | 3 | 133,638,952 |" in out and "| E | 19 | 0 | 143,667,240 | 39.26 |" in out

@@ -13,11 +13,12 @@ from common import weights as canonical
 from common.backends import NAMES
 from conftest import ACTIVE, load_backend
 
-CASES = {"vgg11-224": (arch.VGG11, 224, 2), "small-56": (arch.small(), 56, 8)}
+CASES = {"vgg11-224": (arch.VGG11, 224, 2), "small-56": (arch.small(), 56, 8),
+         "C-64": (arch.small(arch.C, 8), 64, 4)}  # configuration C's 1x1 convolutions
 #: Gradients are compared on the small arch only: for VGG-11 at 224 even a float64 reference shows every
 #: float32 backend off by ~2e-3 in the first blocks (ReLU / max-pool kinks flipped by rounding), so a
 #: 1e-3 bar there would measure float32 itself, not the backends.
-GRADIENT_CASES = {"small-56"}
+GRADIENT_CASES = {"small-56", "C-64"}
 
 
 @pytest.fixture(scope="module", params=list(CASES))

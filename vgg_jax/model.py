@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import numpy as np
 import jax.numpy as jnp
 from flax import nnx
 
 from common import inference, summary
-from common.arch import Arch, check_model_args, feature_size
+from common.arch import Arch, block_kernel_sizes, check_model_args, feature_size, kernel_sizes
 
 LAYOUT = "NHWC"
 _XAVIER = nnx.initializers.xavier_uniform()
@@ -30,13 +32,14 @@ def flatten(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
-def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1, *,
-              rngs: nnx.Rngs | None = None) -> nnx.Sequential:
-    """``num_convs`` 3x3 convolutions ('SAME' padding) each followed by ReLU, then 2x2 max pooling."""
+def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
+              kernel_sizes: Sequence[int] | None = None, *, rngs: nnx.Rngs | None = None) -> nnx.Sequential:
+    """``num_convs`` convolutions (3x3 unless ``kernel_sizes`` says 1; 'SAME' padding) each followed by ReLU,
+    then 2x2 max pooling."""
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     layers = []
-    for _ in range(num_convs):
-        layers += [nnx.Conv(in_channels, out_channels, kernel_size=(3, 3), padding="SAME",
+    for k in block_kernel_sizes(num_convs, kernel_sizes):
+        layers += [nnx.Conv(in_channels, out_channels, kernel_size=(k, k), padding="SAME",
                             kernel_init=_XAVIER, rngs=rngs), nnx.relu]
         in_channels = out_channels
     return nnx.Sequential(*layers, max_pool)
@@ -50,9 +53,9 @@ class VGG(nnx.Sequential):
         arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
         rngs = nnx.Rngs(params=seed, dropout=seed + 1)
         blocks, channels = [], in_channels
-        for num_convs, out_channels in arch:
-            blocks.append(vgg_block(num_convs, out_channels, channels, rngs=rngs))
-            channels = out_channels
+        for block in arch:
+            blocks.append(vgg_block(*block[:2], channels, kernel_sizes(block), rngs=rngs))
+            channels = block[1]
         flat = channels * feature_size(arch, image_size) ** 2
         hidden = summary.HIDDEN
         super().__init__(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from common import inference, summary
-from common.arch import Arch, check_model_args, feature_size
+from common.arch import Arch, block_kernel_sizes, check_model_args, feature_size, kernel_sizes
 from vgg_mxnet.framework import gluon, mx
 
 nn = gluon.nn
@@ -21,11 +23,13 @@ def _kind(layer) -> str:
             nn.Dropout: "dropout"}[type(layer)]
 
 
-def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1) -> nn.HybridSequential:
-    """``num_convs`` 3x3 convolutions (padding 1) with fused ReLU, then 2x2 max pooling."""
+def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
+              kernel_sizes: Sequence[int] | None = None) -> nn.HybridSequential:
+    """``num_convs`` convolutions (3x3 unless ``kernel_sizes`` says 1; padding keeps the size) with fused
+    ReLU, then 2x2 max pooling."""
     block = nn.HybridSequential()
-    for _ in range(num_convs):
-        block.add(nn.Conv2D(out_channels, kernel_size=3, padding=1, activation="relu",
+    for k in block_kernel_sizes(num_convs, kernel_sizes):
+        block.add(nn.Conv2D(out_channels, kernel_size=k, padding=k // 2, activation="relu",
                             in_channels=in_channels))
         in_channels = out_channels
     block.add(nn.MaxPool2D(pool_size=2, strides=2))
@@ -42,9 +46,9 @@ class VGG(nn.HybridSequential):
         super().__init__()
         mx.random.seed(seed)  # Gluon initialisers draw from MXNet's global generator
         channels = in_channels
-        for num_convs, out_channels in arch:
-            self.add(vgg_block(num_convs, out_channels, channels))
-            channels = out_channels
+        for block in arch:
+            self.add(vgg_block(*block[:2], channels, kernel_sizes(block)))
+            channels = block[1]
         flat = channels * feature_size(arch, image_size) ** 2
         hidden = summary.HIDDEN
         head = [nn.Flatten(),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from common import inference, summary
-from common.arch import Arch, check_model_args
+from common.arch import Arch, block_kernel_sizes, check_model_args, kernel_sizes
 from vgg_tf.distributed import scope
 from vgg_tf.framework import keras, tf
 
@@ -14,10 +16,12 @@ _KINDS = {keras.Sequential: "block", keras.layers.Flatten: "flatten", keras.laye
           keras.layers.ReLU: "relu", keras.layers.Dropout: "dropout"}
 
 
-def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1) -> keras.Sequential:
-    """``num_convs`` 3x3 convolutions ('same' padding) each with ReLU, then 2x2 max pooling; built."""
-    layers = [keras.layers.Conv2D(out_channels, 3, padding="same", activation="relu")
-              for _ in range(num_convs)]
+def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
+              kernel_sizes: Sequence[int] | None = None) -> keras.Sequential:
+    """``num_convs`` convolutions (3x3 unless ``kernel_sizes`` says 1; 'same' padding) each with ReLU, then
+    2x2 max pooling; built."""
+    layers = [keras.layers.Conv2D(out_channels, k, padding="same", activation="relu")
+              for k in block_kernel_sizes(num_convs, kernel_sizes)]
     block = keras.Sequential([*layers, keras.layers.MaxPooling2D(2, strides=2)])
     block.build((None, None, None, in_channels))
     return block
@@ -32,9 +36,9 @@ class VGG(keras.Sequential):
         keras.utils.set_random_seed(seed)  # Keras initialisers draw from the global seed
         with scope():  # mirrored variables under tf.distribute (see vgg_tf.distributed)
             blocks, channels = [], in_channels
-            for num_convs, out_channels in arch:
-                blocks.append(vgg_block(num_convs, out_channels, channels))
-                channels = out_channels
+            for block in arch:
+                blocks.append(vgg_block(*block[:2], channels, kernel_sizes(block)))
+                channels = block[1]
             L = keras.layers
             super().__init__([
                 keras.Input((image_size, image_size, in_channels)), *blocks, L.Flatten(),

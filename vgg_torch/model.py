@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
 from common import inference, summary
-from common.arch import Arch, check_model_args, feature_size
+from common.arch import Arch, block_kernel_sizes, check_model_args, feature_size, kernel_sizes
 
 LAYOUT = "NCHW"
 _KINDS = {nn.Sequential: "block", nn.Flatten: "flatten", nn.Linear: "dense", nn.ReLU: "relu",
           nn.Dropout: "dropout"}
 
 
-def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1) -> nn.Sequential:
-    """``num_convs`` 3x3 convolutions (padding 1) each followed by ReLU, then 2x2 max pooling."""
+def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
+              kernel_sizes: Sequence[int] | None = None) -> nn.Sequential:
+    """``num_convs`` convolutions (3x3 unless ``kernel_sizes`` says 1; padding keeps the size) each followed
+    by ReLU, then 2x2 max pooling."""
     layers: list[nn.Module] = []
-    for _ in range(num_convs):
-        layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+    for k in block_kernel_sizes(num_convs, kernel_sizes):
+        layers += [nn.Conv2d(in_channels, out_channels, kernel_size=k, padding=k // 2), nn.ReLU(inplace=True)]
         in_channels = out_channels
     layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
     return nn.Sequential(*layers)
@@ -33,9 +37,9 @@ class VGG(nn.Sequential):
         with torch.random.fork_rng(devices=[]):  # seed the init without touching the global RNG
             torch.manual_seed(seed)
             blocks, channels = [], in_channels
-            for num_convs, out_channels in arch:
-                blocks.append(vgg_block(num_convs, out_channels, channels))
-                channels = out_channels
+            for block in arch:
+                blocks.append(vgg_block(*block[:2], channels, kernel_sizes(block)))
+                channels = block[1]
             flat = channels * feature_size(arch, image_size) ** 2
             super().__init__(
                 *blocks, nn.Flatten(),
