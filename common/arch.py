@@ -1,9 +1,10 @@
 """VGG architectures as data (Simonyan & Zisserman 2014, Table 1) and their validation.
 
 An arch is a tuple of ``(num_convs, out_channels)`` per block, as in *Dive into Deep Learning*: every
-convolution 3x3. A block may add the kernel size of each of its convolutions, ``(num_convs, out_channels,
-kernel_sizes)``, for configuration C's 1x1 convolutions (``conv1-256`` as the last layer of blocks 3-5);
-validation keeps the book's pair wherever every kernel is 3x3. Every block ends in a 2x2 max pool with
+convolution 3x3. A block may spell out its layers, ``(num_convs, out_channels, layers)``: the kernel size of
+each convolution (3 or 1: configuration C's ``conv1-256`` as the last layer of blocks 3-5), with ``"lrn"``
+after a convolution for local response normalisation after its ReLU (configuration A-LRN; see
+common/normalization.py). Validation keeps the book's pair wherever every layer is a 3x3 convolution. Every block ends in a 2x2 max pool with
 stride 2, so an arch of ``n`` blocks needs inputs of at least ``2**n`` pixels per side.
 """
 
@@ -15,8 +16,10 @@ Block = tuple[int, int] | tuple[int, int, tuple[int, ...]]
 Arch = tuple[Block, ...]
 #: kernel sizes a convolution may have (Table 1 has 3x3 and, in configuration C, 1x1); padding keeps the size
 KERNEL_SIZES = (1, 3)
+LRN = "lrn"
 
 A: Arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+A_LRN: Arch = ((1, 64, (3, LRN)), (1, 128), (2, 256), (2, 512), (2, 512))
 B: Arch = ((2, 64), (2, 128), (2, 256), (2, 512), (2, 512))
 C: Arch = ((2, 64), (2, 128), (3, 256, (3, 3, 1)), (3, 512, (3, 3, 1)), (3, 512, (3, 3, 1)))
 D: Arch = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -24,7 +27,7 @@ E: Arch = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 VGG11, VGG13, VGG16, VGG19 = A, B, D, E  # torchvision's names for the configurations it has
 
 #: Table 1's configurations by letter, and torchvision's names for A, B, D and E
-CONFIGS: dict[str, Arch] = {"A": A, "B": B, "C": C, "D": D, "E": E}
+CONFIGS: dict[str, Arch] = {"A": A, "A_LRN": A_LRN, "B": B, "C": C, "D": D, "E": E}
 NAMED: dict[str, Arch] = {"vgg11": VGG11, "vgg13": VGG13, "vgg16": VGG16, "vgg19": VGG19}
 TINY: Arch = ((1, 8), (1, 16))  # two blocks, for quick checks (tests, parity) at 32x32 and up
 
@@ -40,20 +43,24 @@ def _is_int(value: object) -> bool:
 CHOICES = (*NAMED, *CONFIGS, "small", "tiny")  # the names by_name knows
 
 
-def _kernels(i: int, arch: object, num_convs: int, sizes: object) -> tuple[int, ...]:
+def _layers(i: int, arch: object, num_convs: int, layers: object) -> tuple[int | str, ...]:
+    expected = (f"expected {num_convs} kernel size(s) of {' or '.join(map(str, KERNEL_SIZES))}, each convolution "
+                f"optionally followed by {LRN!r}")
     try:
-        sizes = tuple(sizes)  # type: ignore[arg-type]
+        layers = tuple(layers)  # type: ignore[arg-type]
     except TypeError:
-        raise ArchError(f"block {i} of arch {arch!r} has kernel sizes {sizes!r}: expected one per convolution") from None
-    if len(sizes) != num_convs or not all(_is_int(k) and k in KERNEL_SIZES for k in sizes):
-        raise ArchError(f"block {i} of arch {arch!r} has kernel sizes {sizes!r}: expected {num_convs} of "
-                        f"{' or '.join(map(str, KERNEL_SIZES))}")
-    return tuple(int(k) for k in sizes)
+        raise ArchError(f"block {i} of arch {arch!r} has layers {layers!r}: {expected}") from None
+    convs = [x for x in layers if x != LRN]
+    ok = (len(convs) == num_convs and all(_is_int(k) and k in KERNEL_SIZES for k in convs)
+          and all(x != LRN or (j and layers[j - 1] != LRN) for j, x in enumerate(layers)))
+    if not ok:
+        raise ArchError(f"block {i} of arch {arch!r} has layers {layers!r}: {expected}")
+    return tuple(x if x == LRN else int(x) for x in layers)
 
 
 def validate(arch: object) -> Arch:
-    """Return ``arch`` as a tuple of blocks, ``(num_convs, out_channels)`` or, where a kernel is not 3x3,
-    ``(num_convs, out_channels, kernel_sizes)``; or raise ArchError saying what is wrong."""
+    """Return ``arch`` as a tuple of blocks, ``(num_convs, out_channels)`` or, where a layer is not a 3x3
+    convolution, ``(num_convs, out_channels, layers)``; or raise ArchError saying what is wrong."""
     try:
         blocks = tuple(tuple(block) for block in arch)  # type: ignore[union-attr]
     except TypeError:
@@ -64,26 +71,31 @@ def validate(arch: object) -> Arch:
     for i, block in enumerate(blocks):
         if len(block) not in (2, 3):
             raise ArchError(f"block {i} of arch {arch!r} is {block!r}: expected a (num_convs, out_channels) pair, "
-                            "or (num_convs, out_channels, kernel_sizes)")
+                            "or (num_convs, out_channels, layers)")
         for name, value in zip(("num_convs", "out_channels"), block):
             if not _is_int(value) or value <= 0:
                 raise ArchError(
                     f"block {i} of arch {arch!r} has {name}={value!r}: it must be a positive integer")
         n, c = int(block[0]), int(block[1])
-        sizes = _kernels(i, arch, n, block[2]) if len(block) == 3 else (3,) * n
-        out.append((n, c) if set(sizes) == {3} else (n, c, sizes))
+        layers = _layers(i, arch, n, block[2]) if len(block) == 3 else (3,) * n
+        out.append((n, c) if layers == (3,) * n else (n, c, layers))
     return tuple(out)
+
+
+def layers_of(block: Block) -> tuple[int | str, ...]:
+    """Every layer of a validated block before its pooling: kernel sizes, and ``"lrn"`` after a convolution."""
+    return block[2] if len(block) == 3 else (3,) * block[0]  # type: ignore[misc]
 
 
 def kernel_sizes(block: Block) -> tuple[int, ...]:
     """The kernel size of every convolution of a validated block."""
-    return block[2] if len(block) == 3 else (3,) * block[0]  # type: ignore[misc]
+    return tuple(x for x in layers_of(block) if x != LRN)  # type: ignore[misc]
 
 
-def block_kernel_sizes(num_convs: object, sizes: object = None) -> tuple[int, ...]:
-    """A backend ``vgg_block``'s kernel sizes: ``sizes`` (default all 3) checked against ``num_convs``."""
-    block = (num_convs, 1) if sizes is None else (num_convs, 1, sizes)
-    return kernel_sizes(validate((block,))[0])
+def block_layers(num_convs: object, layers: object = None) -> tuple[int | str, ...]:
+    """A backend ``vgg_block``'s layers: ``layers`` (default all 3x3 convolutions) checked against ``num_convs``."""
+    block = (num_convs, 1) if layers is None else (num_convs, 1, layers)
+    return layers_of(validate((block,))[0])
 
 
 def small(arch: object = VGG11, ratio: int = 4) -> Arch:
@@ -103,7 +115,7 @@ def small(arch: object = VGG11, ratio: int = 4) -> Arch:
 
 
 def by_name(name: str) -> Arch:
-    """Look up Table 1's ``A|B|C|D|E``, ``vgg11|vgg13|vgg16|vgg19`` (A, B, D, E), ``small`` (the book's
+    """Look up Table 1's ``A|A_LRN|B|C|D|E``, ``vgg11|vgg13|vgg16|vgg19`` (A, B, D, E), ``small`` (the book's
     ``small(A, 4)``) or ``tiny``."""
     if name in CONFIGS:
         return CONFIGS[name]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from common.arch import LRN, layers_of, validate
+from common.normalization import PAPER_LRN
 from common.weights import DENSE
 
 
@@ -21,6 +23,14 @@ def conv_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray
     return np.maximum(out + bias, 0).transpose(0, 3, 1, 2)
 
 
+def local_response_norm(x: np.ndarray, lrn=PAPER_LRN) -> np.ndarray:
+    """AlexNet's LRN across the channels of (N, C, H, W): x / (k + alpha * window sum of squares) ** beta."""
+    r = lrn.radius
+    squares = np.pad(x * x, ((0, 0), (r, r), (0, 0), (0, 0)))
+    window = sum(squares[:, i:i + x.shape[1]] for i in range(lrn.size))
+    return x / (lrn.k + lrn.alpha * window) ** lrn.beta
+
+
 def max_pool2x2(x: np.ndarray) -> np.ndarray:
     """2x2 max pooling with stride 2, dropping an odd last row/column as every framework does."""
     n, c, h, w = x.shape
@@ -32,10 +42,14 @@ def forward(weights: dict[str, np.ndarray], arch, images: np.ndarray) -> np.ndar
     """Logits of a VGG with canonical ``weights`` for NCHW ``images``, dropout off."""
     x = np.asarray(images, dtype=np.float64)
     index = 0
-    for block in arch:
-        for _ in range(block[0]):
+    for block in validate(arch):
+        for layer in layers_of(block):
+            if layer == LRN:
+                x = local_response_norm(x)
+                index += 1
+                continue
             x = conv_relu(x, weights[f"features.{index}.weight"].astype(np.float64),
-                             weights[f"features.{index}.bias"].astype(np.float64))
+                          weights[f"features.{index}.bias"].astype(np.float64))
             index += 2
         x = max_pool2x2(x)
         index += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.arch import ArchError, check_resolution, kernel_sizes, validate
+from common.arch import LRN, ArchError, check_resolution, kernel_sizes, layers_of, validate
 
 HIDDEN = 4096
 #: Top-level layers after the blocks, in order, as ``layer_summary`` names them in every backend.
@@ -93,7 +93,10 @@ def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224,
     cin = in_channels
     for block in blocks:
         cout = block[1]
-        for k in kernel_sizes(block):
+        for k in layers_of(block):
+            if k == LRN:  # no weights, but a place in torchvision-style numbering
+                index += 1
+                continue
             layers.append(Layer(f"features.{index}", (cout, cin, k, k), 2 * k * k * cin * cout * size * size))
             cin = cout
             index += 2
@@ -129,7 +132,10 @@ def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_c
     size = check_resolution(blocks, image_size)
     lines = ["| layer | canonical name | output shape | parameters | forward FLOPs |", "|---|---|---|---|---|"]
     for b, block in enumerate(blocks, 1):
-        for k in kernel_sizes(block):
+        for k in layers_of(block):
+            if k == LRN:
+                lines.append(f"| LRN (block {b}) | | ({block[1]}, {size}, {size}) | 0 | |")
+                continue
             layer = next(layers)
             lines.append(f"| conv{k}-{block[1]} (block {b}) | {layer.name} | ({block[1]}, {size}, {size}) | "
                          f"{layer.params:,} | {layer.flops:,} |")

@@ -41,11 +41,14 @@ def test_table_1_configurations():
     """Simonyan & Zisserman 2014, Table 2: A 133 M, B 133 M, C 134 M, D 138 M, E 144 M parameters; C is D with
     the last convolution of blocks 3-5 at 1x1, and A, B, D, E are torchvision's vgg11/13/16/19."""
     counts = {name: summary.parameter_count(arch.by_name(name), 3, 224, 1000) for name in arch.CONFIGS}
-    assert counts == {"A": 132_863_336, "B": 133_047_848, "C": 133_638_952, "D": 138_357_544, "E": 143_667_240}
+    assert counts == {"A": 132_863_336, "A_LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952, "D": 138_357_544, "E": 143_667_240}
     assert arch.validate(arch.C)[2] == (3, 256, (3, 3, 1)) and arch.kernel_sizes(arch.C[0]) == (3, 3)
     assert [arch.by_name(n) for n in ("A", "B", "D", "E")] == [arch.VGG11, arch.VGG13, arch.VGG16, arch.VGG19]
     assert arch.validate(((2, 8, (3, 3)),)) == ((2, 8),)  # all 3x3 is the book's pair
     assert arch.small(arch.C, 8)[2] == (3, 32, (3, 3, 1))
+    assert counts["A"] == summary.parameter_count(arch.A_LRN, 3, 224, 1000)  # LRN has no weights ...
+    assert [x.name for x in summary.weighted_layers(arch.A_LRN)][:3] == [  # ... but a place in the numbering
+        "features.0", "features.4", "features.7"]
     layer = summary.weighted_layers(arch.C, 3, 224, 1000)[6]  # block 3's 1x1 convolution
     assert (layer.name, layer.shape, layer.flops) == ("features.14", (256, 256, 1, 1), 2 * 256 * 256 * 56 * 56)
 
@@ -70,10 +73,12 @@ def test_small_divides_channels():
     (((0, 64),), "num_convs=0"),
     (((1, -3),), "out_channels=-3"),
     (((1, 2.5),), "out_channels=2.5"),
-    (((1, 64, 3),), "has kernel sizes 3: expected one per convolution"),
-    (((2, 64, (3, 5)),), "has kernel sizes (3, 5): expected 2 of 1 or 3"),
-    (((2, 64, (1,)),), "has kernel sizes (1,): expected 2 of 1 or 3"),
-    (((1, 64, 3, 3),), "expected a (num_convs, out_channels) pair, or (num_convs, out_channels, kernel_sizes)"),
+    (((1, 64, 3),), "has layers 3: expected 1 kernel size(s)"),
+    (((2, 64, (3, 5)),), "has layers (3, 5): expected 2 kernel size(s) of 1 or 3"),
+    (((2, 64, (1,)),), "has layers (1,): expected 2 kernel size(s) of 1 or 3"),
+    (((1, 64, 3, 3),), "expected a (num_convs, out_channels) pair, or (num_convs, out_channels, layers)"),
+    (((1, 64, ("lrn", 3)),), "expected 1 kernel size(s) of 1 or 3, each convolution optionally followed by 'lrn'"),
+    (((1, 64, (3, "lrn", "lrn")),), "optionally followed by 'lrn'"),
 ])
 def test_arch_validation(args, message):
     with pytest.raises(ArchError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -188,4 +193,4 @@ def test_summary_flops_prints_layers_and_the_conv_dense_split(capsys):
     assert "| all (16) | 133,638,952 | 100 % |" in out and "| convolutional (13) |" in out
     assert cli.main(["summary", "--family", "--in-channels", "3", "--num-classes", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "| C | 16 | 3 | 133,638,952 |" in out and "| E | 19 | 0 | 143,667,240 | 39.26 |" in out
+    assert "| C | 16 | 3 | 133,638,952 |" in out and "| A_LRN | 11 | 0 | 132,863,336 |" in out and "| E | 19 | 0 | 143,667,240 | 39.26 |" in out

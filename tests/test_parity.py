@@ -14,11 +14,12 @@ from common.backends import NAMES
 from conftest import ACTIVE, load_backend
 
 CASES = {"vgg11-224": (arch.VGG11, 224, 2), "small-56": (arch.small(), 56, 8),
-         "C-64": (arch.small(arch.C, 8), 64, 4)}  # configuration C's 1x1 convolutions
+         "C-64": (arch.small(arch.C, 8), 64, 4),  # configuration C's 1x1 convolutions
+         "A_LRN-64": (arch.small(arch.A_LRN, 8), 64, 4)}  # local response normalisation
 #: Gradients are compared on the small arch only: for VGG-11 at 224 even a float64 reference shows every
 #: float32 backend off by ~2e-3 in the first blocks (ReLU / max-pool kinks flipped by rounding), so a
 #: 1e-3 bar there would measure float32 itself, not the backends.
-GRADIENT_CASES = {"small-56", "C-64"}
+GRADIENT_CASES = {"small-56", "C-64", "A_LRN-64"}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -124,3 +125,22 @@ def test_parity_command_prints_an_all_pass_matrix(all_backends, capsys):
     assert status == 0, out
     assert out.count("pass") >= 3 * len(all_backends) * (len(all_backends) - 1) and "FAIL" not in out
     assert "vgg parity: all pass" in out
+
+
+def test_local_response_norm_means_the_same_everywhere(all_backends):
+    """A-LRN's normalisation where alpha's convention matters (alpha x the window's sum of squares well above
+    k, so dividing alpha by the window size or not would show): every backend's logits against the oracle's."""
+    from common import oracle
+    blocks, size = arch.small(arch.A_LRN, 8), 32
+    weights = canonical.random_weights(blocks, image_size=size, seed=3)
+    images = parity.fixed_batch(blocks, size, 4)[0] * 1000
+    first = oracle.conv_relu(images.astype(np.float64), weights["features.0.weight"], weights["features.0.bias"])
+    lrn = oracle.PAPER_LRN
+    assert np.median(lrn.alpha * (first ** 2).sum(axis=1)) > 3 * lrn.k  # the normalisation is not a constant
+    assert np.abs(oracle.local_response_norm(first) - first / lrn.k ** lrn.beta).max() > 0.1 * np.abs(first).max()
+    reference = parity.oracle_logits(weights, blocks, images)
+    for name, vgg in all_backends.items():
+        model = vgg.VGG(blocks, image_size=size)
+        vgg.import_weights(model, weights)
+        logits = vgg.predict(model, parity.to_layout(images, vgg.LAYOUT))
+        assert parity.relative(logits, reference) <= parity.TOLERANCES["logits"], name

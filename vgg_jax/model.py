@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common import inference, summary
-from common.arch import Arch, block_kernel_sizes, check_model_args, feature_size, kernel_sizes
+from common.arch import LRN, Arch, block_layers, check_model_args, feature_size, layers_of
+from common.normalization import PAPER_LRN
 
 LAYOUT = "NHWC"
 _XAVIER = nnx.initializers.xavier_uniform()
@@ -32,17 +33,30 @@ def flatten(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
+def local_response_norm(x: jax.Array) -> jax.Array:
+    """AlexNet's local response normalisation across channels (NHWC; common/normalization.py): Flax has no
+    such layer, so the window sum of squares is one ``reduce_window`` over the channel axis."""
+    lrn = PAPER_LRN
+    r = lrn.radius
+    window = jax.lax.reduce_window(x * x, 0.0, jax.lax.add, (1, 1, 1, lrn.size), (1, 1, 1, 1),
+                                   ((0, 0), (0, 0), (0, 0), (r, r)))
+    return x / (lrn.k + lrn.alpha * window) ** lrn.beta
+
+
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              kernel_sizes: Sequence[int] | None = None, *, rngs: nnx.Rngs | None = None) -> nnx.Sequential:
-    """``num_convs`` convolutions (3x3 unless ``kernel_sizes`` says 1; 'SAME' padding) each followed by ReLU,
-    then 2x2 max pooling."""
+              layers: Sequence[int | str] | None = None, *, rngs: nnx.Rngs | None = None) -> nnx.Sequential:
+    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'SAME' padding) each followed by ReLU, and
+    by local response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling."""
     rngs = rngs if rngs is not None else nnx.Rngs(0)
-    layers = []
-    for k in block_kernel_sizes(num_convs, kernel_sizes):
-        layers += [nnx.Conv(in_channels, out_channels, kernel_size=(k, k), padding="SAME",
-                            kernel_init=_XAVIER, rngs=rngs), nnx.relu]
+    made = []
+    for k in block_layers(num_convs, layers):
+        if k == LRN:
+            made.append(local_response_norm)
+            continue
+        made += [nnx.Conv(in_channels, out_channels, kernel_size=(k, k), padding="SAME",
+                          kernel_init=_XAVIER, rngs=rngs), nnx.relu]
         in_channels = out_channels
-    return nnx.Sequential(*layers, max_pool)
+    return nnx.Sequential(*made, max_pool)
 
 
 class VGG(nnx.Sequential):
@@ -54,7 +68,7 @@ class VGG(nnx.Sequential):
         rngs = nnx.Rngs(params=seed, dropout=seed + 1)
         blocks, channels = [], in_channels
         for block in arch:
-            blocks.append(vgg_block(*block[:2], channels, kernel_sizes(block), rngs=rngs))
+            blocks.append(vgg_block(*block[:2], channels, layers_of(block), rngs=rngs))
             channels = block[1]
         flat = channels * feature_size(arch, image_size) ** 2
         hidden = summary.HIDDEN

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from common import inference, summary
-from common.arch import Arch, block_kernel_sizes, check_model_args, feature_size, kernel_sizes
+from common.arch import LRN, Arch, block_layers, check_model_args, feature_size, layers_of
+from common.normalization import PAPER_LRN
 from vgg_mxnet.framework import gluon, mx
 
 nn = gluon.nn
@@ -23,12 +24,26 @@ def _kind(layer) -> str:
             nn.Dropout: "dropout"}[type(layer)]
 
 
+class LocalResponseNorm(gluon.HybridBlock):
+    """AlexNet's local response normalisation across channels (common/normalization.py) on MXNet's ``LRN``
+    operator, which divides alpha by the window size; Gluon has no such layer, and the operator is a legacy
+    (ndarray) one, so the array goes through that API and back."""
+
+    def hybrid_forward(self, F, x):
+        lrn = PAPER_LRN
+        return F.LRN(x.as_nd_ndarray(), alpha=lrn.alpha_per_size, beta=lrn.beta, knorm=lrn.k,
+                     nsize=lrn.size).as_np_ndarray()
+
+
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              kernel_sizes: Sequence[int] | None = None) -> nn.HybridSequential:
-    """``num_convs`` convolutions (3x3 unless ``kernel_sizes`` says 1; padding keeps the size) with fused
-    ReLU, then 2x2 max pooling."""
+              layers: Sequence[int | str] | None = None) -> nn.HybridSequential:
+    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; padding keeps the size) with fused ReLU,
+    and local response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling."""
     block = nn.HybridSequential()
-    for k in block_kernel_sizes(num_convs, kernel_sizes):
+    for k in block_layers(num_convs, layers):
+        if k == LRN:
+            block.add(LocalResponseNorm())
+            continue
         block.add(nn.Conv2D(out_channels, kernel_size=k, padding=k // 2, activation="relu",
                             in_channels=in_channels))
         in_channels = out_channels
@@ -47,7 +62,7 @@ class VGG(nn.HybridSequential):
         mx.random.seed(seed)  # Gluon initialisers draw from MXNet's global generator
         channels = in_channels
         for block in arch:
-            self.add(vgg_block(*block[:2], channels, kernel_sizes(block)))
+            self.add(vgg_block(*block[:2], channels, layers_of(block)))
             channels = block[1]
         flat = channels * feature_size(arch, image_size) ** 2
         hidden = summary.HIDDEN

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from common import inference, summary
-from common.arch import Arch, block_kernel_sizes, check_model_args, kernel_sizes
+from common.arch import LRN, Arch, block_layers, check_model_args, layers_of
+from common.normalization import PAPER_LRN
 from vgg_tf.distributed import scope
 from vgg_tf.framework import keras, tf
 
@@ -16,13 +17,23 @@ _KINDS = {keras.Sequential: "block", keras.layers.Flatten: "flatten", keras.laye
           keras.layers.ReLU: "relu", keras.layers.Dropout: "dropout"}
 
 
+class LocalResponseNorm(keras.layers.Layer):
+    """AlexNet's local response normalisation across channels (common/normalization.py) on TensorFlow's op,
+    which takes a radius and alpha for the plain sum; Keras 3 has no such layer."""
+
+    def call(self, x):
+        lrn = PAPER_LRN
+        return tf.nn.local_response_normalization(x, depth_radius=lrn.radius, bias=lrn.k, alpha=lrn.alpha,
+                                                  beta=lrn.beta)
+
+
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              kernel_sizes: Sequence[int] | None = None) -> keras.Sequential:
-    """``num_convs`` convolutions (3x3 unless ``kernel_sizes`` says 1; 'same' padding) each with ReLU, then
-    2x2 max pooling; built."""
-    layers = [keras.layers.Conv2D(out_channels, k, padding="same", activation="relu")
-              for k in block_kernel_sizes(num_convs, kernel_sizes)]
-    block = keras.Sequential([*layers, keras.layers.MaxPooling2D(2, strides=2)])
+              layers: Sequence[int | str] | None = None) -> keras.Sequential:
+    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'same' padding) each with ReLU, and local
+    response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling; built."""
+    made = [LocalResponseNorm() if k == LRN else keras.layers.Conv2D(out_channels, k, padding="same", activation="relu")
+            for k in block_layers(num_convs, layers)]
+    block = keras.Sequential([*made, keras.layers.MaxPooling2D(2, strides=2)])
     block.build((None, None, None, in_channels))
     return block
 
@@ -37,7 +48,7 @@ class VGG(keras.Sequential):
         with scope():  # mirrored variables under tf.distribute (see vgg_tf.distributed)
             blocks, channels = [], in_channels
             for block in arch:
-                blocks.append(vgg_block(*block[:2], channels, kernel_sizes(block)))
+                blocks.append(vgg_block(*block[:2], channels, layers_of(block)))
                 channels = block[1]
             L = keras.layers
             super().__init__([

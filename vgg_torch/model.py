@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from common import inference, summary
-from common.arch import Arch, block_kernel_sizes, check_model_args, feature_size, kernel_sizes
+from common.arch import LRN, Arch, block_layers, check_model_args, feature_size, layers_of
+from common.normalization import PAPER_LRN
 
 LAYOUT = "NCHW"
 _KINDS = {nn.Sequential: "block", nn.Flatten: "flatten", nn.Linear: "dense", nn.ReLU: "relu",
@@ -17,15 +18,18 @@ _KINDS = {nn.Sequential: "block", nn.Flatten: "flatten", nn.Linear: "dense", nn.
 
 
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              kernel_sizes: Sequence[int] | None = None) -> nn.Sequential:
-    """``num_convs`` convolutions (3x3 unless ``kernel_sizes`` says 1; padding keeps the size) each followed
-    by ReLU, then 2x2 max pooling."""
-    layers: list[nn.Module] = []
-    for k in block_kernel_sizes(num_convs, kernel_sizes):
-        layers += [nn.Conv2d(in_channels, out_channels, kernel_size=k, padding=k // 2), nn.ReLU(inplace=True)]
+              layers: Sequence[int | str] | None = None) -> nn.Sequential:
+    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; padding keeps the size) each followed by
+    ReLU, and by local response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling."""
+    modules: list[nn.Module] = []
+    for k in block_layers(num_convs, layers):
+        if k == LRN:  # PyTorch divides alpha by the window size
+            modules.append(nn.LocalResponseNorm(PAPER_LRN.size, PAPER_LRN.alpha_per_size, PAPER_LRN.beta, PAPER_LRN.k))
+            continue
+        modules += [nn.Conv2d(in_channels, out_channels, kernel_size=k, padding=k // 2), nn.ReLU(inplace=True)]
         in_channels = out_channels
-    layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-    return nn.Sequential(*layers)
+    modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*modules)
 
 
 class VGG(nn.Sequential):
@@ -38,7 +42,7 @@ class VGG(nn.Sequential):
             torch.manual_seed(seed)
             blocks, channels = [], in_channels
             for block in arch:
-                blocks.append(vgg_block(*block[:2], channels, kernel_sizes(block)))
+                blocks.append(vgg_block(*block[:2], channels, layers_of(block)))
                 channels = block[1]
             flat = channels * feature_size(arch, image_size) ** 2
             super().__init__(
