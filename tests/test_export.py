@@ -16,7 +16,7 @@ from common.serving import formats, onnx_files
 from conftest import ACTIVE, REQUIRE_ALL, load_backend
 from processes import ROOT
 
-ARCH, SIZE = ((1, 4), (1, 8)), 32
+ARCH, SIZE = ((1, 4, (3, "lrn")), (2, 8, (3, 1))), 32  # with an LRN and a 1x1 convolution: every layer kind
 if not REQUIRE_ALL:  # CI installs the export extra in both environments and must not skip these
     pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
 

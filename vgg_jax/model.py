@@ -34,12 +34,13 @@ def flatten(x: jax.Array) -> jax.Array:
 
 
 def local_response_norm(x: jax.Array) -> jax.Array:
-    """AlexNet's local response normalisation across channels (NHWC; common/normalization.py): Flax has no
-    such layer, so the window sum of squares is one ``reduce_window`` over the channel axis."""
+    """AlexNet's local response normalisation across channels (NHWC; common/normalization.py). Flax has no
+    such layer; the window sum of squares is a sum of shifted slices, which every exporter converts (a
+    channel-axis ``reduce_window`` does not lower to plain TensorFlow ops for ONNX)."""
     lrn = PAPER_LRN
-    r = lrn.radius
-    window = jax.lax.reduce_window(x * x, 0.0, jax.lax.add, (1, 1, 1, lrn.size), (1, 1, 1, 1),
-                                   ((0, 0), (0, 0), (0, 0), (r, r)))
+    r, c = lrn.radius, x.shape[-1]
+    squares = jnp.pad(x * x, ((0, 0), (0, 0), (0, 0), (r, r)))
+    window = sum(squares[..., i:i + c] for i in range(lrn.size))
     return x / (lrn.k + lrn.alpha * window) ** lrn.beta
 
 
