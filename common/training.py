@@ -90,7 +90,8 @@ def run_info(backend: str, model) -> dict:
 
 def model_config(model) -> dict:
     """The ``VGG(...)`` arguments of ``model`` as JSON-ready data (every backend stores the same attributes)."""
-    return {"arch": [list(b) for b in model.arch], "num_classes": model.num_classes,
+    arch = [[*b[:2], list(b[2])] if len(b) == 3 else list(b) for b in model.arch]  # lists all the way down
+    return {"arch": arch, "num_classes": model.num_classes,
             "in_channels": model.in_channels, "image_size": model.image_size, "dropout": model.dropout}
 
 

@@ -144,3 +144,14 @@ def test_local_response_norm_means_the_same_everywhere(all_backends):
         vgg.import_weights(model, weights)
         logits = vgg.predict(model, parity.to_layout(images, vgg.LAYOUT))
         assert parity.relative(logits, reference) <= parity.TOLERANCES["logits"], name
+
+
+def test_native_model_file_keeps_every_layer_kind(backend, tmp_path):
+    """vgg.save / vgg.load of an arch with an LRN and a 1x1 convolution: the config survives every
+    framework's file format (msgpack, HDF5, npx, torch.save) and the reloaded model computes the same."""
+    blocks = ((1, 4, (3, "lrn")), (2, 8, (3, 1)))
+    model = backend.VGG(blocks, image_size=32, seed=1)
+    again = backend.load(backend.save(model, tmp_path / f"m{backend.MODEL_SUFFIX}"))
+    assert again.arch == arch.validate(blocks)
+    x = parity.to_layout(parity.fixed_batch(blocks, 32)[0], backend.LAYOUT)
+    assert np.array_equal(backend.predict(model, x), backend.predict(again, x))
