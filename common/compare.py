@@ -92,7 +92,12 @@ def _matmuls(a: np.ndarray, names: list[str]):
             yield backend, lambda: mx.np.dot(t, t).wait_to_read()
 
 
-def matmul_ceiling(names: list[str], size: int = 4096, repeats: int = 3) -> dict:
+#: side of the float32 products that measure the ceiling; VGG_CEILING_SIZE makes it smaller where speed is
+#: not the point (the test suite)
+CEILING_SIZE = int(os.environ.get("VGG_CEILING_SIZE", "4096"))
+
+
+def matmul_ceiling(names: list[str], size: int = CEILING_SIZE, repeats: int = 3) -> dict:
     """GFLOP/s of the best of ``repeats`` float32 ``size``x``size`` products in NumPy and in the frameworks
     of ``names`` (their BLAS libraries differ by up to 2x on one CPU); the ceiling is the fastest of them."""
     a = np.random.default_rng(0).random((size, size), dtype=np.float32)
@@ -105,7 +110,7 @@ def matmul_ceiling(names: list[str], size: int = 4096, repeats: int = 3) -> dict
             product()
             samples[engine].append(2 * size ** 3 / (time.perf_counter() - began) / 1e9)
     by_engine = {engine: max(values) for engine, values in samples.items()}
-    return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples}
+    return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples, "size": size}
 
 
 def _ceiling(pythons: dict[str, str]) -> dict:
@@ -117,7 +122,7 @@ def _ceiling(pythons: dict[str, str]) -> dict:
             raise RuntimeError(f"could not measure the matmul ceiling with {python}: {err}")
         by_engine.update(ceiling["by_engine"])
         samples.update(ceiling["samples"])
-    return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples}
+    return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples, "size": ceiling["size"]}
 
 
 def _merge_ceilings(report: dict) -> None:
@@ -372,10 +377,11 @@ def write_report(report: dict, out: Path) -> None:
     """compare.json, compare.md and the PNG charts, each written atomically."""
     atomic.write_text(out / "compare.json", json.dumps(report, indent=1))
     m = report["machine"]
+    size = report["matmul_runs"]["before"]["size"]
     md = [f"# vgg compare: {report['arch']}, batch {report['batch_size']}", "",
           f"`{report['command']}`", "",
           f"{m['date']}; {m['cores']} cores ({m['cpu']}); float32 matmul ceiling "
-          f"{report['matmul_gflop_s']:.0f} GFLOP/s (the fastest 4096x4096 product: "
+          f"{report['matmul_gflop_s']:.0f} GFLOP/s (the fastest {size}x{size} product: "
           f"{_engines(report['matmul_by_engine'])}; {_spread(report['matmul_spread'])})", "",
           _environments(report), "",
           "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _table(report), "",
