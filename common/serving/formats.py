@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import backends, training
+from common import backends, parity, training
 from common.fashion_mnist import CLASSES
 
 FORMATS = ("native", "onnx")
@@ -20,8 +20,8 @@ WEIGHTS = ".safetensors"
 #: the file holding the metadata inside a folder format (SavedModel: under assets.extra/, TF Serving's place)
 METADATA_FILE = "vgg.json"
 INPUT, OUTPUT = "images", "logits"
-#: a reloaded export must match the live model this closely (relative), as the parity suite's logits
-TOLERANCE = 1e-4
+#: a reloaded export must match the live model this closely (relative): the parity suite's logits tolerance
+TOLERANCE = parity.TOLERANCES["logits"]
 
 
 class ModelFileError(ValueError):
