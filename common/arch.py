@@ -4,8 +4,10 @@ An arch is a tuple of ``(num_convs, out_channels)`` per block, as in *Dive into 
 convolution 3x3. A block may spell out its layers, ``(num_convs, out_channels, layers)``: the kernel size of
 each convolution (3 or 1: configuration C's ``conv1-256`` as the last layer of blocks 3-5), with ``"lrn"``
 after a convolution for local response normalisation after its ReLU (configuration A-LRN; see
-common/normalization.py). Validation keeps the book's pair wherever every layer is a 3x3 convolution. Every block ends in a 2x2 max pool with
-stride 2, so an arch of ``n`` blocks needs inputs of at least ``2**n`` pixels per side.
+common/normalization.py). Validation keeps the book's pair wherever every layer is a 3x3 convolution.
+Batch normalisation is not part of an arch but a model option (``batch_norm=True``, the ``_bn`` names), as
+in torchvision's ``make_layers``. Every block ends in a 2x2 max pool with stride 2, so an arch of ``n``
+blocks needs inputs of at least ``2**n`` pixels per side.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-CHOICES = (*NAMED, *CONFIGS, "small", "tiny")  # the names by_name knows
+BN = "_bn"  # a name's suffix for the same arch with batch normalisation after every convolution
+_PLAIN = (*NAMED, *CONFIGS, "small", "tiny")
+#: the names parse knows (no A_LRN_bn: see check_batch_norm)
+CHOICES = tuple(name for plain in _PLAIN for name in (plain, plain + BN) if name != "A_LRN" + BN)
+#: torchvision's builders: name -> (arch, batch_norm)
+BUILDERS: dict[str, tuple[Arch, bool]] = {name + suffix: (blocks, bool(suffix))
+                                          for name, blocks in NAMED.items() for suffix in ("", BN)}
 
 
 def _layers(i: int, arch: object, num_convs: int, layers: object) -> tuple[int | str, ...]:
@@ -114,6 +122,19 @@ def small(arch: object = VGG11, ratio: int = 4) -> Arch:
     return tuple((b[0], b[1] // ratio, *b[2:]) for b in blocks)
 
 
+def parse(name: str) -> tuple[Arch, bool]:
+    """``(arch, batch_norm)`` of a name: any :func:`by_name` name, with ``_bn`` for batch normalisation
+    (``vgg16_bn``, ``small_bn``, ``C_bn``)."""
+    if name.lower().endswith(BN) and name[:-len(BN)]:
+        try:
+            blocks = by_name(name[:-len(BN)])
+        except ArchError:
+            raise ArchError(f"unknown arch {name!r}; choose one of {', '.join(CHOICES)}") from None
+        check_batch_norm(True, tuple(x for block in blocks for x in layers_of(block)))
+        return blocks, True
+    return by_name(name), False
+
+
 def by_name(name: str) -> Arch:
     """Look up Table 1's ``A|A_LRN|B|C|D|E``, ``vgg11|vgg13|vgg16|vgg19`` (A, B, D, E), ``small`` (the book's
     ``small(A, 4)``) or ``tiny``."""
@@ -129,12 +150,12 @@ def by_name(name: str) -> Arch:
     return NAMED[key]
 
 
-def name_of(arch: Arch) -> str:
-    """A short name for messages: ``vgg11``, ``C``, ``small`` or the tuple itself."""
+def name_of(arch: Arch, batch_norm: bool = False) -> str:
+    """A short name for messages: ``vgg11``, ``C``, ``small_bn`` or the tuple itself."""
     for name, known in [*NAMED.items(), *CONFIGS.items(), ("small", small()), ("tiny", TINY)]:
         if arch == known:
-            return name
-    return str(arch)
+            return name + (BN if batch_norm else "")
+    return str(arch) + (" with batch norm" if batch_norm else "")
 
 
 def min_resolution(arch: object) -> int:
@@ -164,10 +185,23 @@ def feature_size(arch: object, image_size: int) -> int:
     return size
 
 
+def check_batch_norm(batch_norm: object, layers: tuple = ()) -> bool:
+    """``batch_norm`` as a bool, or ArchError: a string such as "false" would silently mean True. Batch norm
+    and LRN together are refused: no VGG has both (the paper's LRN predates batch norm, torchvision has no
+    LRN), and MXNet 1.9.1's oneDNN backward of convolution -> batch norm -> ReLU -> LRN is wrong by ~1e-3."""
+    if not isinstance(batch_norm, bool):
+        raise ArchError(f"batch_norm must be True or False, got {batch_norm!r}")
+    if batch_norm and LRN in layers:
+        raise ArchError("batch_norm=True with local response normalisation ('lrn') is not a VGG: the paper's "
+                        "A-LRN has no batch norm and torchvision's _bn models have no LRN; choose one")
+    return batch_norm
+
+
 def check_model_args(arch: object, num_classes: object, in_channels: object, image_size: object,
-                     dropout: object) -> Arch:
+                     dropout: object, batch_norm: object = False) -> Arch:
     """Validate every ``VGG(...)`` argument the same way in all four backends; return the arch."""
     blocks = validate(arch)
+    check_batch_norm(batch_norm, tuple(x for block in blocks for x in layers_of(block)))
     for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if not _is_int(value) or value <= 0:
             raise ArchError(f"{name} must be a positive integer, got {value!r}")
@@ -175,3 +209,19 @@ def check_model_args(arch: object, num_classes: object, in_channels: object, ima
     if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ArchError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     return blocks
+
+
+def builder(model_class, name: str):
+    """torchvision's ``vgg11`` ... ``vgg19_bn`` for a backend's ``VGG`` class, with this project's defaults
+    (10 classes, 1 channel, 224x224); ``in_channels=3, num_classes=1000`` is torchvision's model."""
+    blocks, batch_norm = BUILDERS[name]
+
+    def build(num_classes: int = 10, in_channels: int = 1, image_size: int = 224, dropout: float = 0.5,
+              seed: int = 0):
+        return model_class(blocks, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                           dropout=dropout, seed=seed, batch_norm=batch_norm)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = (f"VGG configuration {next(k for k, v in CONFIGS.items() if v == blocks)}"
+                     f"{' with batch normalisation' if batch_norm else ''} (torchvision's {name}).")
+    return build

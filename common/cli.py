@@ -18,7 +18,7 @@ from common.serving import export as export_flow, formats, images as image_files
 
 
 def _summary(args: argparse.Namespace) -> None:
-    blocks = arch.by_name(args.arch)
+    blocks, batch_norm = arch.parse(args.arch)
     arch.check_resolution(blocks, args.resize)
     if args.family:
         print(f"Table 1's configurations at {args.resize}x{args.resize}, {args.in_channels} input channel(s), "
@@ -28,11 +28,11 @@ def _summary(args: argparse.Namespace) -> None:
     if args.flops:
         print(f"{args.arch} at {args.resize}x{args.resize}, {args.in_channels} input channel(s), {args.num_classes} "
               f"classes (common's analysis, which every backend is tested against)\n")
-        print(summary.flops_table(blocks, args.in_channels, args.resize, args.num_classes))
+        print(summary.flops_table(blocks, args.in_channels, args.resize, args.num_classes, batch_norm))
         return
     for name in args.backends:
         vgg = backends.load(name)
-        model = vgg.VGG(blocks, image_size=args.resize)
+        model = vgg.VGG(blocks, image_size=args.resize, batch_norm=batch_norm)
         shape = summary.from_nchw((1, 1, args.resize, args.resize), vgg.LAYOUT)
         print(f"== {name} ({vgg.LAYOUT}), {vgg.parameter_count(model):,} parameters")
         vgg.print_layer_summary(model, shape)
@@ -64,7 +64,7 @@ def _world_args(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    blocks = arch.by_name(args.arch)
+    blocks, batch_norm = arch.parse(args.arch)
     arch.check_resolution(blocks, args.resize)
     recipe = training.Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                              momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     out = _writable_out(Path(args.out), args.resume)
     data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
                                   limit=args.limit, verify=not args.no_verify)
-    model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed)
+    model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm)
     if world.is_chief:
         print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize}, "
               f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")

@@ -11,8 +11,12 @@ import numpy as np
 from common import oracle, training
 from common import weights as canonical
 
-#: quantity -> largest allowed difference, relative to the compared values' scale
+#: quantity -> largest allowed difference, relative to the compared values' scale. With batch norm the
+#: logits and gradients are compared in eval mode (running statistics) and in training mode (the batch's),
+#: and the running statistics after a training forward and after the SGD steps, with the same tolerances.
 TOLERANCES = {"logits": 1e-4, "gradients": 1e-3, "trajectory": 1e-3}
+TOLERANCES.update({"train logits": TOLERANCES["logits"], "train gradients": TOLERANCES["gradients"],
+                   "running statistics": TOLERANCES["logits"], "statistics after steps": TOLERANCES["logits"]})
 ORACLE = "numpy"
 
 
@@ -41,27 +45,61 @@ def fixed_batch(arch, image_size: int, batch: int = 4, in_channels: int = 1, num
     return images, rng.integers(0, num_classes, batch).astype(np.int64)
 
 
+def without_zero_gradients(gradients: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop the biases of convolutions followed by a batch norm: in training mode the batch mean removes
+    any constant, so their gradient is zero and what a backend returns is float32 rounding."""
+    norms = [k.split(".")[1] for k in gradients if k.startswith("features.") and k.endswith(".weight")
+             and gradients[k].ndim == 1]  # a batch norm's scale is the only 1-d weight
+    before = {f"features.{int(i) - 1}.bias" for i in norms}
+    return {k: v for k, v in gradients.items() if k not in before}
+
+
 def backend_outputs(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
-                    images: np.ndarray, labels: np.ndarray) -> dict:
-    """Logits, gradients and the export of ``weights`` after import, for one backend module."""
+                    images: np.ndarray, labels: np.ndarray, batch_norm: bool = False) -> dict:
+    """Logits, gradients and the export of ``weights`` after import, for one backend module; with batch
+    norm also training mode's logits and gradients and the running statistics that forward leaves."""
     wmod = importlib.import_module(f"{vgg.__name__}.weights")
-    model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1])
+    model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1], batch_norm=batch_norm)
     wmod.import_weights(model, weights)
     x = to_layout(images, vgg.LAYOUT)
-    return {"logits": vgg.predict(model, x), "gradients": wmod.loss_gradients(model, x, labels),
-            "export": wmod.export_weights(model)}
+    out = {"logits": vgg.predict(model, x), "gradients": wmod.loss_gradients(model, x, labels),
+           "export": wmod.export_weights(model)}
+    if batch_norm:
+        logits, gradients = wmod.training_outputs(model, x, labels)
+        out.update({"train logits": logits, "train gradients": without_zero_gradients(gradients),
+                    "running statistics": oracle.statistics(wmod.export_weights(model))})
+    return out
+
+
+def oracle_outputs(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False) -> dict:
+    """The NumPy oracle's logits; with batch norm also training mode's and the running statistics after it."""
+    out = {"logits": oracle.forward(dict(weights), arch, images, batch_norm)}
+    if batch_norm:
+        after = dict(weights)
+        out["train logits"] = oracle.forward(after, arch, images, batch_norm, training=True)
+        out["running statistics"] = oracle.statistics(after)
+    return out
+
+
+def oracle_statistics(weights: dict[str, np.ndarray], arch, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Running statistics after one training forward per batch with the weights held fixed (lr 0)."""
+    after = dict(weights)
+    for images, _ in batches:
+        oracle.forward(after, arch, images, batch_norm=True, training=True)
+    return oracle.statistics(after)
 
 
 def trajectory(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
-               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05) -> dict:
+               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05, batch_norm: bool = False) -> dict:
     """Plain SGD from ``weights`` with dropout off, one step per NCHW batch, through the backend's own
-    training step: the loss of every step and the canonical weights afterwards."""
+    training step: the loss of every step and the canonical weights (and running statistics) afterwards."""
     wmod = importlib.import_module(f"{vgg.__name__}.weights")
     trainer = importlib.import_module(f"{vgg.__name__}.trainer")
     to_tensor = importlib.import_module(f"{vgg.__name__}.data").to_tensor
-    model = vgg.VGG(arch, image_size=image_size, in_channels=batches[0][0].shape[1], dropout=0.0)
+    model = vgg.VGG(arch, image_size=image_size, in_channels=batches[0][0].shape[1], dropout=0.0,
+                    batch_norm=batch_norm)
     wmod.import_weights(model, weights)
-    engine = trainer.Engine(model, training.Recipe(lr=lr, batch_size=len(batches[0][1])))
+    engine = trainer.Engine(model, training.Recipe(batch_size=len(batches[0][1])))  # each step takes its lr
     engine.reseed(0)
     losses = [engine.step(*to_tensor(to_layout(x, vgg.LAYOUT), y), lr)[0] for x, y in batches]
     return {"losses": np.array(losses), "trained": wmod.export_weights(model)}
@@ -73,13 +111,13 @@ def trajectory_difference(a: dict, b: dict) -> float:
     return max(steps, relative_tree(a["trained"], b["trained"]))
 
 
-def oracle_logits(weights: dict[str, np.ndarray], arch, images: np.ndarray) -> np.ndarray:
-    return oracle.forward(weights, arch, images)
+def oracle_logits(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False) -> np.ndarray:
+    return oracle.forward(dict(weights), arch, images, batch_norm)
 
 
 def matrix(results: dict[str, dict], quantity: str) -> dict[tuple[str, str], float]:
     """Relative difference of ``quantity`` for every ordered pair of result names."""
-    diff = {"gradients": relative_tree, "trajectory": trajectory_difference}.get(quantity, relative)
+    diff = {"trajectory": trajectory_difference}.get(quantity, relative if "logits" in quantity else relative_tree)
     return {(a, b): diff(results[a][quantity], results[b][quantity])
             for a in results for b in results if a != b and quantity in results[a] and quantity in results[b]}
 
@@ -98,25 +136,34 @@ def format_matrix(cells: dict[tuple[str, str], float], quantity: str) -> str:
 
 
 def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, steps: int = 5,
-        lr: float = 0.05, seed: int = 0, log=lambda _: None) -> dict[str, dict[tuple[str, str], float]]:
-    """Every parity check on every ordered pair of ``modules`` (name -> backend), plus the oracle's logits.
+        lr: float = 0.05, seed: int = 0, log=lambda _: None,
+        batch_norm: bool = False) -> dict[str, dict[tuple[str, str], float]]:
+    """Every parity check on every ordered pair of ``modules`` (name -> backend), plus the oracle's.
 
     Random weights (non-zero biases, so no exact ReLU/max-pool ties) are imported into the first backend
-    and *its export* goes to all the others. Returns quantity -> pair -> relative difference.
+    and *its export* goes to all the others. With batch norm, the running statistics after ``steps``
+    training steps at lr 0 (weights held, so the oracle can follow) are compared too. Returns quantity ->
+    pair -> relative difference.
     """
     first = next(iter(modules.values()))
-    source = first.VGG(arch, image_size=image_size, seed=seed)
+    source = first.VGG(arch, image_size=image_size, seed=seed, batch_norm=batch_norm)
     importlib.import_module(f"{first.__name__}.weights").import_weights(
-        source, canonical.random_weights(arch, image_size=image_size, seed=seed))
+        source, canonical.random_weights(arch, image_size=image_size, seed=seed, batch_norm=batch_norm))
     weights = importlib.import_module(f"{first.__name__}.weights").export_weights(source)
     images, labels = fixed_batch(arch, image_size, batch, seed=seed)
     batches = [fixed_batch(arch, image_size, batch, seed=seed + 1 + i) for i in range(steps)]
-    results = {ORACLE: {"logits": oracle_logits(weights, arch, images)}}
+    results = {ORACLE: oracle_outputs(weights, arch, images, batch_norm)}
+    if batch_norm:
+        results[ORACLE]["statistics after steps"] = oracle_statistics(weights, arch, batches)
     for name, vgg in modules.items():
         log(f"parity: {name} ...")
-        results[name] = backend_outputs(vgg, weights, arch, image_size, images, labels)
-        results[name]["trajectory"] = trajectory(vgg, weights, arch, image_size, batches, lr)
-    return {quantity: matrix(results, quantity) for quantity in TOLERANCES}
+        results[name] = backend_outputs(vgg, weights, arch, image_size, images, labels, batch_norm)
+        results[name]["trajectory"] = trajectory(vgg, weights, arch, image_size, batches, lr, batch_norm)
+        if batch_norm:
+            held = trajectory(vgg, weights, arch, image_size, batches, 0.0, batch_norm)["trained"]
+            results[name]["statistics after steps"] = oracle.statistics(held)
+    return {quantity: matrix(results, quantity) for quantity in TOLERANCES
+            if any(quantity in r for r in results.values())}
 
 
 def passed(matrices: dict[str, dict[tuple[str, str], float]]) -> bool:

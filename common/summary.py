@@ -72,8 +72,9 @@ class Layer:
     """One weighted layer: its name in the canonical (torchvision) numbering, weight shape, FLOPs."""
 
     name: str
-    shape: tuple[int, ...]  # torchvision layout: (out, in, k, k) or (out, in); the bias is (out,)
-    flops: int  # forward, per example: multiply-accumulates x 2
+    shape: tuple[int, ...]  # torchvision layout: (out, in, k, k), (out, in) or a batch norm's (channels,)
+    flops: int  # forward, per example: multiply-accumulates x 2 (a batch norm: a scale and a shift per value)
+    kind: str = "conv"  # "conv", "batch_norm" or "dense"
 
     @property
     def params(self) -> int:
@@ -83,13 +84,13 @@ class Layer:
         return n + self.shape[0]
 
 
-def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224,
-                    num_classes: int = 10) -> list[Layer]:
-    """Every convolution and dense layer with its parameter and forward-FLOP count."""
+def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
+                    batch_norm: bool = False) -> list[Layer]:
+    """Every convolution, batch norm and dense layer with its parameter and forward-FLOP count."""
     blocks = validate(arch)
     size = check_resolution(blocks, image_size)
     layers: list[Layer] = []
-    index = 0  # torchvision counts every conv, ReLU and pool in ``features``
+    index = 0  # torchvision counts every conv, batch norm, ReLU and pool in ``features``
     cin = in_channels
     for block in blocks:
         cout = block[1]
@@ -98,37 +99,44 @@ def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224,
                 index += 1
                 continue
             layers.append(Layer(f"features.{index}", (cout, cin, k, k), 2 * k * k * cin * cout * size * size))
+            if batch_norm:
+                layers.append(Layer(f"features.{index + 1}", (cout,), 2 * cout * size * size, "batch_norm"))
             cin = cout
-            index += 2
+            index += 3 if batch_norm else 2
         index += 1
         size //= 2
     dims = (cin * size * size, HIDDEN, HIDDEN, num_classes)
     for i, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(Layer(f"classifier.{3 * i}", (n_out, n_in), 2 * n_in * n_out))
+        layers.append(Layer(f"classifier.{3 * i}", (n_out, n_in), 2 * n_in * n_out, "dense"))
     return layers
 
 
-def parameter_count(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10) -> int:
-    """Number of trainable parameters (VGG-16, 3 channels, 224, 1000 classes: 138,357,544)."""
-    return sum(layer.params for layer in weighted_layers(arch, in_channels, image_size, num_classes))
+def parameter_count(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
+                    batch_norm: bool = False) -> int:
+    """Number of trainable parameters (VGG-16, 3 channels, 224, 1000 classes: 138,357,544; with batch
+    norm 138,365,992)."""
+    return sum(layer.params for layer in weighted_layers(arch, in_channels, image_size, num_classes, batch_norm))
 
 
 def flop_count(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
-               training: bool = False) -> int:
+               training: bool = False, batch_norm: bool = False) -> int:
     """FLOPs per example (multiply-accumulates x 2) of the forward pass, or x3 for a training step.
 
     Per-layer figures are in :func:`weighted_layers`. A training step counts the forward pass plus a
     backward pass of twice its cost, the usual convention.
     """
-    forward = sum(layer.flops for layer in weighted_layers(arch, in_channels, image_size, num_classes))
+    forward = sum(layer.flops for layer in weighted_layers(arch, in_channels, image_size, num_classes, batch_norm))
     return 3 * forward if training else forward
 
 
-def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10) -> str:
+def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
+                batch_norm: bool = False) -> str:
     """Per layer: output shape (C, H, W), parameters and forward FLOPs per example, then the split between
-    convolutional and fully connected layers (the book's exercise compares exactly that)."""
+    convolutional and fully connected layers (the book's exercise compares exactly that); batch norms count
+    with the convolutional part."""
     blocks = validate(arch)
-    layers = iter(weighted_layers(blocks, in_channels, image_size, num_classes))
+    every = weighted_layers(blocks, in_channels, image_size, num_classes, batch_norm)
+    layers = iter(every)
     size = check_resolution(blocks, image_size)
     lines = ["| layer | canonical name | output shape | parameters | forward FLOPs |", "|---|---|---|---|---|"]
     for b, block in enumerate(blocks, 1):
@@ -139,12 +147,15 @@ def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_c
             layer = next(layers)
             lines.append(f"| conv{k}-{block[1]} (block {b}) | {layer.name} | ({block[1]}, {size}, {size}) | "
                          f"{layer.params:,} | {layer.flops:,} |")
+            if batch_norm:
+                layer = next(layers)
+                lines.append(f"| batchnorm (block {b}) | {layer.name} | ({block[1]}, {size}, {size}) | "
+                             f"{layer.params:,} | {layer.flops:,} |")
         size //= 2
         lines.append(f"| maxpool (block {b}) | | ({block[1]}, {size}, {size}) | 0 | 0 |")
     dense = list(layers)
     for layer in dense:
         lines.append(f"| fc-{layer.shape[0]} | {layer.name} | ({layer.shape[0]},) | {layer.params:,} | {layer.flops:,} |")
-    every = weighted_layers(blocks, in_channels, image_size, num_classes)
     conv = [layer for layer in every if layer.name.startswith("features.")]
     totals = {"convolutional": conv, "fully connected": dense}
     params, flops = sum(x.params for x in every), sum(x.flops for x in every)
@@ -158,13 +169,18 @@ def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_c
 
 def family_table(configs: dict[str, object], in_channels: int = 3, image_size: int = 224,
                  num_classes: int = 1000) -> str:
-    """One row per configuration: weight layers, parameters and forward FLOPs per example."""
-    lines = ["| configuration | weight layers | 1x1 convolutions | parameters | forward GFLOPs |", "|---|---|---|---|---|"]
+    """One row per configuration and its batch-norm variant: weight layers (convolutions and dense layers,
+    as the paper counts), parameters and forward FLOPs per example."""
+    lines = ["| configuration | weight layers | 1x1 convolutions | parameters | with batch norm | forward GFLOPs "
+             "| with batch norm |", "|---|---|---|---|---|---|---|"]
     for name, arch in configs.items():
-        layers = weighted_layers(arch, in_channels, image_size, num_classes)
+        plain, bn = (weighted_layers(arch, in_channels, image_size, num_classes, b) for b in (False, True))
         ones = sum(k == 1 for block in validate(arch) for k in kernel_sizes(block))
-        lines.append(f"| {name} | {len(layers)} | {ones} | {sum(x.params for x in layers):,} | "
-                     f"{sum(x.flops for x in layers) / 1e9:.2f} |")
+        lrn = any(LRN in layers_of(block) for block in validate(arch))  # no VGG has both (arch.check_batch_norm)
+        bn_params, bn_flops = ("—", "—") if lrn else (f"{sum(x.params for x in bn):,}",
+                                                     f"{sum(x.flops for x in bn) / 1e9:.2f}")
+        lines.append(f"| {name} | {len(plain)} | {ones} | {sum(x.params for x in plain):,} | {bn_params} | "
+                     f"{sum(x.flops for x in plain) / 1e9:.2f} | {bn_flops} |")
     return "\n".join(lines)
 
 

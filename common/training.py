@@ -92,7 +92,8 @@ def model_config(model) -> dict:
     """The ``VGG(...)`` arguments of ``model`` as JSON-ready data (every backend stores the same attributes)."""
     arch = [[*b[:2], list(b[2])] if len(b) == 3 else list(b) for b in model.arch]  # lists all the way down
     return {"arch": arch, "num_classes": model.num_classes,
-            "in_channels": model.in_channels, "image_size": model.image_size, "dropout": model.dropout}
+            "in_channels": model.in_channels, "image_size": model.image_size, "dropout": model.dropout,
+            "batch_norm": model.batch_norm}
 
 
 def config_args(config: dict) -> dict:

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common import inference, summary
-from common.arch import LRN, Arch, block_layers, check_model_args, feature_size, layers_of
-from common.normalization import PAPER_LRN
+from common.arch import (BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
+                         feature_size, layers_of)
+from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 
 LAYOUT = "NHWC"
 _XAVIER = nnx.initializers.xavier_uniform()
@@ -44,32 +45,59 @@ def local_response_norm(x: jax.Array) -> jax.Array:
     return x / (lrn.k + lrn.alpha * window) ** lrn.beta
 
 
+class BatchNorm(nnx.BatchNorm):
+    """Flax's BatchNorm with PyTorch's epsilon and momentum (common/normalization.py) and PyTorch's
+    ``num_batches_tracked``; Flax updates the running variance with the biased batch variance, so each
+    training call corrects that to PyTorch's unbiased update."""
+
+    def __init__(self, channels: int, *, rngs: nnx.Rngs) -> None:
+        super().__init__(channels, momentum=TORCH_BN.decay, epsilon=TORCH_BN.eps, rngs=rngs)
+        self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.use_running_average:
+            return super().__call__(x)
+        before = self.var[...]
+        y = super().__call__(x)
+        self.var[...] = unbiased_running_var(self.var[...], before, x.size // x.shape[-1])
+        self.num_batches_tracked[...] += 1
+        return y
+
+
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              layers: Sequence[int | str] | None = None, *, rngs: nnx.Rngs | None = None) -> nnx.Sequential:
-    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'SAME' padding) each followed by ReLU, and
-    by local response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling."""
+              layers: Sequence[int | str] | None = None, batch_norm: bool = False, *,
+              rngs: nnx.Rngs | None = None) -> nnx.Sequential:
+    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'SAME' padding) each followed by batch
+    normalisation if ``batch_norm``, then ReLU, and by local response normalisation where ``layers`` has
+    ``"lrn"``; then 2x2 max pooling."""
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     made = []
-    for k in block_layers(num_convs, layers):
+    kinds = block_layers(num_convs, layers)
+    check_batch_norm(batch_norm, kinds)
+    for k in kinds:
         if k == LRN:
             made.append(local_response_norm)
             continue
-        made += [nnx.Conv(in_channels, out_channels, kernel_size=(k, k), padding="SAME",
-                          kernel_init=_XAVIER, rngs=rngs), nnx.relu]
+        made.append(nnx.Conv(in_channels, out_channels, kernel_size=(k, k), padding="SAME",
+                             kernel_init=_XAVIER, rngs=rngs))
+        if batch_norm:
+            made.append(BatchNorm(out_channels, rngs=rngs))
+        made.append(nnx.relu)
         in_channels = out_channels
     return nnx.Sequential(*made, max_pool)
 
 
 class VGG(nnx.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense."""
+    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense; batch
+    norms start at scale 1, shift 0 and running statistics (0, 1)."""
 
     def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
+                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm)
         rngs = nnx.Rngs(params=seed, dropout=seed + 1)
         blocks, channels = [], in_channels
         for block in arch:
-            blocks.append(vgg_block(*block[:2], channels, layers_of(block), rngs=rngs))
+            blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, rngs=rngs))
             channels = block[1]
         flat = channels * feature_size(arch, image_size) ** 2
         hidden = summary.HIDDEN
@@ -79,7 +107,7 @@ class VGG(nnx.Sequential):
             nnx.Linear(hidden, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
             nnx.Linear(hidden, num_classes, kernel_init=_XAVIER, rngs=rngs))
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout = image_size, dropout
+        self.image_size, self.dropout, self.batch_norm = image_size, dropout, batch_norm
 
 
 def _kind(layer) -> str:
@@ -125,3 +153,6 @@ def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray
         return inference.predict_batches(model, images, LAYOUT, lambda x: _logits(model, x), batch_size)
     finally:
         model.train()
+
+
+vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn = (builder(VGG, name) for name in BUILDERS)

@@ -18,6 +18,8 @@ from vgg_jax import distributed as dist
 from vgg_jax.model import VGG, _logits
 
 MODEL_SUFFIX = formats.TRAINED["jax"]
+#: what a model file and a checkpoint keep: parameters and batch norms' running statistics (not RNG state)
+_SAVED = (nnx.Param, nnx.BatchStat)
 
 
 def _sgd(learning_rate: float, momentum: float, weight_decay: float) -> optax.GradientTransformation:
@@ -104,11 +106,11 @@ class Engine:
         return _evaluate(self.model, batches, lambda x: self._put(x, sharded=False))
 
     def state(self) -> dict[str, np.ndarray]:
-        return {**_flat(nnx.state(self.model, nnx.Param), "model."),
+        return {**_flat(nnx.state(self.model, _SAVED), "model."),
                 **_flat(nnx.state(self.optimizer), "optimizer.")}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        _restore(self.model, arrays, "model.", "checkpoint", nnx.Param)
+        _restore(self.model, arrays, "model.", "checkpoint", _SAVED)
         _restore(self.optimizer, arrays, "optimizer.", "checkpoint")
         self._replicate()
 
@@ -132,8 +134,8 @@ def _evaluate(model: VGG, data, put) -> float:
 
 
 def save(model: VGG, path: str | Path) -> Path:
-    """Config and parameters in one msgpack file (flax.serialization), written atomically."""
-    blob = {"config": training.model_config(model), "params": _flat(nnx.state(model, nnx.Param), "")}
+    """Config, parameters and running statistics in one msgpack file (flax.serialization), written atomically."""
+    blob = {"config": training.model_config(model), "params": _flat(nnx.state(model, _SAVED), "")}
     return atomic.write_bytes(path, serialization.msgpack_serialize(blob))
 
 
@@ -141,5 +143,5 @@ def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
     blob = serialization.msgpack_restore(Path(path).read_bytes())
     model = VGG(**training.config_args(blob["config"]))
-    _restore(model, {k: np.asarray(v) for k, v in blob["params"].items()}, "", str(path), nnx.Param)
+    _restore(model, {k: np.asarray(v) for k, v in blob["params"].items()}, "", str(path), _SAVED)
     return model

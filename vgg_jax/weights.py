@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from common import inference, weights as canonical
-from vgg_jax.model import LAYOUT, VGG
+from vgg_jax.model import LAYOUT, VGG, BatchNorm
 
 
 def _layers(model: VGG, kind: type) -> list:
@@ -21,20 +21,28 @@ def _layers(model: VGG, kind: type) -> list:
     return found
 
 
+_NORM = ("scale", "bias", "mean", "var", "num_batches_tracked")  # torchvision's order
+
+
 def export_weights(model: VGG) -> dict[str, np.ndarray]:
-    """The model's weights under torchvision's names and layouts."""
+    """The model's weights (and batch norms' running statistics) under torchvision's names and layouts."""
     pairs = [[(np.asarray(m.kernel[...]), np.asarray(m.bias[...])) for m in _layers(model, kind)]
              for kind in (nnx.Conv, nnx.Linear)]
-    return canonical.to_canonical(model, *pairs, LAYOUT)
+    norms = [tuple(np.asarray(getattr(m, k)[...]) for k in _NORM) for m in _layers(model, BatchNorm)]
+    return canonical.to_canonical(model, *pairs, LAYOUT, norms)
 
 
 def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
     """Load canonical ``weights`` into ``model``; checks every name and shape before changing anything."""
-    convs, denses = canonical.from_canonical(model, weights, LAYOUT)
+    convs, denses, norms = canonical.from_canonical(model, weights, LAYOUT)
     for kind, pairs in ((nnx.Conv, convs), (nnx.Linear, denses)):
         for m, (w, b) in zip(_layers(model, kind), pairs, strict=True):
             m.kernel[...] = jnp.asarray(w)
             m.bias[...] = jnp.asarray(b)
+    for m, tensors in zip(_layers(model, BatchNorm), norms, strict=True):
+        for k, value in zip(_NORM, tensors):
+            variable = getattr(m, k)
+            variable[...] = jnp.asarray(value, dtype=variable[...].dtype)
 
 
 def save_weights(model: VGG, path: str | Path) -> Path:
@@ -47,17 +55,39 @@ def load_weights(model: VGG, path: str | Path) -> None:
     import_weights(model, canonical.load(path))
 
 
-def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Gradients of the mean cross-entropy with respect to every weight, dropout off, canonical layout."""
+def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
 
-    def loss(m: VGG) -> jnp.ndarray:
-        return optax.softmax_cross_entropy_with_integer_labels(m(jnp.asarray(images)), jnp.asarray(labels)).mean()
+    def loss(m: VGG) -> tuple[jnp.ndarray, jnp.ndarray]:
+        logits = m(jnp.asarray(images))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(labels)).mean(), logits
 
+    grads, logits = nnx.grad(loss, has_aux=True)(model)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    twin = export_weights(nnx.merge(graphdef, grads, rest))  # a twin whose parameters hold the gradients
+    statistics = tuple(f".{k}" for k in canonical.STATISTICS)
+    return np.asarray(logits), {k: v for k, v in twin.items() if not k.endswith(statistics)}
+
+
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy with respect to every weight, dropout off (eval mode: batch norms
+    use their running statistics), canonical layout."""
     model.eval()
     try:
-        grads = nnx.grad(loss)(model)
+        return _gradients(model, images, labels)[1]
     finally:
         model.train()
-    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-    return export_weights(nnx.merge(graphdef, grads, rest))  # a twin whose parameters hold the gradients
+
+
+def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Logits and loss gradients of one training-mode forward with dropout off: batch norms normalise with
+    the batch's statistics and update their running ones, as a training step does."""
+    model.train()
+    dropouts = [m for m in model.layers if isinstance(m, nnx.Dropout)]
+    for m in dropouts:
+        m.deterministic = True
+    try:
+        return _gradients(model, images, labels)
+    finally:
+        for m in dropouts:
+            m.deterministic = False

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from common import inference, summary
-from common.arch import LRN, Arch, block_layers, check_model_args, feature_size, layers_of
-from common.normalization import PAPER_LRN
+from common.arch import (BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
+                         feature_size, layers_of)
+from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 from vgg_mxnet.framework import gluon, mx
 
 nn = gluon.nn
@@ -35,17 +37,43 @@ class LocalResponseNorm(gluon.HybridBlock):
                      nsize=lrn.size).as_np_ndarray()
 
 
+# The batch-norm counter below is state, not an input of the graph; a hybridized block warns about it.
+warnings.filterwarnings("ignore", r"Parameter (\w+num_batches_tracked(, )?)+ is not used by any computation")
+
+
+class BatchNorm(nn.BatchNorm):
+    """Gluon's BatchNorm with PyTorch's epsilon and momentum (common/normalization.py), and PyTorch's
+    ``num_batches_tracked``. MXNet updates the running statistics in the backward pass and with the biased
+    variance; :func:`finish_batch_norms` after ``backward`` makes that PyTorch's update."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(momentum=TORCH_BN.decay, epsilon=TORCH_BN.eps, in_channels=channels)
+        self.num_batches_tracked = self.params.get("num_batches_tracked", shape=(1,), dtype="int64",
+                                                   init=mx.init.Zero(), grad_req="null",
+                                                   differentiable=False)
+
+    def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var, num_batches_tracked):
+        return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
+
+
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              layers: Sequence[int | str] | None = None) -> nn.HybridSequential:
-    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; padding keeps the size) with fused ReLU,
-    and local response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling."""
+              layers: Sequence[int | str] | None = None, batch_norm: bool = False) -> nn.HybridSequential:
+    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; padding keeps the size) each followed by
+    batch normalisation if ``batch_norm``, then ReLU (fused into the convolution without), and by local
+    response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling."""
     block = nn.HybridSequential()
-    for k in block_layers(num_convs, layers):
+    kinds = block_layers(num_convs, layers)
+    check_batch_norm(batch_norm, kinds)
+    for k in kinds:
         if k == LRN:
             block.add(LocalResponseNorm())
             continue
-        block.add(nn.Conv2D(out_channels, kernel_size=k, padding=k // 2, activation="relu",
-                            in_channels=in_channels))
+        if batch_norm:
+            block.add(nn.Conv2D(out_channels, kernel_size=k, padding=k // 2, in_channels=in_channels),
+                      BatchNorm(out_channels), nn.Activation("relu"))
+        else:
+            block.add(nn.Conv2D(out_channels, kernel_size=k, padding=k // 2, activation="relu",
+                                in_channels=in_channels))
         in_channels = out_channels
     block.add(nn.MaxPool2D(pool_size=2, strides=2))
     block.initialize(XAVIER)  # built like the other backends' blocks: parameters exist on return
@@ -53,16 +81,17 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
 
 
 class VGG(nn.HybridSequential):
-    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense."""
+    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense; batch
+    norms start at scale 1, shift 0 and running statistics (0, 1)."""
 
     def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
+                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm)
         super().__init__()
         mx.random.seed(seed)  # Gluon initialisers draw from MXNet's global generator
         channels = in_channels
         for block in arch:
-            self.add(vgg_block(*block[:2], channels, layers_of(block)))
+            self.add(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
             channels = block[1]
         flat = channels * feature_size(arch, image_size) ** 2
         hidden = summary.HIDDEN
@@ -74,7 +103,32 @@ class VGG(nn.HybridSequential):
             layer.initialize(XAVIER)  # biases keep Gluon's default zero initialiser
         self.add(*head)
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout = image_size, dropout
+        self.image_size, self.dropout, self.batch_norm = image_size, dropout, batch_norm
+
+
+def batch_norms(model: VGG) -> list[tuple[BatchNorm, int]]:
+    """Every batch norm of ``model`` with the pixels per image it normalises (its block's side squared)."""
+    side, found = model.image_size, []
+    for block in model:
+        if isinstance(block, nn.HybridSequential):
+            found += [(layer, side * side) for layer in block if isinstance(layer, BatchNorm)]
+            side //= 2
+    return found
+
+
+def running_variances(model: VGG) -> list[list]:
+    """A copy of every batch norm's running variance on every context, taken before a training step."""
+    return [[v.copy() for v in bn.running_var.list_data()] for bn, _ in batch_norms(model)]
+
+
+def finish_batch_norms(model: VGG, before: list[list], batch: int) -> None:
+    """After a training step's ``backward`` (``batch`` images per context): make MXNet's running-variance
+    update PyTorch's (unbiased variance) and count the batch, on every context."""
+    for (bn, pixels), old in zip(batch_norms(model), before, strict=True):
+        for var, was in zip(bn.running_var.list_data(), old, strict=True):
+            var[:] = unbiased_running_var(var, was, batch * pixels)
+        for count in bn.num_batches_tracked.list_data():
+            count += 1
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:
@@ -99,3 +153,6 @@ def parameter_count(model: VGG) -> int:
 def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits for NumPy ``images`` (N, C, H, W), dropout off (outside autograd.record), ``batch_size`` at a time."""
     return inference.predict_batches(model, images, LAYOUT, lambda x: model(mx.np.array(x)).asnumpy(), batch_size)
+
+
+vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn = (builder(VGG, name) for name in BUILDERS)

@@ -13,7 +13,7 @@ from common.distributed import World
 from common.serving import formats
 from vgg_mxnet import distributed as dist
 from vgg_mxnet.framework import gluon, mx, npx
-from vgg_mxnet.model import VGG
+from vgg_mxnet.model import VGG, finish_batch_norms, running_variances
 
 MODEL_SUFFIX = formats.TRAINED["mxnet"]
 _CONFIG_KEY = "config"  # no "." in it, so the file still loads with VGG(...).load_parameters(path, ignore_extra=True)
@@ -86,10 +86,12 @@ class Engine:
         self.trainer.set_learning_rate(lr)
         xs = gluon.utils.split_and_load(images, self.contexts)  # this process's shard, a slice per context
         ys = gluon.utils.split_and_load(labels, self.contexts)
-        with mx.autograd.record():  # training mode: dropout on
+        before = running_variances(self.model)
+        with mx.autograd.record():  # training mode: dropout on, batch norms on batch statistics
             logits = [self.model(x) for x in xs]
             losses = [self.loss(z, y) for z, y in zip(logits, ys)]
         mx.autograd.backward(losses)  # sums of per-example gradients, summed over contexts and workers ...
+        finish_batch_norms(self.model, before, xs[0].shape[0])
         global_n = images.shape[0] * self.world.processes
         self.trainer.step(global_n)  # ... rescaled by 1/global batch: the mean gradient, as torch's mean loss
         loss_sum = sum(l.sum().item() for l in losses)

@@ -2,8 +2,8 @@
 
 from vgg_tf.distributed import current as current_world, init_distributed
 from vgg_tf.data import from_arrays, load_fashion_mnist
-from vgg_tf.model import (LAYOUT, VGG, layer_summary, parameter_count, predict,
-    print_layer_summary, vgg_block)
+from vgg_tf.model import (LAYOUT, VGG, layer_summary, parameter_count, predict, print_layer_summary,
+    vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, vgg_block)
 from vgg_tf.trainer import MODEL_SUFFIX, evaluate, load, save, train
 from vgg_tf.weights import export_weights, import_weights, load_weights, save_weights
 from vgg_tf.export import export, load_exported
@@ -11,4 +11,5 @@ from vgg_tf.export import export, load_exported
 __all__ = ["LAYOUT", "MODEL_SUFFIX", "VGG", "current_world", "evaluate", "export", "export_weights",
            "from_arrays", "import_weights", "init_distributed", "layer_summary", "load", "load_exported",
            "load_fashion_mnist", "load_weights", "parameter_count", "predict", "print_layer_summary", "save",
-           "save_weights", "train", "vgg_block"]
+           "save_weights", "train", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+           "vgg19_bn", "vgg_block"]

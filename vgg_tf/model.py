@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from common import inference, summary
-from common.arch import LRN, Arch, block_layers, check_model_args, layers_of
-from common.normalization import PAPER_LRN
+from common.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args, layers_of
+from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 from vgg_tf.distributed import scope
 from vgg_tf.framework import keras, tf
 
@@ -27,28 +27,62 @@ class LocalResponseNorm(keras.layers.Layer):
                                                   beta=lrn.beta)
 
 
+class BatchNorm(keras.layers.BatchNormalization):
+    """Keras's BatchNormalization with PyTorch's epsilon and momentum (common/normalization.py) and PyTorch's
+    ``num_batches_tracked``; Keras updates the running variance with the biased batch variance, so each
+    training call corrects that to PyTorch's unbiased update."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(momentum=TORCH_BN.decay, epsilon=TORCH_BN.eps, **kwargs)
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        self.num_batches_tracked = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                                   name="num_batches_tracked")
+
+    def call(self, inputs, training=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training)
+        before = tf.identity(self.moving_variance)
+        outputs = super().call(inputs, training=training)
+        count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], self.moving_variance.dtype)
+        self.moving_variance.assign(unbiased_running_var(self.moving_variance.value, before, count))
+        self.num_batches_tracked.assign_add(1)
+        return outputs
+
+
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              layers: Sequence[int | str] | None = None) -> keras.Sequential:
-    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'same' padding) each with ReLU, and local
-    response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling; built."""
-    made = [LocalResponseNorm() if k == LRN else keras.layers.Conv2D(out_channels, k, padding="same", activation="relu")
-            for k in block_layers(num_convs, layers)]
+              layers: Sequence[int | str] | None = None, batch_norm: bool = False) -> keras.Sequential:
+    """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'same' padding) each followed by batch
+    normalisation if ``batch_norm``, then ReLU (the convolution's activation without), and by local response
+    normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling; built."""
+    kinds = block_layers(num_convs, layers)
+    check_batch_norm(batch_norm, kinds)
+    made = []
+    for k in kinds:
+        if k == LRN:
+            made.append(LocalResponseNorm())
+        elif batch_norm:
+            made += [keras.layers.Conv2D(out_channels, k, padding="same"), BatchNorm(), keras.layers.ReLU()]
+        else:
+            made.append(keras.layers.Conv2D(out_channels, k, padding="same", activation="relu"))
     block = keras.Sequential([*made, keras.layers.MaxPooling2D(2, strides=2)])
     block.build((None, None, None, in_channels))
     return block
 
 
 class VGG(keras.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense."""
+    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense; batch
+    norms start at scale 1, shift 0 and running statistics (0, 1)."""
 
     def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, **kwargs) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
+                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False, **kwargs) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm)
         keras.utils.set_random_seed(seed)  # Keras initialisers draw from the global seed
         with scope():  # mirrored variables under tf.distribute (see vgg_tf.distributed)
             blocks, channels = [], in_channels
             for block in arch:
-                blocks.append(vgg_block(*block[:2], channels, layers_of(block)))
+                blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
                 channels = block[1]
             L = keras.layers
             super().__init__([
@@ -57,7 +91,7 @@ class VGG(keras.Sequential):
                 L.Dense(summary.HIDDEN), L.ReLU(), L.Dropout(dropout),
                 L.Dense(num_classes)], **kwargs)
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout, self.seed = image_size, dropout, seed
+        self.image_size, self.dropout, self.seed, self.batch_norm = image_size, dropout, seed, batch_norm
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:
@@ -83,3 +117,6 @@ def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray
     """Logits for NumPy ``images`` (N, H, W, C), dropout off, computed ``batch_size`` at a time."""
     return inference.predict_batches(model, images, LAYOUT, lambda x: model(x, training=False).numpy(),
                                      batch_size)
+
+
+vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn = (builder(VGG, name) for name in BUILDERS)

@@ -8,7 +8,7 @@ import numpy as np
 
 from common import inference, weights as canonical
 from vgg_tf.framework import keras, tf
-from vgg_tf.model import LAYOUT, VGG
+from vgg_tf.model import LAYOUT, VGG, BatchNorm
 
 
 def _layers(model: VGG, kind: type) -> list:
@@ -19,20 +19,27 @@ def _layers(model: VGG, kind: type) -> list:
     return found
 
 
+_NORM = ("gamma", "beta", "moving_mean", "moving_variance", "num_batches_tracked")  # torchvision's order
+
+
 def export_weights(model: VGG) -> dict[str, np.ndarray]:
-    """The model's weights under torchvision's names and layouts."""
+    """The model's weights (and batch norms' running statistics) under torchvision's names and layouts."""
     pairs = [[(m.kernel.numpy(), m.bias.numpy()) for m in _layers(model, kind)]
              for kind in (keras.layers.Conv2D, keras.layers.Dense)]
-    return canonical.to_canonical(model, *pairs, LAYOUT)
+    norms = [tuple(getattr(m, k).numpy() for k in _NORM) for m in _layers(model, BatchNorm)]
+    return canonical.to_canonical(model, *pairs, LAYOUT, norms)
 
 
 def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
     """Load canonical ``weights`` into ``model``; checks every name and shape before changing anything."""
-    convs, denses = canonical.from_canonical(model, weights, LAYOUT)
+    convs, denses, norms = canonical.from_canonical(model, weights, LAYOUT)
     for kind, pairs in ((keras.layers.Conv2D, convs), (keras.layers.Dense, denses)):
         for m, (w, b) in zip(_layers(model, kind), pairs, strict=True):
             m.kernel.assign(w)
             m.bias.assign(b)
+    for m, tensors in zip(_layers(model, BatchNorm), norms, strict=True):
+        for k, value in zip(_NORM, tensors):
+            getattr(m, k).assign(value)
 
 
 def save_weights(model: VGG, path: str | Path) -> Path:
@@ -45,14 +52,34 @@ def load_weights(model: VGG, path: str | Path) -> None:
     import_weights(model, canonical.load(path))
 
 
-def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Gradients of the mean cross-entropy with respect to every weight, dropout off, canonical layout."""
+def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
+               training: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
     layers = [_layers(model, kind) for kind in (keras.layers.Conv2D, keras.layers.Dense)]
+    norms = _layers(model, BatchNorm)
     variables = [v for group in layers for m in group for v in (m.kernel, m.bias)]
+    variables += [v for m in norms for v in (m.gamma, m.beta)]
     with tf.GradientTape() as tape:
-        logits = model(images, training=False)
+        if training:  # every layer in training mode but the dropouts
+            x = tf.convert_to_tensor(images)
+            for layer in model.layers:
+                x = x if isinstance(layer, keras.layers.Dropout) else layer(x, training=True)
+            logits = x
+        else:
+            logits = model(images, training=False)
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
     grads = iter(g.numpy() for g in tape.gradient(loss, variables))
-    pairs = [[(next(grads), next(grads)) for _ in group] for group in layers]
-    return canonical.to_canonical(model, *pairs, LAYOUT)
+    pairs = [[(next(grads), next(grads)) for _ in group] for group in [*layers, norms]]
+    return logits.numpy(), canonical.to_canonical(model, *pairs[:2], LAYOUT, pairs[2])
+
+
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy with respect to every weight, dropout off (eval mode: batch norms
+    use their running statistics), canonical layout."""
+    return _gradients(model, images, labels, training=False)[1]
+
+
+def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Logits and loss gradients of one training-mode forward with dropout off: batch norms normalise with
+    the batch's statistics and update their running ones, as a training step does."""
+    return _gradients(model, images, labels, training=True)

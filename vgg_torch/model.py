@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from common import inference, summary
-from common.arch import LRN, Arch, block_layers, check_model_args, feature_size, layers_of
-from common.normalization import PAPER_LRN
+from common.arch import (BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
+                         feature_size, layers_of)
+from common.normalization import PAPER_LRN, TORCH_BN
 
 LAYOUT = "NCHW"
 _KINDS = {nn.Sequential: "block", nn.Flatten: "flatten", nn.Linear: "dense", nn.ReLU: "relu",
@@ -18,31 +19,38 @@ _KINDS = {nn.Sequential: "block", nn.Flatten: "flatten", nn.Linear: "dense", nn.
 
 
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              layers: Sequence[int | str] | None = None) -> nn.Sequential:
+              layers: Sequence[int | str] | None = None, batch_norm: bool = False) -> nn.Sequential:
     """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; padding keeps the size) each followed by
-    ReLU, and by local response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling."""
+    batch normalisation if ``batch_norm``, then ReLU, and by local response normalisation where ``layers``
+    has ``"lrn"``; then 2x2 max pooling."""
     modules: list[nn.Module] = []
-    for k in block_layers(num_convs, layers):
+    kinds = block_layers(num_convs, layers)
+    check_batch_norm(batch_norm, kinds)
+    for k in kinds:
         if k == LRN:  # PyTorch divides alpha by the window size
             modules.append(nn.LocalResponseNorm(PAPER_LRN.size, PAPER_LRN.alpha_per_size, PAPER_LRN.beta, PAPER_LRN.k))
             continue
-        modules += [nn.Conv2d(in_channels, out_channels, kernel_size=k, padding=k // 2), nn.ReLU(inplace=True)]
+        modules.append(nn.Conv2d(in_channels, out_channels, kernel_size=k, padding=k // 2))
+        if batch_norm:
+            modules.append(nn.BatchNorm2d(out_channels, eps=TORCH_BN.eps, momentum=TORCH_BN.momentum))
+        modules.append(nn.ReLU(inplace=True))
         in_channels = out_channels
     modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
     return nn.Sequential(*modules)
 
 
 class VGG(nn.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense."""
+    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense; batch
+    norms start at scale 1, shift 0 and running statistics (0, 1)."""
 
     def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout)
+                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm)
         with torch.random.fork_rng(devices=[]):  # seed the init without touching the global RNG
             torch.manual_seed(seed)
             blocks, channels = [], in_channels
             for block in arch:
-                blocks.append(vgg_block(*block[:2], channels, layers_of(block)))
+                blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
                 channels = block[1]
             flat = channels * feature_size(arch, image_size) ** 2
             super().__init__(
@@ -58,7 +66,7 @@ class VGG(nn.Sequential):
         # on CPU (small VGG, 56x56, batch 128: 340 -> 460 examples/s; torch.compile gave 130).
         self.to(memory_format=torch.channels_last)
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout = image_size, dropout
+        self.image_size, self.dropout, self.batch_norm = image_size, dropout, batch_norm
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:
@@ -87,3 +95,6 @@ def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray
     with torch.inference_mode():
         return inference.predict_batches(model, images, LAYOUT, lambda x: model(torch.from_numpy(x)).numpy(),
                                          batch_size)
+
+
+vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn = (builder(VGG, name) for name in BUILDERS)

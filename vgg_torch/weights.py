@@ -17,21 +17,28 @@ def _layers(model: VGG, kind: type) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, kind)]
 
 
+_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
 def export_weights(model: VGG) -> dict[str, np.ndarray]:
-    """The model's weights under torchvision's names and layouts."""
+    """The model's weights (and batch norms' running statistics) under torchvision's names and layouts."""
     pairs = [[(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in _layers(model, kind)]
              for kind in (nn.Conv2d, nn.Linear)]
-    return canonical.to_canonical(model, *pairs, LAYOUT)
+    norms = [tuple(getattr(m, k).detach().numpy().copy() for k in _NORM) for m in _layers(model, nn.BatchNorm2d)]
+    return canonical.to_canonical(model, *pairs, LAYOUT, norms)
 
 
 def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
     """Load canonical ``weights`` into ``model``; checks every name and shape before changing anything."""
-    convs, denses = canonical.from_canonical(model, weights, LAYOUT)
+    convs, denses, norms = canonical.from_canonical(model, weights, LAYOUT)
     with torch.no_grad():
         for kind, pairs in ((nn.Conv2d, convs), (nn.Linear, denses)):
             for m, (w, b) in zip(_layers(model, kind), pairs, strict=True):
                 m.weight.copy_(torch.tensor(w))  # a copy: w may be a read-only buffer
                 m.bias.copy_(torch.tensor(b))
+        for m, tensors in zip(_layers(model, nn.BatchNorm2d), norms, strict=True):
+            for k, value in zip(_NORM, tensors):
+                getattr(m, k).copy_(torch.tensor(value))
 
 
 def save_weights(model: VGG, path: str | Path) -> Path:
@@ -44,13 +51,31 @@ def load_weights(model: VGG, path: str | Path) -> None:
     import_weights(model, canonical.load(path))
 
 
-def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Gradients of the mean cross-entropy with respect to every weight, dropout off, canonical layout."""
+def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
-    model.eval()
     model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(torch.from_numpy(images)), torch.from_numpy(np.asarray(labels, np.int64))).backward()
+    logits = model(torch.from_numpy(images))
+    F.cross_entropy(logits, torch.from_numpy(np.asarray(labels, np.int64))).backward()
     pairs = [[(m.weight.grad.numpy().copy(), m.bias.grad.numpy().copy()) for m in _layers(model, kind)]
-             for kind in (nn.Conv2d, nn.Linear)]
+             for kind in (nn.Conv2d, nn.Linear, nn.BatchNorm2d)]
     model.zero_grad(set_to_none=True)
-    return canonical.to_canonical(model, *pairs, LAYOUT)
+    return logits.detach().numpy(), canonical.to_canonical(model, *pairs[:2], LAYOUT, pairs[2])
+
+
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy with respect to every weight, dropout off (eval mode: batch norms
+    use their running statistics), canonical layout."""
+    model.eval()
+    return _gradients(model, images, labels)[1]
+
+
+def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Logits and loss gradients of one training-mode forward with dropout off: batch norms normalise with
+    the batch's statistics and update their running ones, as a training step does."""
+    model.train()
+    for m in _layers(model, nn.Dropout):
+        m.eval()
+    try:
+        return _gradients(model, images, labels)
+    finally:
+        model.eval()
