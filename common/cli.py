@@ -112,19 +112,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _parity(args: argparse.Namespace) -> int:
-    blocks = arch.by_name(args.arch)
+    blocks, batch_norm = arch.parse(args.arch)
     arch.check_resolution(blocks, args.resize)
     if args.workers > 1:
         return _parity_workers(args)
     modules = {name: backends.load(name) for name in args.backends}
     if args.onnx:
-        return _parity_onnx(args, modules, blocks)
+        return _parity_onnx(args, modules, blocks, batch_norm)
     if len(modules) < 2:
         raise ValueError(f"--backends {','.join(args.backends)}: parity needs at least two backends")
     print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}, "
           f"{args.steps} SGD steps at lr {args.lr:g}, dropout off; backends {', '.join(modules)}")
     matrices = parity.run(modules, blocks, args.resize, batch=args.batch, steps=args.steps, lr=args.lr,
-                          seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+                          seed=args.seed, log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm)
     for quantity, cells in matrices.items():
         print("\n" + parity.format_matrix(cells, quantity))
     ok = parity.passed(matrices)
@@ -132,11 +132,11 @@ def _parity(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _parity_onnx(args: argparse.Namespace, modules: dict, blocks) -> int:
+def _parity_onnx(args: argparse.Namespace, modules: dict, blocks, batch_norm: bool) -> int:
     print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}: one set of weights "
           f"exported to ONNX by {', '.join(modules)}, run in ONNX Runtime")
     cells = onnx_parity.run(modules, blocks, args.resize, batch=args.batch, seed=args.seed, out=args.out,
-                            log=lambda m: print(m, file=sys.stderr))
+                            log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm)
     print("\n" + parity.format_matrix(cells, "logits"))
     ok = parity.passed({"logits": cells})
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
@@ -159,7 +159,7 @@ def _parity_workers(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    blocks = arch.by_name(args.arch)
+    blocks = arch.parse(args.arch)[0]
     for size in args.resize:
         arch.check_resolution(blocks, size)
     out = Path(args.out or f"reports/compare-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -156,10 +156,10 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
     world = vgg.init_distributed()  # threads: cores for one process, cores / W for each of W workers
     row = {"backend": backend, "size": size, "workers": world.processes, "threads": world.threads,
            "engine": world.engine, "import_s": time.perf_counter() - began, "env": backends.environment(backend)}
-    blocks = arch.by_name(arch_name)
+    blocks, batch_norm = arch.parse(arch_name)
     data = vgg.load_fashion_mnist(batch_size, resize=size, data_dir=data_dir, verify=verify, drop_last=True)
     began = time.perf_counter()
-    model = vgg.VGG(blocks, image_size=size)
+    model = vgg.VGG(blocks, image_size=size, batch_norm=batch_norm)
     row["build_s"] = time.perf_counter() - began
     engine = importlib.import_module(f"{vgg.__name__}.trainer").Engine(
         model, training.Recipe(lr=0.01, momentum=0.9, batch_size=batch_size))
@@ -177,7 +177,8 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
         engine.step(*next(stream), 0.01)
         done += 1
     row["train_ex_s"] = done * batch_size / (time.perf_counter() - began)
-    row["train_gflop_s"] = row["train_ex_s"] * summary.flop_count(blocks, image_size=size, training=True) / 1e9
+    row["train_gflop_s"] = row["train_ex_s"] * summary.flop_count(blocks, image_size=size, training=True,
+                                                                  batch_norm=batch_norm) / 1e9
     row["comm_ms"] = _communication_ms(engine, backend, world)
     if world.distributed:
         row["peak_rss_mb"] = peak_rss_mb()
@@ -190,7 +191,7 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
         calls += 1
     row["infer_ex_s"] = calls * len(images) / (time.perf_counter() - began)
     if train_epochs:
-        model = vgg.VGG(blocks, image_size=size)
+        model = vgg.VGG(blocks, image_size=size, batch_norm=batch_norm)
         history = vgg.train(model, data, epochs=train_epochs, batch_size=batch_size, progress=False,
                             log=lambda line: print(f"{backend} @{size}: {line}", file=sys.stderr, flush=True),
                             **{**RECIPE, "warmup_epochs": RECIPE["warmup_epochs"] if train_epochs > 1 else 0})

@@ -74,7 +74,10 @@ def run(names: list[str], arch_name: str, image_size: int, workers: int, batch: 
         log=print) -> dict:
     """Every backend in one process, in ``workers`` processes and (where it exists) over ``workers``
     devices of one process; returns ``{"engines": {backend: {config: diff}}, "across": {pair: diff}}``."""
-    blocks = arch.by_name(arch_name)
+    blocks, batch_norm = arch.parse(arch_name)
+    if batch_norm:  # each engine's own meaning: per worker in DDP, MirroredStrategy and kvstore; global in jax.sharding
+        raise arch.ArchError(f"--arch {arch_name}: parity across worker counts is for plain archs; batch norm's "
+                             "statistics are per worker in some engines and global in others, so they differ by design")
     distributed.check_split(workers, batch, batch)
     results: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="vgg-parity-") as tmp:

@@ -27,8 +27,8 @@ def small_data(vgg, arrays, batch_size=16):
     return vgg.from_arrays(*arrays, batch_size, SIZE, prefetch=0)
 
 
-def fit(vgg, arrays, *, seed=0, epochs=2, dropout=0.5, **kw):
-    model = vgg.VGG(ARCH, image_size=SIZE, dropout=dropout, seed=seed)
+def fit(vgg, arrays, *, seed=0, epochs=2, dropout=0.5, batch_norm=False, **kw):
+    model = vgg.VGG(ARCH, image_size=SIZE, dropout=dropout, seed=seed, batch_norm=batch_norm)
     history = vgg.train(model, small_data(vgg, arrays, kw.pop("batch_size", 16)), epochs=epochs,
                         lr=kw.pop("lr", 0.05), batch_size=16, seed=seed, progress=False, log=lambda _: None, **kw)
     return model, history
@@ -71,13 +71,21 @@ def test_save_load_round_trip(backend, arrays, tmp_path):
     assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
 
 
-def test_checkpoints_resume_to_the_same_history(backend, arrays, tmp_path):
-    _, straight = fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02)
-    fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02, checkpoint_dir=tmp_path)
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
+def test_checkpoints_resume_to_the_same_history(backend, arrays, tmp_path, batch_norm):
+    """With batch norm the test accuracy (eval mode) also shows that the running statistics came back."""
+    model, straight = fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02, batch_norm=batch_norm)
+    fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02, checkpoint_dir=tmp_path, batch_norm=batch_norm)
     checkpoint.path_for(tmp_path, 3).unlink()  # as if killed during epoch 3
-    _, resumed = fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02, checkpoint_dir=tmp_path, resume=True)
+    again, resumed = fit(backend, arrays, epochs=3, momentum=0.9, lr=0.02, checkpoint_dir=tmp_path, resume=True,
+                         batch_norm=batch_norm)
     assert resumed["epoch"] == [1, 2, 3]
     np.testing.assert_allclose(resumed["train_loss"], straight["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(resumed["test_acc"], straight["test_acc"], rtol=1e-5)
+    if batch_norm:
+        a, b = backend.export_weights(model), backend.export_weights(again)
+        assert a["features.1.num_batches_tracked"] == b["features.1.num_batches_tracked"] == 3 * 6
+        np.testing.assert_allclose(a["features.1.running_var"], b["features.1.running_var"], rtol=1e-4)
 
 
 def test_damaged_checkpoint_is_refused(backend, arrays, tmp_path):

@@ -60,10 +60,10 @@ def live(path: str | Path, backend: str | None = None, arch: str | None = None,
         if not backend:
             raise formats.ModelFileError(f"{path}: canonical weights need --backend "
                                          f"({', '.join(backends.NAMES)}) and --arch/--resize")
-        blocks = archs.by_name(arch or "small")
+        blocks, batch_norm = archs.parse(arch or "small")
         image_size = archs.check_resolution(blocks, resize or 224)
         vgg = backends.load(backend)
-        model = vgg.VGG(blocks, image_size=image_size)
+        model = vgg.VGG(blocks, image_size=image_size, batch_norm=batch_norm)
         try:
             vgg.load_weights(model, path)
         except (OSError, RuntimeError) as exc:  # safetensors' own errors on a truncated file

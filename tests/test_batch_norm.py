@@ -1,0 +1,112 @@
+"""Batch normalisation: torchvision's names and counts, one meaning in every backend (eval and training mode,
+running statistics) against the NumPy oracle, builders, files, and refusals of weights that do not fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common import arch, cli, parity, summary
+from common import weights as canonical
+from common.arch import ArchError
+
+BLOCKS = ((1, 8), (2, 16, (3, 1)))  # a 3x3 and a 1x1 convolution, each with its batch norm
+SIZE = 32
+
+
+def test_torchvision_names_and_counts():
+    """torchvision 0.28's vgg*_bn: parameter counts, and vgg16_bn's state_dict layout (conv i, batch norm
+    i + 1, ReLU i + 2, pools between blocks; five tensors per batch norm, the counter int64 and 0-d)."""
+    counts = {name: summary.parameter_count(*arch.BUILDERS[name][:1], 3, 224, 1000, batch_norm=True)
+              for name in ("vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn")}
+    assert counts == {"vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736, "vgg16_bn": 138_365_992,
+                      "vgg19_bn": 143_678_248}
+    shapes = canonical.expected_shapes(arch.VGG16, 3, 224, 1000, batch_norm=True)
+    convs = [int(k.split(".")[1]) for k, s in shapes.items() if k.startswith("features.") and len(s) == 4]
+    norms = [int(k.split(".")[1]) for k in shapes if k.endswith(".running_mean")]
+    assert convs == [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
+    assert norms == [c + 1 for c in convs]
+    assert [k for k in shapes if k.startswith("features.1.")] == [
+        f"features.1.{t}" for t in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    assert shapes["features.1.num_batches_tracked"] == () and shapes["features.41.running_var"] == (512,)
+    assert len(shapes) == 97  # torchvision's vgg16_bn state_dict has 97 entries
+
+
+def test_names_and_refusals():
+    assert arch.parse("small_bn") == (arch.small(), True) and arch.parse("vgg16") == (arch.VGG16, False)
+    assert arch.parse("C_bn") == (arch.C, True) and "vgg19_bn" in arch.CHOICES and "A_LRN_bn" not in arch.CHOICES
+    with pytest.raises(ArchError, match="the paper's A-LRN has no batch norm"):
+        arch.parse("A_LRN_bn")
+    with pytest.raises(ArchError, match="unknown arch 'vgg12_bn'"):
+        arch.parse("vgg12_bn")
+    with pytest.raises(ArchError, match="batch_norm must be True or False, got 'yes'"):
+        arch.check_model_args(arch.small(), 10, 1, 32, 0.5, "yes")
+
+
+def test_builders(backend):
+    names = [n for n in dir(backend) if n.startswith("vgg") and n[3:5].isdigit()]
+    assert sorted(names) == sorted(arch.BUILDERS)
+    for name in ("vgg11", "vgg11_bn"):
+        model = getattr(backend, name)(image_size=32, num_classes=7)
+        assert (model.arch, model.batch_norm, model.num_classes) == (*arch.BUILDERS[name], 7)
+        assert backend.parameter_count(model) == summary.parameter_count(arch.VGG11, 1, 32, 7, model.batch_norm)
+
+
+def test_backend_refuses_lrn_with_batch_norm(backend):
+    with pytest.raises(ArchError, match="not a VGG"):
+        backend.VGG(arch.small(arch.A_LRN, 8), image_size=32, batch_norm=True)
+    with pytest.raises(ArchError, match="not a VGG"):
+        backend.vgg_block(1, 8, layers=(3, "lrn"), batch_norm=True)
+
+
+def test_batch_norm_means_the_same_everywhere(all_backends):
+    """From one set of weights and running statistics: eval-mode logits (running statistics) and training-mode
+    logits (the batch's) against the oracle and pairwise; gradients in both modes and three SGD steps pairwise;
+    running statistics after one training forward and after three compiled training steps at lr 0 (weights
+    held, so the oracle can follow) against the oracle."""
+    matrices = parity.run(all_backends, BLOCKS, SIZE, batch=4, steps=3, batch_norm=True)
+    assert parity.passed(matrices), {q: max(c.values()) for q, c in matrices.items()}
+    for quantity in ("logits", "train logits", "running statistics", "statistics after steps"):
+        assert sum(parity.ORACLE in pair for pair in matrices[quantity]) == 2 * len(all_backends), quantity
+
+
+def test_running_statistics_survive_save_and_load(backend, tmp_path):
+    wmod = __import__(f"{backend.__name__}.weights", fromlist=["x"])
+    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True)
+    images, labels = parity.fixed_batch(BLOCKS, SIZE, 4)
+    wmod.training_outputs(model, parity.to_layout(images, backend.LAYOUT), labels)  # stats leave (0, 1)
+    before = backend.export_weights(model)
+    assert before["features.1.num_batches_tracked"] == 1 and not np.allclose(before["features.1.running_var"], 1)
+    again = backend.load(backend.save(model, tmp_path / f"m{backend.MODEL_SUFFIX}"))
+    after = backend.export_weights(again)
+    assert again.batch_norm and all(np.array_equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("plain into bn", "the model has batch norm and they have none"),
+    ("bn into plain", r"they have batch norm \(features.1.running_mean ...\) and the model has none"),
+    ("drop running_var", "missing: features.1.running_var"),
+    ("reshape running_mean", r"mis-shaped: features.5.running_mean \(3,\) \(expected \(16,\)\)"),
+    ("float counter", "wrong type: features.1.num_batches_tracked float32 \\(expected int64\\)"),
+])
+def test_weights_that_do_not_fit_are_refused(backend, change, message):
+    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=change != "bn into plain")
+    before = backend.export_weights(model)
+    weights = canonical.random_weights(BLOCKS, image_size=SIZE, batch_norm=change != "plain into bn")
+    if change == "drop running_var":
+        del weights["features.1.running_var"]
+    elif change == "reshape running_mean":
+        weights["features.5.running_mean"] = weights["features.5.running_mean"][:3]
+    elif change == "float counter":
+        weights["features.1.num_batches_tracked"] = np.float32(3)
+    with pytest.raises(canonical.WeightsError, match=message):
+        backend.import_weights(model, weights)
+    after = backend.export_weights(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing changed
+
+
+def test_summary_lists_batch_norms(capsys):
+    assert cli.main(["summary", "--arch", "vgg16_bn", "--flops", "--in-channels", "3", "--num-classes", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "| batchnorm (block 1) | features.1 | (64, 224, 224) | 128 | 6,422,528 |" in out
+    assert "| all (29) | 138,365,992 | 100 % |" in out
