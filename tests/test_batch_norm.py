@@ -110,3 +110,14 @@ def test_summary_lists_batch_norms(capsys):
     out = capsys.readouterr().out
     assert "| batchnorm (block 1) | features.1 | (64, 224, 224) | 128 | 6,422,528 |" in out
     assert "| all (29) | 138,365,992 | 100 % |" in out
+
+
+def test_native_export_keeps_batch_norm(backend, tmp_path):
+    """The framework's own deployable file (torch.export, SavedModel, jax.export, Gluon symbol) of a batch-norm
+    model: eval mode with the running statistics baked in, reloaded and checked against the live model."""
+    from common.serving import formats
+
+    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True)
+    backend.import_weights(model, canonical.random_weights(BLOCKS, image_size=SIZE, batch_norm=True, seed=2))
+    done = backend.export(model, tmp_path / f"m{formats.NATIVE[backend.__name__[4:]]}")
+    assert done.difference <= formats.TOLERANCE and done.checked > 0
