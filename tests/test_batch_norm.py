@@ -121,3 +121,17 @@ def test_native_export_keeps_batch_norm(backend, tmp_path):
     backend.import_weights(model, canonical.random_weights(BLOCKS, image_size=SIZE, batch_norm=True, seed=2))
     done = backend.export(model, tmp_path / f"m{formats.NATIVE[backend.__name__[4:]]}")
     assert done.difference <= formats.TOLERANCE and done.checked > 0
+
+
+def test_every_configuration_and_its_bn_variant_has_the_analytic_shapes_and_counts(backend):
+    """Table 1's configurations (channels / 16, so quick) with and without batch norm: layer shapes and
+    parameter counts against common's analysis, which the 224x224 figures above come from."""
+    for name, config in arch.CONFIGS.items():
+        blocks = arch.small(config, 16)
+        for batch_norm in (False, True) if name != "A_LRN" else (False,):
+            model = backend.VGG(blocks, num_classes=1000, in_channels=3, image_size=32, batch_norm=batch_norm)
+            rows = backend.layer_summary(model, summary.from_nchw((1, 3, 32, 32), backend.LAYOUT))
+            got = [(kind, summary.to_nchw(s, backend.LAYOUT)) for kind, s in rows]
+            assert got == summary.expected_summary(blocks, (1, 3, 32, 32), 1000), (name, batch_norm)
+            assert backend.parameter_count(model) == summary.parameter_count(blocks, 3, 32, 1000, batch_norm), (
+                name, batch_norm)
