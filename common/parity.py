@@ -59,7 +59,7 @@ def backend_outputs(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image
     """Logits, gradients and the export of ``weights`` after import, for one backend module; with batch
     norm also training mode's logits and gradients and the running statistics that forward leaves."""
     wmod = importlib.import_module(f"{vgg.__name__}.weights")
-    model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1], batch_norm=batch_norm)
+    model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1], batch_norm=batch_norm, dropout=0.0)
     wmod.import_weights(model, weights)
     x = to_layout(images, vgg.LAYOUT)
     out = {"logits": vgg.predict(model, x), "gradients": wmod.loss_gradients(model, x, labels),
