@@ -30,7 +30,7 @@ def max_pool(x: jax.Array) -> jax.Array:
 
 
 def max_pool_pairwise(x: jax.Array) -> jax.Array:
-    """:func:`max_pool` as the maximum of the window's four strided slices, for blocks with batch norm.
+    """:func:`max_pool` as the pairwise maximum of the window's four elements, for blocks with batch norm.
 
     After a batch norm, :func:`max_pool`'s gradient under ``jit`` (JAX 0.7.1 and 0.12) differs from the
     eager one, which agrees with PyTorch and a float64 reference, by up to 0.8 relative at odd feature-map
@@ -38,8 +38,8 @@ def max_pool_pairwise(x: jax.Array) -> jax.Array:
     the operands themselves and agrees under ``jit``; it is slower, so plain blocks keep :func:`max_pool`.
     """
     n, h, w, c = x.shape
-    x = x[:, :h // 2 * 2, :w // 2 * 2]
-    return jnp.maximum(jnp.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]), jnp.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
+    v = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)  # slices, not strided gathers: ONNX
+    return jnp.maximum(jnp.maximum(v[:, :, 0, :, 0], v[:, :, 0, :, 1]), jnp.maximum(v[:, :, 1, :, 0], v[:, :, 1, :, 1]))
 
 
 def flatten(x: jax.Array) -> jax.Array:
