@@ -180,7 +180,8 @@ def from_canonical(model, weights: dict[str, np.ndarray],
 
 def save_file(weights: dict[str, np.ndarray], path: str | Path) -> Path:
     """Write canonical weights to a safetensors file, atomically."""
-    return atomic.write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in weights.items()}))
+    # np.require, not ascontiguousarray, which turns num_batches_tracked's 0-d arrays into 1-d ones
+    return atomic.write_bytes(path, save({k: np.require(v, requirements="C") for k, v in weights.items()}))
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:

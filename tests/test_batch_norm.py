@@ -80,6 +80,10 @@ def test_running_statistics_survive_save_and_load(backend, tmp_path):
     again = backend.load(backend.save(model, tmp_path / f"m{backend.MODEL_SUFFIX}"))
     after = backend.export_weights(again)
     assert again.batch_norm and all(np.array_equal(before[k], after[k]) for k in before)
+    other = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True, seed=5)  # and through the safetensors file
+    backend.load_weights(other, backend.save_weights(model, tmp_path / "w.safetensors"))
+    after = backend.export_weights(other)
+    assert all(np.array_equal(before[k], after[k]) and before[k].shape == after[k].shape for k in before)
 
 
 @pytest.mark.parametrize("change, message", [
