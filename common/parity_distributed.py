@@ -15,8 +15,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from common import arch, backends, distributed, launch, parity, training
 from common import weights as canonical
 
