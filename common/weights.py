@@ -77,19 +77,19 @@ def check(weights: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
         raise WeightsError("weights do not fit this model; " + "; ".join(problems))
 
 
-def _names(model, suffix: str) -> list[str]:
-    return [k[:-len(suffix)] for k in model_shapes(model) if k.startswith("features.") and k.endswith(suffix)]
+def _layers(model, kind: str) -> list[str]:
+    return [layer.name for layer in weighted_layers(model.arch, model.in_channels, model.image_size,
+                                                    model.num_classes, model.batch_norm) if layer.kind == kind]
 
 
 def conv_pairs(model) -> list[tuple[str, str]]:
     """Canonical (weight, bias) names of every convolution, in order."""
-    norms = set(norm_layers(model))
-    return [(f"{n}weight", f"{n}bias") for n in _names(model, "weight") if n[:-1] not in norms]
+    return [(f"{name}.weight", f"{name}.bias") for name in _layers(model, "conv")]
 
 
 def norm_layers(model) -> list[str]:
     """Canonical prefix (``features.1``) of every batch norm, in order."""
-    return [n[:-1] for n in _names(model, "running_mean")]
+    return _layers(model, "batch_norm")
 
 
 DENSE = ("classifier.0", "classifier.3", "classifier.6")
