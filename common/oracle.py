@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from common.arch import LRN, layers_of, validate
 from common.normalization import PAPER_LRN, TORCH_BN
-from common.weights import DENSE, STATISTICS
+from common.weights import DENSE
 
 
 def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -56,11 +56,6 @@ def max_pool2x2(x: np.ndarray) -> np.ndarray:
     n, c, h, w = x.shape
     x = x[:, :, : h // 2 * 2, : w // 2 * 2]
     return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
-
-
-def statistics(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The running statistics among canonical ``weights`` (what a training step changes besides weights)."""
-    return {k: v for k, v in weights.items() if k.rsplit(".", 1)[-1] in STATISTICS}
 
 
 def forward(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False,

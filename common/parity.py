@@ -67,7 +67,7 @@ def backend_outputs(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image
     if batch_norm:
         logits, gradients = wmod.training_outputs(model, x, labels)
         out.update({"train logits": logits, "train gradients": without_zero_gradients(gradients),
-                    "running statistics": oracle.statistics(wmod.export_weights(model))})
+                    "running statistics": canonical.running_statistics(wmod.export_weights(model))})
     return out
 
 
@@ -77,7 +77,7 @@ def oracle_outputs(weights: dict[str, np.ndarray], arch, images: np.ndarray, bat
     if batch_norm:
         after = dict(weights)
         out["train logits"] = oracle.forward(after, arch, images, batch_norm, training=True)
-        out["running statistics"] = oracle.statistics(after)
+        out["running statistics"] = canonical.running_statistics(after)
     return out
 
 
@@ -86,7 +86,7 @@ def oracle_statistics(weights: dict[str, np.ndarray], arch, batches: list[tuple[
     after = dict(weights)
     for images, _ in batches:
         oracle.forward(after, arch, images, batch_norm=True, training=True)
-    return oracle.statistics(after)
+    return canonical.running_statistics(after)
 
 
 def trajectory(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
@@ -161,7 +161,7 @@ def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, s
         results[name]["trajectory"] = trajectory(vgg, weights, arch, image_size, batches, lr, batch_norm)
         if batch_norm:
             held = trajectory(vgg, weights, arch, image_size, batches, 0.0, batch_norm)["trained"]
-            results[name]["statistics after steps"] = oracle.statistics(held)
+            results[name]["statistics after steps"] = canonical.running_statistics(held)
     return {quantity: matrix(results, quantity) for quantity in TOLERANCES
             if any(quantity in r for r in results.values())}
 

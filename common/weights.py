@@ -30,6 +30,12 @@ STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 COUNT = STATISTICS[-1]  # the one int64 tensor; every other is float32
 
 
+def running_statistics(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch norms' running statistics among canonical ``weights``: what a training step changes besides
+    the weights, and what has no gradient."""
+    return {k: v for k, v in weights.items() if k.rsplit(".", 1)[-1] in STATISTICS}
+
+
 def expected_shapes(arch, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
                     batch_norm: bool = False) -> dict[str, tuple]:
     """Canonical name -> shape for every tensor of a VGG, in torchvision's order."""

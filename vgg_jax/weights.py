@@ -65,8 +65,8 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.n
     grads, logits = nnx.grad(loss, has_aux=True)(model)
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     twin = export_weights(nnx.merge(graphdef, grads, rest))  # a twin whose parameters hold the gradients
-    statistics = tuple(f".{k}" for k in canonical.STATISTICS)
-    return np.asarray(logits), {k: v for k, v in twin.items() if not k.endswith(statistics)}
+    statistics = canonical.running_statistics(twin)  # the twin's own, not gradients
+    return np.asarray(logits), {k: v for k, v in twin.items() if k not in statistics}
 
 
 def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
