@@ -3,10 +3,11 @@
 Each framework's reference is the book's code as the book runs it: eager PyTorch with torch.optim.SGD; eager
 TensorFlow with GradientTape (no tf.function); Flax linen with only the loss jitted, value_and_grad around it
 and an un-jitted optax update through TrainState; MXNet Gluon not hybridized. Same small VGG, the book's
-init, batch 128, plain SGD at lr 0.01 and random data. The project's row is its Engine step (SGD with
-momentum 0.9, as `vgg compare` measures it) on the same random data. Every (code, framework, size) runs in
-its own process with the same thread settings as `vgg compare` (OMP_NUM_THREADS = cores, so the book's MXNet
-uses both cores); rounds interleave book and project, and the table gives the median and range per cell.
+init, batch 128, plain SGD at lr 0.01 and random data. The project's row is its Engine step with the same
+optimizer (plain SGD; `--momentum 0.9` measures it as `vgg compare` does) on the same random data. Every
+(code, framework, size) runs in its own process with the same thread settings as `vgg compare`
+(OMP_NUM_THREADS = cores, so the book's MXNet uses both cores); rounds interleave book and project, and the
+table gives the median and range per cell.
 
     python benchmarks/book_reference.py                       # torch,tf,jax,mxnet at 224 and 56, 2 rounds
     python benchmarks/book_reference.py --backends tf --sizes 56 --rounds 3 --seconds 10
@@ -213,8 +214,8 @@ def book_mxnet(size: int, batch: int):
 BOOK = {"torch": book_torch, "tf": book_tf, "jax": book_jax, "mxnet": book_mxnet}
 
 
-def project(backend: str, size: int, batch: int, momentum: float = 0.9):
-    """This project's training step as `vgg compare` measures it (SGD, momentum 0.9), on random data."""
+def project(backend: str, size: int, batch: int, momentum: float = 0.0):
+    """This project's training step (its Engine, SGD at the book's lr) on random data."""
     import importlib
 
     from common import training
@@ -232,20 +233,22 @@ def project(backend: str, size: int, batch: int, momentum: float = 0.9):
     return lambda: engine.step(images, labels, LR)
 
 
-def measure(code: str, backend: str, size: int, batch: int, seconds: float) -> dict:
-    """One child's work: build, two warm-up steps, then as many steps as fit in ``seconds``."""
+def measure(code: str, backend: str, size: int, batch: int, seconds: float, momentum: float = 0.0) -> dict:
+    """One child's work: build, two warm-up steps, then as many steps as fit in ``seconds``; examples/s over
+    them all and from the median step (steadier on a shared machine)."""
     began = time.perf_counter()
-    step = BOOK[backend](size, batch) if code == "book" else project(backend, size, batch)
+    step = BOOK[backend](size, batch) if code == "book" else project(backend, size, batch, momentum)
     step()
     first = time.perf_counter() - began
     step()
-    done, began = 0, time.perf_counter()
-    while done < 2 or time.perf_counter() - began < seconds:
+    times, began = [], time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - began < seconds:
+        t = time.perf_counter()
         step()
-        done += 1
-    return {"code": code, "backend": backend, "size": size, "ex_s": done * batch / (time.perf_counter() - began),
-            "steps": done, "build_and_first_step_s": first, "peak_rss_mb": peak_rss_mb(),
-            "env": backends.environment(backend)}
+        times.append(time.perf_counter() - t)
+    return {"code": code, "backend": backend, "size": size, "ex_s": len(times) * batch / sum(times),
+            "ex_s_median": batch / statistics.median(times), "steps": len(times),
+            "build_and_first_step_s": first, "peak_rss_mb": peak_rss_mb(), "env": backends.environment(backend)}
 
 
 def table(rows: list[dict], names: list[str], sizes: list[int]) -> str:
@@ -276,11 +279,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--momentum", type=float, default=0.0,
+                   help="the project's SGD momentum (default 0: the book's plain SGD)")
     p.add_argument("--out", default=None, help="also write the report (Markdown) and rows (JSON) here")
     p.add_argument("--child", nargs=3, metavar=("CODE", "BACKEND", "SIZE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(measure(a.child[0], a.child[1], int(a.child[2]), a.batch_size, a.seconds)))
+        print(json.dumps(measure(a.child[0], a.child[1], int(a.child[2]), a.batch_size, a.seconds, a.momentum)))
         return
     names = [n for n in a.backends.split(",") if n]
     sizes = [int(s) for s in a.sizes.split(",") if s]
@@ -290,7 +295,7 @@ def main() -> None:
     caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
     header = (f"{datetime.now(timezone.utc):%Y-%m-%d}; {cores()} cores, {cpu()}; caps: "
               f"{', '.join(f'{k}={v}' for k, v in caps.items()) or 'none'}; batch {a.batch_size}, "
-              f"{a.seconds:g} s per cell, {a.rounds} rounds")
+              f"{a.seconds:g} s per cell, {a.rounds} rounds; the project's SGD momentum {a.momentum:g}")
     print(header, file=sys.stderr)
     rows = []
     for r in range(a.rounds):
@@ -299,7 +304,8 @@ def main() -> None:
                 order = ("book", "project") if r % 2 == 0 else ("project", "book")
                 for code in order:
                     proc = subprocess.run([sys.executable, __file__, "--child", code, name, str(size),
-                                           "--seconds", str(a.seconds), "--batch-size", str(a.batch_size)],
+                                           "--seconds", str(a.seconds), "--batch-size", str(a.batch_size),
+                                           "--momentum", str(a.momentum)],
                                           env=child_env(), cwd=ROOT, capture_output=True, text=True)
                     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
                     if proc.returncode or not lines:
