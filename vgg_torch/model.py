@@ -22,7 +22,8 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
               layers: Sequence[int | str] | None = None, batch_norm: bool = False) -> nn.Sequential:
     """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; padding keeps the size) each followed by
     batch normalisation if ``batch_norm``, then ReLU, and by local response normalisation where ``layers``
-    has ``"lrn"``; then 2x2 max pooling."""
+    has ``"lrn"``; then 2x2 max pooling. The block's last ReLU runs after the pooling: max and ReLU commute
+    (same values and gradients) and the ReLU then touches a quarter of the elements."""
     modules: list[nn.Module] = []
     kinds = block_layers(num_convs, layers)
     check_batch_norm(batch_norm, kinds)
@@ -35,7 +36,11 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
             modules.append(nn.BatchNorm2d(out_channels, eps=TORCH_BN.eps, momentum=TORCH_BN.momentum))
         modules.append(nn.ReLU(inplace=True))
         in_channels = out_channels
-    modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    pool = nn.MaxPool2d(kernel_size=2, stride=2)
+    if isinstance(modules[-1], nn.ReLU):
+        modules.insert(len(modules) - 1, pool)
+    else:  # after an LRN
+        modules.append(pool)
     return nn.Sequential(*modules)
 
 
