@@ -12,9 +12,7 @@ the order rotates from round to round, and the ratio to the first variant is tak
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import backends  # noqa: E402
 from common.compare import child_env, cores, cpu  # noqa: E402
+from book_reference import run_child  # noqa: E402  (this folder is on the path of a script run from it)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str], Path]:
@@ -43,18 +42,6 @@ def parse_variant(text: str) -> tuple[str, dict[str, str], Path]:
     return label, env, tree
 
 
-def run(tree: Path, env: dict[str, str], backend: str, size: int, a: argparse.Namespace) -> dict | str:
-    """One child of ``tree``'s benchmarks/book_reference.py measuring the project's step; its row or why not."""
-    child = {**child_env(), **env, "PYTHONPATH": str(tree)}
-    proc = subprocess.run([sys.executable, str(tree / "benchmarks" / "book_reference.py"), "--child", "project",
-                           backend, str(size), "--seconds", str(a.seconds), "--batch-size", str(a.batch_size),
-                           "--momentum", str(a.momentum)], env=child, cwd=tree, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-    return json.loads(lines[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("backend", choices=backends.NAMES)
@@ -74,7 +61,9 @@ def main() -> None:
         order = variants[r % len(variants):] + variants[:r % len(variants)]
         got = {}
         for label, env, tree in order:
-            row = run(tree, env, a.backend, a.size, a)
+            # the tree's own copy of book_reference.py measures its code
+            row = run_child(tree / "benchmarks" / "book_reference.py", ["project", a.backend, str(a.size)], a,
+                            {**child_env(), **env, "PYTHONPATH": str(tree)}, tree)
             if isinstance(row, str):
                 print(f"round {r + 1}: {label} failed: {row}", flush=True)
                 continue
@@ -87,7 +76,7 @@ def main() -> None:
             if base in got and label in got:
                 ratios[label].append(got[label]["ex_s_median"] / got[base]["ex_s_median"])
     print("\n| variant | ex/s median (range) | ratio to " + variants[0][0] + " | peak RSS MB |\n|---|---|---|---|")
-    for label, env, tree in variants:
+    for label, _, _ in variants:
         ex = [row["ex_s_median"] for row in rows[label]]
         if not ex:
             print(f"| {label} | failed | | |")

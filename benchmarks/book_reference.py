@@ -251,6 +251,18 @@ def measure(code: str, backend: str, size: int, batch: int, seconds: float, mome
             "build_and_first_step_s": first, "peak_rss_mb": peak_rss_mb(), "env": backends.environment(backend)}
 
 
+def run_child(script: Path, child: list[str], a: argparse.Namespace, env: dict[str, str], cwd: Path) -> dict | str:
+    """``script --child CODE BACKEND SIZE`` with ``a``'s measuring options in its own process: its row, or the
+    last line of its error."""
+    proc = subprocess.run([sys.executable, str(script), "--child", *child, "--seconds", str(a.seconds),
+                           "--batch-size", str(a.batch_size), "--momentum", str(a.momentum)],
+                          env=env, cwd=cwd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    return json.loads(lines[-1])
+
+
 def table(rows: list[dict], names: list[str], sizes: list[int]) -> str:
     def cell(code, name, size, key):
         return [r[key] for r in rows if (r["code"], r["backend"], r["size"]) == (code, name, size) and key in r]
@@ -303,16 +315,10 @@ def main() -> None:
             for name in names:
                 order = ("book", "project") if r % 2 == 0 else ("project", "book")
                 for code in order:
-                    proc = subprocess.run([sys.executable, __file__, "--child", code, name, str(size),
-                                           "--seconds", str(a.seconds), "--batch-size", str(a.batch_size),
-                                           "--momentum", str(a.momentum)],
-                                          env=child_env(), cwd=ROOT, capture_output=True, text=True)
-                    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-                    if proc.returncode or not lines:
-                        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-                        print(f"round {r + 1}: {code} {name} @{size} failed: {why}", file=sys.stderr)
+                    row = run_child(Path(__file__), [code, name, str(size)], a, child_env(), ROOT)
+                    if isinstance(row, str):
+                        print(f"round {r + 1}: {code} {name} @{size} failed: {row}", file=sys.stderr)
                         continue
-                    row = json.loads(lines[-1])
                     row["round"] = r + 1
                     rows.append(row)
                     print(f"round {r + 1}: {code:7} {name:5} @{size:<3} {row['ex_s']:8.1f} ex/s  "
