@@ -2,7 +2,8 @@
 
 torch's CPU allocator has no cache: every activation of 32 MiB or more is a fresh mmap, faulted in 4 KiB
 pages on every step. THP_MEM_ALLOC_ENABLE (read when torch loads; the user's value wins) makes it align
-buffers of 2 MiB or more and ask for transparent huge pages, 512x fewer faults (README, Results).
+buffers of 2 MiB or more and ask for transparent huge pages: one fault per 2 MiB, not per 4 KiB (README,
+Results).
 
 PyPI's torch (a CUDA build) brings Triton, the GPU kernel compiler of torch.compile, and imports it with
 torch._dynamo, which the first ``torch.optim`` optimizer loads. Triton links its own LLVM, and loading it
