@@ -42,11 +42,8 @@ class Engine:
     which differs from torch once the lr changes): buf = m * buf + grad + wd * w; w -= lr * buf.
     The lr is a tensor argument, so a new lr per step never retraces.
 
-    ``jit_compile=True`` (XLA) measured on arch.small() at 56x56, batch 128, momentum 0.9, 2 CPU cores shared
-    with other jobs, mean of 6 steps after 2 warm-up steps, two runs each: XLA 593 and 621 ex/s (0.21 s/step,
-    first step 2.6 s), graph mode with oneDNN 775 and 790 ex/s (0.16 s/step, first step 0.7 s), so graph mode
-    is about 1.3x faster; an earlier run next to a training job gave XLA 277-282, graph 353-421 ex/s.
-    Graph mode is the default (``JIT_COMPILE``).
+    Graph mode is the default (``JIT_COMPILE``): it runs oneDNN's convolutions, which XLA's CPU compiler
+    (``jit_compile=True``) replaces with its own, slower on CPU and slower to compile.
     """
 
     def __init__(self, model: VGG, recipe: training.Recipe, world: World | None = None,

@@ -67,8 +67,8 @@ class VGG(nn.Sequential):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     nn.init.xavier_uniform_(module.weight)
                     nn.init.zeros_(module.bias)
-        # Logical layout stays NCHW; channels-last memory lets oneDNN run the convolutions ~1.35x faster
-        # on CPU (small VGG, 56x56, batch 128: 340 -> 460 examples/s; torch.compile gave 130).
+        # The logical layout stays NCHW; channels-last memory is oneDNN's native convolution layout on CPU,
+        # so no reorder runs around each convolution.
         self.to(memory_format=torch.channels_last)
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
         self.image_size, self.dropout, self.batch_norm = image_size, dropout, batch_norm
