@@ -30,15 +30,15 @@ def parse_variant(text: str) -> tuple[str, dict[str, str], Path]:
     for item in filter(None, settings.split(";")):
         name, eq, value = item.partition("=")
         if not eq:
-            raise SystemExit(f"ab.py: variant {text!r}: {item!r} is not NAME=VALUE")
+            raise ValueError(f"variant {text!r}: {item!r} is not NAME=VALUE")
         if name == "tree":
             tree = Path(value).resolve()
             if not (tree / "benchmarks" / "book_reference.py").is_file():
-                raise SystemExit(f"ab.py: variant {text!r}: {tree} is not a checkout of this project")
+                raise ValueError(f"variant {text!r}: {tree} is not a checkout of this project")
         else:
             env[name] = value
     if not label:
-        raise SystemExit(f"ab.py: variant {text!r} has no label (LABEL=SETTINGS)")
+        raise ValueError(f"variant {text!r} has no label (LABEL=SETTINGS)")
     return label, env, tree
 
 
@@ -47,12 +47,17 @@ def main() -> None:
     p.add_argument("backend", choices=backends.NAMES)
     p.add_argument("size", type=int)
     p.add_argument("variants", nargs="+", help="LABEL=SETTINGS; the first is the baseline")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each variant's ratio is per round")
+    p.add_argument("--seconds", type=float, default=15, help="timed steps per run, after two warm-up steps")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--momentum", type=float, default=0.0, help="the step's SGD momentum (default 0, as the book)")
     a = p.parse_args()
-    variants = [parse_variant(v) for v in a.variants]
+    try:
+        variants = [parse_variant(v) for v in a.variants]
+    except ValueError as e:
+        p.error(str(e))
+    if a.size < 32 or a.rounds < 1 or a.seconds <= 0 or a.batch_size < 1:
+        p.error("size must be 32 or more, --rounds and --batch-size at least 1, --seconds above 0")
     print(f"{a.backend} at {a.size}, batch {a.batch_size}, momentum {a.momentum:g}; {cores()} cores, {cpu()}; "
           f"{a.rounds} rounds of {a.seconds:g} s", flush=True)
     rows: dict[str, list[dict]] = {label: [] for label, _, _ in variants}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -258,6 +259,8 @@ def run_child(script: Path, child: list[str], a: argparse.Namespace, env: dict[s
                            "--batch-size", str(a.batch_size), "--momentum", str(a.momentum)],
                           env=env, cwd=cwd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode < 0:  # killed: the last line of stderr is whatever it printed before
+        return f"killed by {signal.Signals(-proc.returncode).name}"
     if proc.returncode or not lines:
         return (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
     return json.loads(lines[-1])
@@ -286,10 +289,10 @@ def table(rows: list[dict], names: list[str], sizes: list[int]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backends", default="torch,tf,jax,mxnet")
-    p.add_argument("--sizes", default="224,56")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--backends", default="torch,tf,jax,mxnet", help="comma-separated (default: all four)")
+    p.add_argument("--sizes", default="224,56", help="comma-separated image sizes (default: 224,56)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the ratio is taken per round")
+    p.add_argument("--seconds", type=float, default=20, help="timed steps per cell, after two warm-up steps")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--momentum", type=float, default=0.0,
                    help="the project's SGD momentum (default 0: the book's plain SGD)")
@@ -300,7 +303,14 @@ def main() -> None:
         print(json.dumps(measure(a.child[0], a.child[1], int(a.child[2]), a.batch_size, a.seconds, a.momentum)))
         return
     names = [n for n in a.backends.split(",") if n]
-    sizes = [int(s) for s in a.sizes.split(",") if s]
+    try:
+        sizes = [int(s) for s in a.sizes.split(",") if s]
+    except ValueError:
+        p.error(f"--sizes: {a.sizes!r} is not a comma-separated list of image sizes, e.g. 224,56")
+    if not sizes or min(sizes) < 32:
+        p.error(f"--sizes: {a.sizes!r}: give sizes of 32 or more (the small VGG halves the image five times)")
+    if a.rounds < 1 or a.seconds <= 0 or a.batch_size < 1:
+        p.error("--rounds and --batch-size must be at least 1, --seconds above 0")
     for name in names:
         if name not in BOOK:
             p.error(f"--backends: unknown backend {name!r}; choose from {','.join(BOOK)}")
