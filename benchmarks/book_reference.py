@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import arch, backends  # noqa: E402
+from common import arch, atomic, backends  # noqa: E402
 from common.compare import child_env, cores, cpu, peak_rss_mb  # noqa: E402
 
 ARCH = arch.small()  # ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128)), the book's training net
@@ -338,8 +338,8 @@ def main() -> None:
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "book_reference.md").write_text(f"`{' '.join(sys.argv)}`\n\n{report}")
-        (out / "book_reference.json").write_text(json.dumps(rows, indent=1))
+        atomic.write_text(out / "book_reference.md", f"`{' '.join(sys.argv)}`\n\n{report}")
+        atomic.write_text(out / "book_reference.json", json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

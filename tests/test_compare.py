@@ -90,3 +90,16 @@ def test_compare_runs_each_backend_under_the_interpreter_given(tmp_path):
                                                row["backend"]])
     md = (tmp_path / "report" / "compare.md").read_text()
     assert f"`{other}`" in md and f"`{sys.executable}`" in md
+
+
+def test_the_book_reference_runs_the_books_step_and_the_projects_in_every_backend(all_backends, tmp_path):
+    """benchmarks/book_reference.py, the side-by-side the speed claims come from, at a toy size: a row per
+    backend with both codes measured, and its report files."""
+    proc = subprocess.run([sys.executable, "benchmarks/book_reference.py", "--backends", ",".join(all_backends),
+                           "--sizes", "32", "--rounds", "1", "--seconds", "0.2", "--batch-size", "4",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "failed" not in proc.stderr + proc.stdout, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "| 32 |" in line]
+    assert [row.split("|")[1].strip() for row in rows] == list(all_backends)
+    assert {p.suffix for p in tmp_path.iterdir()} == {".md", ".json"}
