@@ -266,6 +266,12 @@ def run_child(script: Path, child: list[str], a: argparse.Namespace, env: dict[s
     return json.loads(lines[-1])
 
 
+def check_measuring(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """The measuring options this script and ab.py share: one line and exit 2 when one is out of range."""
+    if a.rounds < 1 or a.seconds <= 0 or a.batch_size < 1:
+        p.error("--rounds and --batch-size must be at least 1, --seconds above 0")
+
+
 def table(rows: list[dict], names: list[str], sizes: list[int]) -> str:
     def cell(code, name, size, key):
         return [r[key] for r in rows if (r["code"], r["backend"], r["size"]) == (code, name, size) and key in r]
@@ -309,8 +315,7 @@ def main() -> None:
         p.error(f"--sizes: {a.sizes!r} is not a comma-separated list of image sizes, e.g. 224,56")
     if not sizes or min(sizes) < 32:
         p.error(f"--sizes: {a.sizes!r}: give sizes of 32 or more (the small VGG halves the image five times)")
-    if a.rounds < 1 or a.seconds <= 0 or a.batch_size < 1:
-        p.error("--rounds and --batch-size must be at least 1, --seconds above 0")
+    check_measuring(p, a)
     for name in names:
         if name not in BOOK:
             p.error(f"--backends: unknown backend {name!r}; choose from {','.join(BOOK)}")
