@@ -303,10 +303,7 @@ def _scaling_table(report: dict) -> str:
 
 
 def _charts(report: dict, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch, no GUI machinery
 
     rows = [r for r in report["rows"] if "error" not in r and r.get("workers", 1) == 1]
     paths = []
@@ -317,7 +314,8 @@ def _charts(report: dict, out: Path) -> list[Path]:
     for key, label, stem in (("train_ex_s", "training examples/s", "train_throughput"),
                              ("infer_ex_s", "inference examples/s", "infer_throughput"),
                              ("peak_rss_mb", "peak RSS (MB)", "memory")):
-        fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3), dpi=110, squeeze=False)
+        fig = Figure(figsize=(3.2 * len(sizes), 3), dpi=110)
+        axes = fig.subplots(1, len(sizes), squeeze=False)
         for ax, size in zip(axes[0], sizes):
             values = {r["backend"]: r[key] for r in rows if r["size"] == size}
             ax.bar(list(values), list(values.values()), color=[f"C{names.index(n)}" for n in values])
@@ -325,10 +323,10 @@ def _charts(report: dict, out: Path) -> list[Path]:
             ax.set_ylabel(label)
         fig.tight_layout()
         paths.append(_save_fig(fig, out / f"{stem}.png"))
-        plt.close(fig)
     curves = [r for r in rows if "history" in r]
     if curves:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), dpi=110)
+        fig = Figure(figsize=(8, 3), dpi=110)
+        left, right = fig.subplots(1, 2)
         for r in curves:
             epochs = [h["epoch"] for h in r["history"]]
             left.plot(epochs, [h["train_loss"] for h in r["history"]], label=f"{r['backend']} @{r['size']}")
@@ -338,7 +336,6 @@ def _charts(report: dict, out: Path) -> list[Path]:
         right.legend()
         fig.tight_layout()
         paths.append(_save_fig(fig, out / "curves.png"))
-        plt.close(fig)
     return paths
 
 

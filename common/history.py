@@ -65,12 +65,10 @@ class History:
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         """The book's figure: train loss, train accuracy and test accuracy against epochs."""
-        import matplotlib
+        from matplotlib.figure import Figure  # not pyplot: no global backend switch, no GUI machinery
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+        fig = Figure(figsize=(4.5, 3.2), dpi=120)
+        ax = fig.subplots()
         epochs = self["epoch"]
         for name, style in (("train_loss", "-"), ("train_acc", "m--"), ("test_acc", "g-.")):
             ax.plot(epochs, self[name], style, label=name.replace("_", " "))
@@ -83,5 +81,4 @@ class History:
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
-        plt.close(fig)
         return atomic.write_bytes(path, buf.getvalue())

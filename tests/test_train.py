@@ -44,6 +44,24 @@ def test_loss_decreases_and_history_is_complete(backend, arrays):
     assert all(v > 0 for v in history["examples_per_sec"] + history["seconds"])
 
 
+def test_saving_a_history_leaves_the_users_matplotlib_backend_alone(tmp_path):
+    """The plot is drawn on a bare Figure, so saving in a notebook does not switch its backend to Agg."""
+    import matplotlib
+
+    from common.history import History
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        history = History()
+        history.append(epoch=1, train_loss=2.0, train_acc=0.3, test_acc=0.2, examples_per_sec=9.0, seconds=1.0)
+        history.save(tmp_path)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_evaluate_is_accuracy_with_dropout_off(backend, arrays):
     model = backend.VGG(ARCH, image_size=SIZE, dropout=0.9, seed=3)
     data = small_data(backend, arrays)
