@@ -31,8 +31,9 @@ def main() -> None:
     a = p.parse_args()
     if a.size < 32:
         p.error(f"--size {a.size}: give 32 or more (the small VGG halves the image five times)")
-    if a.steps < 1 or a.batch_size < 1:
-        p.error(f"--steps {a.steps} and --batch-size {a.batch_size} must be 1 or more")
+    for option, value in (("--steps", a.steps), ("--batch-size", a.batch_size)):
+        if value < 1:
+            p.error(f"{option} {value}: give 1 or more")
     os.environ.setdefault("OMP_NUM_THREADS", str(cores()))
     os.environ["MXNET_EXEC_BULK_EXEC_TRAIN"] = os.environ["MXNET_EXEC_BULK_EXEC_INFERENCE"] = "0"
     step = BOOK["mxnet"](a.size, a.batch_size) if a.code == "book" else project("mxnet", a.size, a.batch_size)
