@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import backends  # noqa: E402
 from common.compare import child_env, cores, cpu  # noqa: E402
-from book_reference import check_measuring, run_child  # noqa: E402  (this folder is on the path of a script run from it)
+from book_reference import check_measuring, check_size, run_child  # noqa: E402  (this folder is on the path of a script run from it)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str], Path]:
@@ -56,8 +56,7 @@ def main() -> None:
         variants = [parse_variant(v) for v in a.variants]
     except ValueError as e:
         p.error(str(e))
-    if a.size < 32:
-        p.error(f"size {a.size}: give 32 or more (the small VGG halves the image five times)")
+    check_size(p, "size", a.size)
     check_measuring(p, a)
     print(f"{a.backend} at {a.size}, batch {a.batch_size}, momentum {a.momentum:g}; {cores()} cores, {cpu()}; "
           f"{a.rounds} rounds of {a.seconds:g} s", flush=True)

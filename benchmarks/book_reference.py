@@ -266,6 +266,14 @@ def run_child(script: Path, child: list[str], a: argparse.Namespace, env: dict[s
     return json.loads(lines[-1])
 
 
+def check_size(p: argparse.ArgumentParser, option: str, size: int) -> None:
+    """The image-size check of this folder's scripts: one line and exit 2 unless the small VGG's poolings
+    leave ``size`` at least one pixel."""
+    if size < arch.min_resolution(ARCH):
+        p.error(f"{option} {size}: give {arch.min_resolution(ARCH)} or more (the small VGG halves the image "
+                f"{len(ARCH)} times)")
+
+
 def check_measuring(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     """The measuring options this script and ab.py share: one line and exit 2 when one is out of range."""
     if a.rounds < 1 or a.seconds <= 0 or a.batch_size < 1:
@@ -313,8 +321,10 @@ def main() -> None:
         sizes = [int(s) for s in a.sizes.split(",") if s]
     except ValueError:
         p.error(f"--sizes: {a.sizes!r} is not a comma-separated list of image sizes, e.g. 224,56")
-    if not sizes or min(sizes) < 32:
-        p.error(f"--sizes: {a.sizes!r}: give sizes of 32 or more (the small VGG halves the image five times)")
+    if not sizes:
+        p.error(f"--sizes: {a.sizes!r} names no image size, e.g. 224,56")
+    for size in sizes:
+        check_size(p, "--sizes", size)
     check_measuring(p, a)
     for name in names:
         if name not in BOOK:

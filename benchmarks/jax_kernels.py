@@ -20,6 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common import arch, summary  # noqa: E402
+from book_reference import check_size  # noqa: E402  (this folder is on the path of a script run from it)
 from common.compare import cpu  # noqa: E402
 
 
@@ -41,8 +42,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
-    if a.size < 32 or a.batch_size < 1 or a.repeats < 1:
-        p.error("--size must be 32 or more, --batch-size and --repeats at least 1")
+    check_size(p, "--size", a.size)
+    if a.batch_size < 1 or a.repeats < 1:
+        p.error("--batch-size and --repeats must be at least 1")
     import jax
     import jax.numpy as jnp
     from jax import lax

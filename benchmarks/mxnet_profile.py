@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from book_reference import BOOK, project  # noqa: E402  (this folder is on the path of a script run from it)
+from book_reference import BOOK, check_size, project  # noqa: E402  (this folder is on the path of a script run from it)
 from common.compare import cores, cpu  # noqa: E402
 
 
@@ -29,8 +29,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="profiled steps, after three warm-up steps")
     p.add_argument("--batch-size", type=int, default=128)
     a = p.parse_args()
-    if a.size < 32:
-        p.error(f"--size {a.size}: give 32 or more (the small VGG halves the image five times)")
+    check_size(p, "--size", a.size)
     for option, value in (("--steps", a.steps), ("--batch-size", a.batch_size)):
         if value < 1:
             p.error(f"{option} {value}: give 1 or more")

@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
+from common.backends import BACKENDS
 from conftest import ABSENT, ACTIVE, load_backend
 from tiny_data import fake_files
 
@@ -49,8 +48,7 @@ def test_compare_measures_every_backend_per_worker_count_and_writes_the_report(a
         assert row["train_ex_s"] > 0 and row["peak_rss_mb"] > 0 and row["threads"] >= 1 and row["train_gflop_s"] > 0
         if row["workers"] == 1:  # inference and start-up are measured in one process only
             assert row["infer_ex_s"] > 0 and row["first_step_s"] > 0 and row["build_s"] >= 0
-            assert row["env"]["numpy"] and all(row["env"][dist] for dist in {
-                "torch": ["torch"], "tf": ["tensorflow"], "jax": ["jax", "flax"], "mxnet": ["mxnet"]}[row["backend"]])
+            assert row["env"]["numpy"] and all(row["env"][dist] for dist in BACKENDS[row["backend"]][2])
             assert row["env"]["executable"] == (other if row["backend"] == there else sys.executable)
     assert report["matmul_gflop_s"] > 0 and report["machine"]["cores"] >= 1
     spread = report["matmul_spread"]  # measured before and after the rows: the ceiling is the faster
