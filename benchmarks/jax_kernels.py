@@ -19,7 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import arch, summary  # noqa: E402
+from common import arch  # noqa: E402
 from book_reference import check_size  # noqa: E402  (this folder is on the path of a script run from it)
 from common.compare import cpu  # noqa: E402
 
@@ -70,8 +70,8 @@ def main() -> None:
     flat = channels * size * size
     rng = np.random.default_rng(0)
     matmul = jax.jit(jnp.matmul)
-    for m, k, n in ((a.batch_size, flat, summary.HIDDEN), (a.batch_size, summary.HIDDEN, summary.HIDDEN),
-                    (summary.HIDDEN, a.batch_size, summary.HIDDEN), (4096, 4096, 4096)):
+    for m, k, n in ((a.batch_size, flat, arch.HIDDEN), (a.batch_size, arch.HIDDEN, arch.HIDDEN),
+                    (arch.HIDDEN, a.batch_size, arch.HIDDEN), (4096, 4096, 4096)):
         left, right = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
         jl, jr = jnp.asarray(left), jnp.asarray(right)
         gflop = 2 * m * k * n / 1e6  # per ms

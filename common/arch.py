@@ -6,7 +6,7 @@ each convolution (3 or 1: configuration C's ``conv1-256`` as the last layer of b
 after a convolution for local response normalisation after its ReLU (configuration A-LRN; see
 common/normalization.py). Validation keeps the book's pair wherever every layer is a 3x3 convolution.
 Batch normalisation is not part of an arch but a model option (``batch_norm=True``, the ``_bn`` names), as
-in torchvision's ``make_layers``. Every block ends in a 2x2 max pool with stride 2, so an arch of ``n``
+in torchvision's ``make_layers``; so is the width of the classifier's hidden layers (``hidden``, 4096). Every block ends in a 2x2 max pool with stride 2, so an arch of ``n``
 blocks needs inputs of at least ``2**n`` pixels per side.
 """
 
@@ -32,6 +32,8 @@ VGG11, VGG13, VGG16, VGG19 = A, B, D, E  # torchvision's names for the configura
 CONFIGS: dict[str, Arch] = {"A": A, "A_LRN": A_LRN, "B": B, "C": C, "D": D, "E": E}
 NAMED: dict[str, Arch] = {"vgg11": VGG11, "vgg13": VGG13, "vgg16": VGG16, "vgg19": VGG19}
 TINY: Arch = ((1, 8), (1, 16))  # two blocks, for quick checks (tests, parity) at 32x32 and up
+#: the width of the classifier's two hidden dense layers in the paper and the book; ``hidden=`` narrows it
+HIDDEN = 4096
 
 
 class ArchError(ValueError):
@@ -198,11 +200,11 @@ def check_batch_norm(batch_norm: object, layers: tuple = ()) -> bool:
 
 
 def check_model_args(arch: object, num_classes: object, in_channels: object, image_size: object,
-                     dropout: object, batch_norm: object = False) -> Arch:
+                     dropout: object, batch_norm: object = False, hidden: object = HIDDEN) -> Arch:
     """Validate every ``VGG(...)`` argument the same way in all four backends; return the arch."""
     blocks = validate(arch)
     check_batch_norm(batch_norm, tuple(x for block in blocks for x in layers_of(block)))
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("hidden", hidden)):
         if not _is_int(value) or value <= 0:
             raise ArchError(f"{name} must be a positive integer, got {value!r}")
     check_resolution(blocks, image_size)
@@ -217,9 +219,9 @@ def builder(model_class, name: str):
     blocks, batch_norm = BUILDERS[name]
 
     def build(num_classes: int = 10, in_channels: int = 1, image_size: int = 224, dropout: float = 0.5,
-              seed: int = 0):
+              seed: int = 0, hidden: int = HIDDEN):
         return model_class(blocks, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                           dropout=dropout, seed=seed, batch_norm=batch_norm)
+                           dropout=dropout, seed=seed, batch_norm=batch_norm, hidden=hidden)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = (f"VGG configuration {next(k for k, v in CONFIGS.items() if v == blocks)}"

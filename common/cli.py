@@ -28,11 +28,11 @@ def _summary(args: argparse.Namespace) -> None:
     if args.flops:
         print(f"{args.arch} at {args.resize}x{args.resize}, {args.in_channels} input channel(s), {args.num_classes} "
               f"classes (common's analysis, which every backend is tested against)\n")
-        print(summary.flops_table(blocks, args.in_channels, args.resize, args.num_classes, batch_norm))
+        print(summary.flops_table(blocks, args.in_channels, args.resize, args.num_classes, batch_norm, args.hidden))
         return
     for name in args.backends:
         vgg = backends.load(name)
-        model = vgg.VGG(blocks, image_size=args.resize, batch_norm=batch_norm)
+        model = vgg.VGG(blocks, image_size=args.resize, batch_norm=batch_norm, hidden=args.hidden)
         shape = summary.from_nchw((1, 1, args.resize, args.resize), vgg.LAYOUT)
         print(f"== {name} ({vgg.LAYOUT}), {vgg.parameter_count(model):,} parameters")
         vgg.print_layer_summary(model, shape)
@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     out = _writable_out(Path(args.out), args.resume)
     data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
                                   limit=args.limit, verify=not args.no_verify)
-    model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm)
+    model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm, hidden=args.hidden)
     if world.is_chief:
         print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize}, "
               f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")
@@ -124,7 +124,8 @@ def _parity(args: argparse.Namespace) -> int:
     print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}, "
           f"{args.steps} SGD steps at lr {args.lr:g}, dropout off; backends {', '.join(modules)}")
     matrices = parity.run(modules, blocks, args.resize, batch=args.batch, steps=args.steps, lr=args.lr,
-                          seed=args.seed, log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm)
+                          seed=args.seed, log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm,
+                          hidden=args.hidden)
     for quantity, cells in matrices.items():
         print("\n" + parity.format_matrix(cells, quantity))
     ok = parity.passed(matrices)
@@ -136,7 +137,7 @@ def _parity_onnx(args: argparse.Namespace, modules: dict, blocks, batch_norm: bo
     print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}: one set of weights "
           f"exported to ONNX by {', '.join(modules)}, run in ONNX Runtime")
     cells = onnx_parity.run(modules, blocks, args.resize, batch=args.batch, seed=args.seed, out=args.out,
-                            log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm)
+                            log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm, hidden=args.hidden)
     print("\n" + parity.format_matrix(cells, "logits"))
     ok = parity.passed({"logits": cells})
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
@@ -151,7 +152,7 @@ def _parity_workers(args: argparse.Namespace) -> int:
           f"{args.workers} worker processes (and {args.workers} devices of one process where the framework has "
           f"that); backends {', '.join(args.backends)}")
     report = parity_distributed.run(args.backends, args.arch, args.resize, args.workers, batch=args.batch,
-                                    seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+                                    seed=args.seed, log=lambda m: print(m, file=sys.stderr), hidden=args.hidden)
     print("\n" + parity_distributed.format_report(report))
     ok = parity_distributed.passed(report)
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL or FAILED"))
@@ -172,7 +173,7 @@ def _compare(args: argparse.Namespace) -> int:
         distributed.check_split(w, args.batch_size, args.batch_size)
     report = compare.run(args.backends, args.arch, args.resize, args.batch_size, args.seconds, args.train_epochs,
                          out, data_dir=args.data_dir, verify=not args.no_verify, command=command,
-                         workers=args.workers, pythons=args.python)
+                         workers=args.workers, pythons=args.python, hidden=args.hidden)
     print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
     return 0 if any("error" not in row for row in report["rows"]) else 1
 
@@ -219,6 +220,9 @@ def _predict(args: argparse.Namespace) -> int:
             best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
             print(f"{result['file']}: {best}")
     return 0
+
+
+_HIDDEN_HELP = "width of the two hidden dense layers (default 4096, the paper's; narrower for quick runs)"
 
 
 def _positive(flag: str):
@@ -277,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
     s.add_argument("--arch", default="vgg11", choices=arch.CHOICES)
     s.add_argument("--resize", type=int, default=224, help="input side in pixels")
+    s.add_argument("--hidden", type=_positive("--hidden"), default=arch.HIDDEN, help=_HIDDEN_HELP)
     s.add_argument("--flops", action="store_true", help="per layer: output shape, parameters and FLOPs, and the "
                    "convolutional vs fully connected split (no framework needed)")
     s.add_argument("--family", action="store_true", help="one line per configuration A-E: layers, parameters, FLOPs")
@@ -290,6 +295,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
     q.add_argument("--arch", default="small", choices=arch.CHOICES)
     q.add_argument("--resize", type=int, default=56, help="input side in pixels (default 56)")
+    q.add_argument("--hidden", type=_positive("--hidden"), default=arch.HIDDEN, help=_HIDDEN_HELP)
     q.add_argument("--batch", type=int, default=8, help="images per batch")
     q.add_argument("--steps", type=int, default=5, help="plain SGD steps of the trajectory check")
     q.add_argument("--lr", type=float, default=0.05)
@@ -334,6 +340,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--backends", type=_backend_list, default=list(backends.NAMES))
     c.add_argument("--arch", default="small", choices=arch.CHOICES)
     c.add_argument("--resize", type=_sizes, default=[224, 96, 56], help="image sides, e.g. 224,96,56")
+    c.add_argument("--hidden", type=_positive("--hidden"), default=arch.HIDDEN, help=_HIDDEN_HELP)
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seconds", type=float, default=20, help="measuring time per backend and size")
     c.add_argument("--train-epochs", type=int, default=0, help="also train K epochs and report test accuracy")
@@ -353,6 +360,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", required=True, choices=backends.NAMES)
     t.add_argument("--arch", default="small", choices=arch.CHOICES)
     t.add_argument("--resize", type=int, default=224, help="image side after bilinear resizing (default 224)")
+    t.add_argument("--hidden", type=_positive("--hidden"), default=arch.HIDDEN, help=_HIDDEN_HELP)
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--lr", type=float, default=0.05, help="(peak) learning rate")
     t.add_argument("--batch-size", type=int, default=128)

@@ -144,7 +144,7 @@ def peak_rss_mb() -> float:
 
 
 def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: float, data_dir: str | None,
-            verify: bool, train_epochs: int, steps: int | None = None) -> dict:
+            verify: bool, train_epochs: int, steps: int | None = None, hidden: int = arch.HIDDEN) -> dict:
     """One child's work: build, first step, training and inference throughput, peak memory (and training).
 
     Launched as W workers, every worker takes its shard of each global batch and all take ``steps`` steps
@@ -159,7 +159,7 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
     blocks, batch_norm = arch.parse(arch_name)
     data = vgg.load_fashion_mnist(batch_size, resize=size, data_dir=data_dir, verify=verify, drop_last=True)
     began = time.perf_counter()
-    model = vgg.VGG(blocks, image_size=size, batch_norm=batch_norm)
+    model = vgg.VGG(blocks, image_size=size, batch_norm=batch_norm, hidden=hidden)
     row["build_s"] = time.perf_counter() - began
     engine = importlib.import_module(f"{vgg.__name__}.trainer").Engine(
         model, training.Recipe(lr=0.01, momentum=0.9, batch_size=batch_size))
@@ -178,7 +178,7 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
         done += 1
     row["train_ex_s"] = done * batch_size / (time.perf_counter() - began)
     row["train_gflop_s"] = row["train_ex_s"] * summary.flop_count(blocks, image_size=size, training=True,
-                                                                  batch_norm=batch_norm) / 1e9
+                                                                  batch_norm=batch_norm, hidden=hidden) / 1e9
     row["comm_ms"] = _communication_ms(engine, backend, world)
     if world.distributed:
         row["peak_rss_mb"] = peak_rss_mb()
@@ -191,7 +191,7 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
         calls += 1
     row["infer_ex_s"] = calls * len(images) / (time.perf_counter() - began)
     if train_epochs:
-        model = vgg.VGG(blocks, image_size=size, batch_norm=batch_norm)
+        model = vgg.VGG(blocks, image_size=size, batch_norm=batch_norm, hidden=hidden)
         history = vgg.train(model, data, epochs=train_epochs, batch_size=batch_size, progress=False,
                             log=lambda line: print(f"{backend} @{size}: {line}", file=sys.stderr, flush=True),
                             **{**RECIPE, "warmup_epochs": RECIPE["warmup_epochs"] if train_epochs > 1 else 0})
@@ -376,7 +376,8 @@ def write_report(report: dict, out: Path) -> None:
     atomic.write_text(out / "compare.json", json.dumps(report, indent=1))
     m = report["machine"]
     size = report["matmul_runs"]["before"]["size"]
-    md = [f"# vgg compare: {report['arch']}, batch {report['batch_size']}", "",
+    head = "" if report["hidden"] == arch.HIDDEN else f", hidden layers {report['hidden']} wide"
+    md = [f"# vgg compare: {report['arch']}{head}, batch {report['batch_size']}", "",
           f"`{report['command']}`", "",
           f"{m['date']}; {m['cores']} cores ({m['cpu']}); float32 matmul ceiling "
           f"{report['matmul_gflop_s']:.0f} GFLOP/s (the fastest {size}x{size} product: "
@@ -390,12 +391,13 @@ def write_report(report: dict, out: Path) -> None:
 
 def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, seconds: float, train_epochs: int,
         out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
-        log=print, workers: list[int] = (1,), pythons: dict[str, str] | None = None) -> dict:
+        log=print, workers: list[int] = (1,), pythons: dict[str, str] | None = None,
+        hidden: int = arch.HIDDEN) -> dict:
     """Measure every backend at every size, one child each; rows of failed children carry their error.
 
     ``pythons`` maps a backend to the interpreter of the environment that has it (default: this one)."""
     pythons = {name: (pythons or {}).get(name, sys.executable) for name in names}
-    report = {"command": command, "arch": arch_name, "batch_size": batch_size, "seconds": seconds,
+    report = {"command": command, "arch": arch_name, "hidden": hidden, "batch_size": batch_size, "seconds": seconds,
               "train_epochs": train_epochs, "machine": machine(), "pythons": pythons,
               "matmul_runs": {"before": _ceiling(pythons)}, "rows": []}
     _merge_ceilings(report)  # measured again after the rows: shared machines drift by tens of percent
@@ -407,7 +409,8 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
     for name, size, w in itertools.product(names, sizes, sorted(workers)):
         print(f"measuring {name} at {size}x{size} with {w} worker(s) ...", end="\r", file=sys.stderr, flush=True)
         args = ["--worker", name, "--arch", arch_name, "--size", str(size), "--batch-size", str(batch_size),
-                "--seconds", str(seconds), "--train-epochs", str(train_epochs if w == 1 else 0)]
+                "--seconds", str(seconds), "--train-epochs", str(train_epochs if w == 1 else 0),
+                "--hidden", str(hidden)]
         if w > 1:  # every worker takes the same number of steps: about --seconds at one process's pace
             one = next((r for r in report["rows"] if (r["backend"], r["size"], r.get("workers")) == (name, size, 1)
                         and "error" not in r), None)
@@ -458,6 +461,7 @@ def _main() -> None:
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--launch", type=int, default=1, help="run the worker as this many data-parallel processes")
     p.add_argument("--steps", type=int, default=None, help="a fixed number of timed steps")
+    p.add_argument("--hidden", type=int, default=arch.HIDDEN)
     a = p.parse_args()
     if a.launch > 1:
         argv = sys.argv[1:]
@@ -470,7 +474,7 @@ def _main() -> None:
         print(json.dumps(matmul_ceiling(a.ceiling.split(","))))
         return
     row = measure(a.worker, a.arch, a.size, a.batch_size, a.seconds, a.data_dir, not a.no_verify,
-                  a.train_epochs, a.steps)
+                  a.train_epochs, a.steps, a.hidden)
     if backends.load(a.worker).current_world().is_chief:
         print(json.dumps(row))
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from common import oracle, training
 from common import weights as canonical
+from common.arch import HIDDEN
 
 #: quantity -> largest allowed difference, relative to the compared values' scale. With batch norm the
 #: logits and gradients are compared in eval mode (running statistics) and in training mode (the batch's),
@@ -59,7 +60,8 @@ def backend_outputs(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image
     """Logits, gradients and the export of ``weights`` after import, for one backend module; with batch
     norm also training mode's logits and gradients and the running statistics that forward leaves."""
     wmod = importlib.import_module(f"{vgg.__name__}.weights")
-    model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1], batch_norm=batch_norm, dropout=0.0)
+    model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1], batch_norm=batch_norm, dropout=0.0,
+                    hidden=canonical.hidden_of(weights))
     wmod.import_weights(model, weights)
     x = to_layout(images, vgg.LAYOUT)
     out = {"logits": vgg.predict(model, x), "gradients": wmod.loss_gradients(model, x, labels),
@@ -97,7 +99,7 @@ def trajectory(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size
     trainer = importlib.import_module(f"{vgg.__name__}.trainer")
     to_tensor = importlib.import_module(f"{vgg.__name__}.data").to_tensor
     model = vgg.VGG(arch, image_size=image_size, in_channels=batches[0][0].shape[1], dropout=0.0,
-                    batch_norm=batch_norm)
+                    batch_norm=batch_norm, hidden=canonical.hidden_of(weights))
     wmod.import_weights(model, weights)
     engine = trainer.Engine(model, training.Recipe(batch_size=len(batches[0][1])))  # each step takes its lr
     engine.reseed(0)
@@ -136,8 +138,8 @@ def format_matrix(cells: dict[tuple[str, str], float], quantity: str) -> str:
 
 
 def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, steps: int = 5,
-        lr: float = 0.05, seed: int = 0, log=lambda _: None,
-        batch_norm: bool = False) -> dict[str, dict[tuple[str, str], float]]:
+        lr: float = 0.05, seed: int = 0, log=lambda _: None, batch_norm: bool = False,
+        hidden: int = HIDDEN) -> dict[str, dict[tuple[str, str], float]]:
     """Every parity check on every ordered pair of ``modules`` (name -> backend), plus the oracle's.
 
     Random weights (non-zero biases, so no exact ReLU/max-pool ties) are imported into the first backend
@@ -146,9 +148,10 @@ def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, s
     pair -> relative difference.
     """
     first = next(iter(modules.values()))
-    source = first.VGG(arch, image_size=image_size, seed=seed, batch_norm=batch_norm)
+    source = first.VGG(arch, image_size=image_size, seed=seed, batch_norm=batch_norm, hidden=hidden)
     importlib.import_module(f"{first.__name__}.weights").import_weights(
-        source, canonical.random_weights(arch, image_size=image_size, seed=seed, batch_norm=batch_norm))
+        source, canonical.random_weights(arch, image_size=image_size, seed=seed, batch_norm=batch_norm,
+                                         hidden=hidden))
     weights = importlib.import_module(f"{first.__name__}.weights").export_weights(source)
     images, labels = fixed_batch(arch, image_size, batch, seed=seed)
     batches = [fixed_batch(arch, image_size, batch, seed=seed + 1 + i) for i in range(steps)]

@@ -28,7 +28,8 @@ IN_PROCESS = ("tf", "jax", "mxnet")
 LR_SCALED_MOMENTUM = ("mxnet",)
 
 
-def steps(backend: str, blocks, image_size: int, batch: int, seed: int, devices: int, out: Path) -> None:
+def steps(backend: str, blocks, image_size: int, batch: int, seed: int, devices: int, out: Path,
+          hidden: int = arch.HIDDEN) -> None:
     """One worker's part: init the engine, import the canonical weights, take the SGD steps on this
     worker's shard of each batch; the chief writes the canonical weights afterwards."""
     vgg = backends.load(backend)
@@ -36,8 +37,8 @@ def steps(backend: str, blocks, image_size: int, batch: int, seed: int, devices:
     wmod = importlib.import_module(f"{vgg.__name__}.weights")
     trainer = importlib.import_module(f"{vgg.__name__}.trainer")
     to_tensor = importlib.import_module(f"{vgg.__name__}.data").to_tensor
-    model = vgg.VGG(blocks, image_size=image_size, dropout=0.0)
-    wmod.import_weights(model, canonical.random_weights(blocks, image_size=image_size, seed=seed))
+    model = vgg.VGG(blocks, image_size=image_size, dropout=0.0, hidden=hidden)
+    wmod.import_weights(model, canonical.random_weights(blocks, image_size=image_size, seed=seed, hidden=hidden))
     engine = trainer.Engine(model, training.Recipe(lr=LRS[0], momentum=MOMENTUM, batch_size=batch))
     engine.reseed(0)
     distributed.check_split(world.replicas, batch, batch)
@@ -50,9 +51,9 @@ def steps(backend: str, blocks, image_size: int, batch: int, seed: int, devices:
 
 
 def _command(backend: str, arch_name: str, image_size: int, batch: int, seed: int, devices: int,
-             out: Path) -> list[str]:
+             out: Path, hidden: int) -> list[str]:
     return ["--backend", backend, "--arch", arch_name, "--size", str(image_size), "--batch", str(batch),
-            "--seed", str(seed), "--devices", str(devices), "--out", str(out)]
+            "--seed", str(seed), "--devices", str(devices), "--out", str(out), "--hidden", str(hidden)]
 
 
 def _run_one(backend: str, args: list[str], workers: int, threads: int) -> None:
@@ -69,7 +70,7 @@ def _run_one(backend: str, args: list[str], workers: int, threads: int) -> None:
 
 
 def run(names: list[str], arch_name: str, image_size: int, workers: int, batch: int = 8, seed: int = 0,
-        log=print) -> dict:
+        log=print, hidden: int = arch.HIDDEN) -> dict:
     """Every backend in one process, in ``workers`` processes and (where it exists) over ``workers``
     devices of one process; returns ``{"engines": {backend: {config: diff}}, "across": {pair: diff}}``."""
     blocks, batch_norm = arch.parse(arch_name)
@@ -88,7 +89,7 @@ def run(names: list[str], arch_name: str, image_size: int, workers: int, batch: 
                 log(f"parity: {name}, {label} ...")
                 out = Path(tmp) / f"{name}-{procs}-{devices}.safetensors"
                 try:
-                    _run_one(name, _command(name, arch_name, image_size, batch, seed, devices, out), procs,
+                    _run_one(name, _command(name, arch_name, image_size, batch, seed, devices, out, hidden), procs,
                              distributed.threads_per_worker(procs, devices))
                     results[name][label] = canonical.load(out)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -142,9 +143,10 @@ def _main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--hidden", type=int, default=arch.HIDDEN)
     a = p.parse_args()
     launch.die_with_parent()
-    steps(a.backend, arch.by_name(a.arch), a.size, a.batch, a.seed, a.devices, a.out)
+    steps(a.backend, arch.by_name(a.arch), a.size, a.batch, a.seed, a.devices, a.out, a.hidden)
 
 
 if __name__ == "__main__":

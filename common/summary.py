@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.arch import LRN, ArchError, check_resolution, kernel_sizes, layers_of, validate
+from common.arch import HIDDEN, LRN, ArchError, check_resolution, kernel_sizes, layers_of, validate
 
-HIDDEN = 4096
 #: Top-level layers after the blocks, in order, as ``layer_summary`` names them in every backend.
 HEAD_KINDS = ("flatten", "dense", "relu", "dropout", "dense", "relu", "dropout", "dense")
 LAYOUTS = ("NCHW", "NHWC")
@@ -49,7 +48,8 @@ def check_input_shape(shape: Shape, layout: str, in_channels: int, image_size: i
         f"in {layout} layout{hint}")
 
 
-def expected_summary(arch: object, input_shape: Shape, num_classes: int = 10) -> list[tuple[str, Shape]]:
+def expected_summary(arch: object, input_shape: Shape, num_classes: int = 10,
+                     hidden: int = HIDDEN) -> list[tuple[str, Shape]]:
     """``(kind, output_shape)`` of every top-level layer for an NCHW ``input_shape`` ((N,)C,H,W)."""
     blocks = validate(arch)
     *batch, channels, height, width = input_shape
@@ -62,7 +62,7 @@ def expected_summary(arch: object, input_shape: Shape, num_classes: int = 10) ->
         channels = block[1]
         out.append(("block", (*batch, channels, height, height)))
     flat = channels * height * height
-    features = (flat, HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, num_classes)
+    features = (flat, hidden, hidden, hidden, hidden, hidden, hidden, num_classes)
     out += [(kind, (*batch, n)) for kind, n in zip(HEAD_KINDS, features)]
     return out
 
@@ -85,7 +85,7 @@ class Layer:
 
 
 def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
-                    batch_norm: bool = False) -> list[Layer]:
+                    batch_norm: bool = False, hidden: int = HIDDEN) -> list[Layer]:
     """Every convolution, batch norm and dense layer with its parameter and forward-FLOP count."""
     blocks = validate(arch)
     size = check_resolution(blocks, image_size)
@@ -105,37 +105,39 @@ def weighted_layers(arch: object, in_channels: int = 1, image_size: int = 224, n
             index += 3 if batch_norm else 2
         index += 1
         size //= 2
-    dims = (cin * size * size, HIDDEN, HIDDEN, num_classes)
+    dims = (cin * size * size, hidden, hidden, num_classes)
     for i, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(Layer(f"classifier.{3 * i}", (n_out, n_in), 2 * n_in * n_out, "dense"))
     return layers
 
 
 def parameter_count(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
-                    batch_norm: bool = False) -> int:
+                    batch_norm: bool = False, hidden: int = HIDDEN) -> int:
     """Number of trainable parameters (VGG-16, 3 channels, 224, 1000 classes: 138,357,544; with batch
     norm 138,365,992)."""
-    return sum(layer.params for layer in weighted_layers(arch, in_channels, image_size, num_classes, batch_norm))
+    return sum(layer.params for layer in weighted_layers(arch, in_channels, image_size, num_classes, batch_norm,
+                                                         hidden))
 
 
 def flop_count(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
-               training: bool = False, batch_norm: bool = False) -> int:
+               training: bool = False, batch_norm: bool = False, hidden: int = HIDDEN) -> int:
     """FLOPs per example (multiply-accumulates x 2) of the forward pass, or x3 for a training step.
 
     Per-layer figures are in :func:`weighted_layers`. A training step counts the forward pass plus a
     backward pass of twice its cost, the usual convention.
     """
-    forward = sum(layer.flops for layer in weighted_layers(arch, in_channels, image_size, num_classes, batch_norm))
+    forward = sum(layer.flops for layer in weighted_layers(arch, in_channels, image_size, num_classes, batch_norm,
+                                                           hidden))
     return 3 * forward if training else forward
 
 
 def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
-                batch_norm: bool = False) -> str:
+                batch_norm: bool = False, hidden: int = HIDDEN) -> str:
     """Per layer: output shape (C, H, W), parameters and forward FLOPs per example, then the split between
     convolutional and fully connected layers (the book's exercise compares exactly that); batch norms count
     with the convolutional part."""
     blocks = validate(arch)
-    every = weighted_layers(blocks, in_channels, image_size, num_classes, batch_norm)
+    every = weighted_layers(blocks, in_channels, image_size, num_classes, batch_norm, hidden)
     layers = iter(every)
     size = check_resolution(blocks, image_size)
     lines = ["| layer | canonical name | output shape | parameters | forward FLOPs |", "|---|---|---|---|---|"]

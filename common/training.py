@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common import checkpoint, distributed
+from common.arch import HIDDEN
 from common.distributed import World
 from common.history import History
 
@@ -93,7 +94,7 @@ def model_config(model) -> dict:
     arch = [[*b[:2], list(b[2])] if len(b) == 3 else list(b) for b in model.arch]  # lists all the way down
     return {"arch": arch, "num_classes": model.num_classes,
             "in_channels": model.in_channels, "image_size": model.image_size, "dropout": model.dropout,
-            "batch_norm": model.batch_norm}
+            "batch_norm": model.batch_norm, "hidden": model.hidden}
 
 
 def config_args(config: dict) -> dict:
@@ -141,7 +142,8 @@ def _resume(engine: Engine, folder: Path, recipe: Recipe, run: dict, log: Callab
         log(f"no checkpoint in {folder}: starting from epoch 1")
         return 0, History()
     arrays, meta = checkpoint.read(path)
-    saved = meta["run"] | {k: v for k, v in meta["recipe"].items() if k != "epochs"}
+    # a checkpoint written before ``hidden`` was recorded has the paper's width
+    saved = {"hidden": HIDDEN} | meta["run"] | {k: v for k, v in meta["recipe"].items() if k != "epochs"}
     wanted = json.loads(json.dumps(run | {k: v for k, v in asdict(recipe).items() if k != "epochs"}))
     differs = sorted(k for k in wanted if saved.get(k) != wanted[k])
     if differs:

@@ -17,7 +17,7 @@ import numpy as np
 from safetensors.numpy import load_file, save
 
 from common import atomic
-from common.arch import feature_size, validate
+from common.arch import HIDDEN, feature_size, validate
 from common.summary import weighted_layers
 
 
@@ -37,10 +37,10 @@ def running_statistics(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def expected_shapes(arch, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
-                    batch_norm: bool = False) -> dict[str, tuple]:
+                    batch_norm: bool = False, hidden: int = HIDDEN) -> dict[str, tuple]:
     """Canonical name -> shape for every tensor of a VGG, in torchvision's order."""
     shapes: dict[str, tuple] = {}
-    for layer in weighted_layers(arch, in_channels, image_size, num_classes, batch_norm):
+    for layer in weighted_layers(arch, in_channels, image_size, num_classes, batch_norm, hidden):
         shapes[f"{layer.name}.weight"] = layer.shape
         shapes[f"{layer.name}.bias"] = layer.shape[:1]
         if layer.kind == "batch_norm":
@@ -50,7 +50,8 @@ def expected_shapes(arch, in_channels: int = 1, image_size: int = 224, num_class
 
 def model_shapes(model) -> dict[str, tuple]:
     """:func:`expected_shapes` for a backend model (all four carry the ``VGG(...)`` arguments)."""
-    return expected_shapes(model.arch, model.in_channels, model.image_size, model.num_classes, model.batch_norm)
+    return expected_shapes(model.arch, model.in_channels, model.image_size, model.num_classes, model.batch_norm,
+                           model.hidden)
 
 
 def _batch_norm_mismatch(weights: dict, shapes: dict) -> str | None:
@@ -65,9 +66,21 @@ def _batch_norm_mismatch(weights: dict, shapes: dict) -> str | None:
     return None
 
 
+def _hidden_mismatch(weights: dict, shapes: dict) -> str | None:
+    """Say so when weights and model differ in the width of the classifier's hidden layers."""
+    try:
+        theirs = hidden_of(weights)
+    except WeightsError:
+        return None
+    ours = shapes[f"{DENSE[0]}.weight"][0]
+    if theirs == ours:
+        return None
+    return f"their hidden dense layers are {theirs} wide and the model's {ours}: build it with hidden={theirs}"
+
+
 def check(weights: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
     """Raise WeightsError listing every missing, unexpected, mis-shaped or wrongly typed tensor."""
-    mismatch = _batch_norm_mismatch(weights, shapes)
+    mismatch = _batch_norm_mismatch(weights, shapes) or _hidden_mismatch(weights, shapes)
     if mismatch:
         raise WeightsError(f"weights do not fit this model: {mismatch}")
     missing = [k for k in shapes if k not in weights]
@@ -85,7 +98,8 @@ def check(weights: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
 
 def _layers(model, kind: str) -> list[str]:
     return [layer.name for layer in weighted_layers(model.arch, model.in_channels, model.image_size,
-                                                    model.num_classes, model.batch_norm) if layer.kind == kind]
+                                                    model.num_classes, model.batch_norm, model.hidden)
+            if layer.kind == kind]
 
 
 def conv_pairs(model) -> list[tuple[str, str]]:
@@ -198,13 +212,21 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"cannot read weights from {path}: {exc}") from None
 
 
+def hidden_of(weights: dict[str, np.ndarray]) -> int:
+    """The width of the classifier's hidden layers that canonical ``weights`` were made for."""
+    first = weights.get(f"{DENSE[0]}.weight")
+    if first is None or np.ndim(first) != 2:
+        raise WeightsError(f"weights have no 2-d {DENSE[0]}.weight, so they are not a VGG's")
+    return int(np.shape(first)[0])
+
+
 def random_weights(arch, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
-                   seed: int = 0, batch_norm: bool = False) -> dict[str, np.ndarray]:
+                   seed: int = 0, batch_norm: bool = False, hidden: int = HIDDEN) -> dict[str, np.ndarray]:
     """Glorot-uniform weights and small random biases in the canonical layout (for parity tests); batch
     norms get scales and running variances around 1, shifts and running means around 0."""
     rng = np.random.default_rng(seed)
     out = {}
-    for name, shape in expected_shapes(arch, in_channels, image_size, num_classes, batch_norm).items():
+    for name, shape in expected_shapes(arch, in_channels, image_size, num_classes, batch_norm, hidden).items():
         if name.endswith(COUNT):
             out[name] = np.array(rng.integers(0, 100), np.int64)
         elif len(shape) == 1 and not name.endswith("bias") or name.endswith("running_var"):

@@ -9,6 +9,7 @@ import pytest
 from common import arch, cli, parity, summary
 from common import weights as canonical
 from common.arch import ArchError
+from tiny_data import HIDDEN
 
 BLOCKS = ((1, 8), (2, 16, (3, 1)))  # a 3x3 and a 1x1 convolution, each with its batch norm
 SIZE = 32
@@ -47,9 +48,10 @@ def test_builders(backend):
     names = [n for n in dir(backend) if n.startswith("vgg") and n[3:5].isdigit()]
     assert sorted(names) == sorted(arch.BUILDERS)
     for name in ("vgg11", "vgg11_bn"):
-        model = getattr(backend, name)(image_size=32, num_classes=7)
-        assert (model.arch, model.batch_norm, model.num_classes) == (*arch.BUILDERS[name], 7)
-        assert backend.parameter_count(model) == summary.parameter_count(arch.VGG11, 1, 32, 7, model.batch_norm)
+        model = getattr(backend, name)(image_size=32, num_classes=7, hidden=HIDDEN)
+        assert (model.arch, model.batch_norm, model.num_classes, model.hidden) == (*arch.BUILDERS[name], 7, HIDDEN)
+        assert backend.parameter_count(model) == summary.parameter_count(arch.VGG11, 1, 32, 7, model.batch_norm,
+                                                                         HIDDEN)
 
 
 def test_backend_refuses_lrn_with_batch_norm(backend):
@@ -64,7 +66,7 @@ def test_batch_norm_means_the_same_everywhere(all_backends):
     logits (the batch's) against the oracle and pairwise; gradients in both modes and three SGD steps pairwise;
     running statistics after one training forward and after three compiled training steps at lr 0 (weights
     held, so the oracle can follow) against the oracle."""
-    matrices = parity.run(all_backends, BLOCKS, SIZE, batch=4, steps=3, batch_norm=True)
+    matrices = parity.run(all_backends, BLOCKS, SIZE, batch=4, steps=3, batch_norm=True, hidden=HIDDEN)
     assert parity.passed(matrices), {q: max(c.values()) for q, c in matrices.items()}
     for quantity in ("logits", "train logits", "running statistics", "statistics after steps"):
         assert sum(parity.ORACLE in pair for pair in matrices[quantity]) == 2 * len(all_backends), quantity
@@ -72,7 +74,7 @@ def test_batch_norm_means_the_same_everywhere(all_backends):
 
 def test_running_statistics_survive_save_and_load(backend, tmp_path):
     wmod = __import__(f"{backend.__name__}.weights", fromlist=["x"])
-    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True)
+    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True, hidden=HIDDEN)
     images, labels = parity.fixed_batch(BLOCKS, SIZE, 4)
     wmod.training_outputs(model, parity.to_layout(images, backend.LAYOUT), labels)  # stats leave (0, 1)
     before = backend.export_weights(model)
@@ -80,7 +82,7 @@ def test_running_statistics_survive_save_and_load(backend, tmp_path):
     again = backend.load(backend.save(model, tmp_path / f"m{backend.MODEL_SUFFIX}"))
     after = backend.export_weights(again)
     assert again.batch_norm and all(np.array_equal(before[k], after[k]) for k in before)
-    other = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True, seed=5)  # and through the safetensors file
+    other = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True, seed=5, hidden=HIDDEN)  # and a safetensors file
     backend.load_weights(other, backend.save_weights(model, tmp_path / "w.safetensors"))
     after = backend.export_weights(other)
     assert all(np.array_equal(before[k], after[k]) and before[k].shape == after[k].shape for k in before)
@@ -94,9 +96,9 @@ def test_running_statistics_survive_save_and_load(backend, tmp_path):
     ("float counter", "wrong type: features.1.num_batches_tracked float32 \\(expected int64\\)"),
 ])
 def test_weights_that_do_not_fit_are_refused(backend, change, message):
-    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=change != "bn into plain")
+    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=change != "bn into plain", hidden=HIDDEN)
     before = backend.export_weights(model)
-    weights = canonical.random_weights(BLOCKS, image_size=SIZE, batch_norm=change != "plain into bn")
+    weights = canonical.random_weights(BLOCKS, image_size=SIZE, batch_norm=change != "plain into bn", hidden=HIDDEN)
     if change == "drop running_var":
         del weights["features.1.running_var"]
     elif change == "reshape running_mean":
@@ -121,21 +123,23 @@ def test_native_export_keeps_batch_norm(backend, tmp_path):
     model: eval mode with the running statistics baked in, reloaded and checked against the live model."""
     from common.serving import formats
 
-    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True)
-    backend.import_weights(model, canonical.random_weights(BLOCKS, image_size=SIZE, batch_norm=True, seed=2))
+    model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True, hidden=HIDDEN)
+    backend.import_weights(model, canonical.random_weights(BLOCKS, image_size=SIZE, batch_norm=True, seed=2,
+                                                           hidden=HIDDEN))
     done = backend.export(model, tmp_path / f"m{formats.NATIVE[backend.__name__[4:]]}")
     assert done.difference <= formats.TOLERANCE and done.checked > 0
 
 
 def test_every_configuration_and_its_bn_variant_has_the_analytic_shapes_and_counts(backend):
-    """Table 1's configurations (channels / 16, so quick) with and without batch norm: layer shapes and
+    """Table 1's configurations (channels / 16, a narrow head: quick) with and without batch norm: layer shapes and
     parameter counts against common's analysis, which the 224x224 figures above come from."""
     for name, config in arch.CONFIGS.items():
         blocks = arch.small(config, 16)
         for batch_norm in (False, True) if name != "A_LRN" else (False,):
-            model = backend.VGG(blocks, num_classes=1000, in_channels=3, image_size=32, batch_norm=batch_norm)
+            model = backend.VGG(blocks, num_classes=1000, in_channels=3, image_size=32, batch_norm=batch_norm,
+                                hidden=HIDDEN)
             rows = backend.layer_summary(model, summary.from_nchw((1, 3, 32, 32), backend.LAYOUT))
             got = [(kind, summary.to_nchw(s, backend.LAYOUT)) for kind, s in rows]
-            assert got == summary.expected_summary(blocks, (1, 3, 32, 32), 1000), (name, batch_norm)
-            assert backend.parameter_count(model) == summary.parameter_count(blocks, 3, 32, 1000, batch_norm), (
-                name, batch_norm)
+            assert got == summary.expected_summary(blocks, (1, 3, 32, 32), 1000, HIDDEN), (name, batch_norm)
+            assert backend.parameter_count(model) == summary.parameter_count(blocks, 3, 32, 1000, batch_norm,
+                                                                             HIDDEN), (name, batch_norm)

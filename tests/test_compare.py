@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.backends import BACKENDS
 from conftest import ABSENT, ACTIVE, load_backend
-from tiny_data import fake_files
+from tiny_data import HIDDEN, fake_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,8 +22,9 @@ def compare(tmp_path: Path, backends: str, extra_path: Path | None = None,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)]),
            "VGG_CEILING_SIZE": "1024"}  # the ceiling's arithmetic, not its figure, is under test
     proc = subprocess.run([sys.executable, "-m", "common.cli", "compare", "--backends", backends, "--arch", "small",
-                           "--resize", "32", "--batch-size", "8", "--seconds", "1", "--data-dir",
-                           str(tmp_path / "data"), "--no-verify", "--out", str(tmp_path / "report"), *extra],
+                           "--resize", "32", "--hidden", str(HIDDEN), "--batch-size", "8", "--seconds", "1",
+                           "--data-dir", str(tmp_path / "data"), "--no-verify", "--out", str(tmp_path / "report"),
+                           *extra],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     report = tmp_path / "report" / "compare.json"
     return proc, json.loads(report.read_text()) if report.exists() else {}
@@ -55,6 +56,7 @@ def test_compare_measures_every_backend_per_worker_count_and_writes_the_report(a
     assert set(report["matmul_runs"]) == {"before", "after"}
     assert 0 < spread["low"] <= spread["high"] == report["matmul_gflop_s"] == max(spread["before"], spread["after"])
     md = (tmp_path / "report" / "compare.md").read_text()
+    assert md.startswith(f"# vgg compare: small, hidden layers {HIDDEN} wide, batch 8") and report["hidden"] == HIDDEN
     assert "matmul ceiling" in md and "the fastest 1024x1024 product" in md and "products ran at" in md
     assert "not a speed-up" in md and "scaling efficiency" in md
     assert all(f"| {name} | 32 | 2 |" in md for name in names)

@@ -15,6 +15,7 @@ from common import batches, cli, parity, weights as canonical
 from common.serving import formats, onnx_files
 from conftest import ACTIVE, REQUIRE_ALL, load_backend
 from processes import ROOT
+from tiny_data import HIDDEN
 
 ARCH, SIZE = ((1, 4, (3, "lrn")), (2, 8, (3, 1))), 32  # with an LRN and a 1x1 convolution: every layer kind
 if not REQUIRE_ALL:  # CI installs the export extra in both environments and must not skip these
@@ -23,7 +24,7 @@ if not REQUIRE_ALL:  # CI installs the export extra in both environments and mus
 
 @pytest.fixture(scope="module")
 def weights():
-    return canonical.random_weights(ARCH, image_size=SIZE, seed=0)
+    return canonical.random_weights(ARCH, image_size=SIZE, seed=0, hidden=HIDDEN)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def exported(tmp_path_factory, weights):
     out = {}
     for name in ACTIVE:
         vgg = load_backend(name)
-        model = vgg.VGG(ARCH, image_size=SIZE)
+        model = vgg.VGG(ARCH, image_size=SIZE, hidden=HIDDEN)
         vgg.import_weights(model, weights)
         files = {fmt: vgg.export(model, folder / f"{name}{formats.export_suffix(name, fmt)}", format=fmt)
                  for fmt in formats.FORMATS}
@@ -84,11 +85,29 @@ def test_parity_onnx_command_prints_an_all_pass_matrix(capsys, tmp_path):
     name = ACTIVE[0]
     load_backend(name)
     status = cli.main(["parity", "--onnx", "--backends", name, "--arch", "tiny", "--resize", "32",
-                       "--out", str(tmp_path)])
+                       "--hidden", str(HIDDEN), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0, out
     assert f"{name}.onnx" in out and "numpy" in out and "all pass" in out
     assert (tmp_path / f"{name}.onnx").is_file()
+
+
+def test_predict_from_canonical_weights_takes_the_head_width_from_the_file(tmp_path, capsys):
+    """A .safetensors has no config: --backend, --arch and --resize describe the blocks, and the file's own
+    first dense layer the width of the head."""
+    from PIL import Image
+    name = ACTIVE[0]
+    vgg = load_backend(name)
+    model = vgg.VGG(((1, 8), (1, 16)), image_size=32, hidden=HIDDEN)  # the tiny arch
+    path = vgg.save_weights(model, tmp_path / "w.safetensors")
+    pixels = np.random.default_rng(2).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    for i, p in enumerate(pixels):
+        Image.fromarray(p).save(tmp_path / f"{i}.png")
+    assert cli.main(["predict", "--model", str(path), "--backend", name, "--arch", "tiny", "--resize", "32",
+                     *map(str, sorted(tmp_path.glob("*.png"))), "--json", "--top", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    want = vgg.predict(model, batches.with_channels(batches.to_float(pixels, 32), vgg.LAYOUT)).argmax(1)
+    assert [r["top"][0]["index"] for r in rows] == list(want)
 
 
 @pytest.mark.parametrize("name", ACTIVE)
@@ -164,7 +183,7 @@ def test_an_export_that_reloads_differently_writes_nothing_and_keeps_the_previou
     from common.serving import export as flow
     name = ACTIVE[0]
     vgg = load_backend(name)
-    model = vgg.VGG(ARCH, image_size=SIZE)
+    model = vgg.VGG(ARCH, image_size=SIZE, hidden=HIDDEN)
     target = tmp_path / f"m{formats.export_suffix(name, 'native')}"
     target.write_bytes(b"the previous export")
 
@@ -189,7 +208,8 @@ def test_a_missing_export_package_is_named_with_its_extra(tmp_path):
     """The real import machinery, told the package is absent, as on a machine without the extra."""
     name = ACTIVE[0]
     code = ("import sys; sys.modules['onnxruntime'] = None; from common import cli; "
-            f"sys.exit(cli.main(['parity', '--onnx', '--backends', '{name}', '--arch', 'tiny', '--resize', '32']))")
+            f"sys.exit(cli.main(['parity', '--onnx', '--backends', '{name}', '--arch', 'tiny', '--resize', '32', "
+            f"'--hidden', '{HIDDEN}']))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]

@@ -9,13 +9,13 @@ from common import arch, backends, summary
 from common.serving import formats
 from common.arch import ArchError
 
-CASES = [  # (arch, image size, in_channels, num_classes)
-    (arch.VGG11, 224, 1, 10),
-    (arch.small(), 224, 1, 10),
-    (arch.small(), 96, 1, 10),
-    (arch.small(), 56, 1, 10),
-    (arch.VGG16, 224, 3, 1000),
-    (arch.VGG19, 224, 3, 1000),
+CASES = [  # (arch, image size, in_channels, num_classes, hidden): the paper's 4096-wide head once, narrower
+    (arch.VGG11, 224, 1, 10, arch.HIDDEN),  # heads elsewhere (the head's shapes do not depend on the blocks)
+    (arch.small(), 224, 1, 10, 64),
+    (arch.small(), 96, 1, 10, 64),
+    (arch.small(), 56, 1, 10, 64),
+    (arch.VGG16, 224, 3, 1000, 256),
+    (arch.VGG19, 224, 3, 1000, 256),
 ]
 IDS = ["vgg11-224", "small-224", "small-96", "small-56", "vgg16-224", "vgg19-224"]  # every configuration, and
 # with batch norm: tests/test_batch_norm.py
@@ -97,20 +97,20 @@ def test_resolution_too_small_names_arch_and_minimum():
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_summary_matches_analytic_truth(backend, case):
-    blocks, size, channels, classes = case
-    model = backend.VGG(blocks, num_classes=classes, in_channels=channels, image_size=size)
+    blocks, size, channels, classes, hidden = case
+    model = backend.VGG(blocks, num_classes=classes, in_channels=channels, image_size=size, hidden=hidden)
     shape = summary.from_nchw((1, channels, size, size), backend.LAYOUT)
     rows = backend.layer_summary(model, shape)
     got = [(kind, summary.to_nchw(s, backend.LAYOUT)) for kind, s in rows]
-    assert got == summary.expected_summary(blocks, (1, channels, size, size), classes)
-    assert backend.parameter_count(model) == summary.parameter_count(blocks, channels, size, classes)
+    assert got == summary.expected_summary(blocks, (1, channels, size, size), classes, hidden)
+    assert backend.parameter_count(model) == summary.parameter_count(blocks, channels, size, classes, hidden=hidden)
 
 
 def test_all_backends_agree(all_backends):
     blocks = arch.small()
     rows = {}
     for name, vgg in all_backends.items():
-        model = vgg.VGG(blocks, image_size=56)
+        model = vgg.VGG(blocks, image_size=56, hidden=64)
         out = vgg.layer_summary(model, summary.from_nchw((2, 1, 56, 56), vgg.LAYOUT))
         rows[name] = [(kind, summary.to_nchw(s, vgg.LAYOUT)) for kind, s in out]
     first = next(iter(rows.values()))
@@ -139,6 +139,7 @@ def _zeros(module: str, shape):
     (dict(arch=arch.VGG11, image_size=28), "smallest resolution that works is 32x32"),
     (dict(arch=arch.small(), num_classes=0), "num_classes must be a positive integer"),
     (dict(arch=arch.small(), dropout=1.5), "dropout must be a probability"),
+    (dict(arch=arch.small(), hidden=0), "hidden must be a positive integer, got 0"),
 ])
 def test_backend_rejects_bad_config(backend, kwargs, message):
     kwargs.setdefault("image_size", 32)
@@ -147,14 +148,14 @@ def test_backend_rejects_bad_config(backend, kwargs, message):
 
 
 def test_wrong_input_layout_is_named(backend):
-    model = backend.VGG(arch.small(), image_size=32)
+    model = backend.VGG(arch.small(), image_size=32, hidden=64)
     other = summary.from_nchw((1, 1, 32, 32), "NHWC" if backend.LAYOUT == "NCHW" else "NCHW")
     with pytest.raises(ValueError, match=f"that is .*; this backend takes {backend.LAYOUT}"):
         backend.layer_summary(model, other)
 
 
 def test_print_layer_summary(backend, capsys):
-    model = backend.VGG(arch.small(), image_size=32)
+    model = backend.VGG(arch.small(), image_size=32, hidden=64)
     backend.print_layer_summary(model, summary.from_nchw((1, 1, 32, 32), backend.LAYOUT))
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 13 and lines[0].startswith("block") and lines[-1].startswith("dense")
@@ -195,3 +196,6 @@ def test_summary_flops_prints_layers_and_the_conv_dense_split(capsys):
     out = capsys.readouterr().out
     assert "| C | 16 | 3 | 133,638,952 |" in out and "| A_LRN | 11 | 0 | 132,863,336 | — |" in out
     assert "| E | 19 | 0 | 143,667,240 | 143,678,248 | 39.26 | 39.29 |" in out  # torchvision's vgg19(_bn)
+    assert cli.main(["summary", "--arch", "tiny", "--resize", "32", "--flops", "--hidden", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "| fc-64 | classifier.0 | (64,) | 65,600 |" in out and "| fc-10 | classifier.6 | (10,) | 650 |" in out

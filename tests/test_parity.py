@@ -12,8 +12,9 @@ from common import arch, parity
 from common import weights as canonical
 from common.backends import NAMES
 from conftest import ACTIVE, load_backend
+from tiny_data import HIDDEN
 
-CASES = {"vgg11-224": (arch.VGG11, 224, 2), "small-56": (arch.small(), 56, 8)}
+CASES = {"vgg11-224": (arch.VGG11, 224, 2, 256), "small-56": (arch.small(), 56, 8, HIDDEN)}  # ..., batch, hidden
 #: Gradients are compared on the small arch only: for VGG-11 at 224 even a float64 reference shows every
 #: float32 backend off by ~2e-3 in the first blocks (ReLU / max-pool kinks flipped by rounding), so a
 #: 1e-3 bar there would measure float32 itself, not the backends.
@@ -23,11 +24,12 @@ GRADIENT_CASES = {"small-56"}
 @pytest.fixture(scope="module", params=list(CASES))
 def case(request):
     """Per case: one model per backend (built once), a fixed batch, and whether to compare gradients."""
-    blocks, size, batch = CASES[request.param]
+    blocks, size, batch, hidden = CASES[request.param]
     backends = {name: load_backend(name) for name in ACTIVE}
-    models = {name: vgg.VGG(blocks, image_size=size, seed=i) for i, (name, vgg) in enumerate(backends.items())}
+    models = {name: vgg.VGG(blocks, image_size=size, seed=i, hidden=hidden)
+              for i, (name, vgg) in enumerate(backends.items())}
     images, labels = parity.fixed_batch(blocks, size, batch)
-    return blocks, size, backends, models, images, labels, request.param in GRADIENT_CASES
+    return blocks, size, hidden, backends, models, images, labels, request.param in GRADIENT_CASES
 
 
 def _weights_module(vgg):
@@ -36,11 +38,11 @@ def _weights_module(vgg):
 
 @pytest.mark.parametrize("source", ACTIVE)
 def test_weights_from_each_backend_agree_everywhere(case, source):
-    blocks, size, backends, models, images, labels, with_gradients = case
+    blocks, size, hidden, backends, models, images, labels, with_gradients = case
     # random non-zero biases: Xavier's zero biases make exact ReLU zeros and max-pool ties, whose
     # subgradients legitimately differ between frameworks
     _weights_module(backends[source]).import_weights(
-        models[source], canonical.random_weights(blocks, image_size=size, seed=NAMES.index(source)))
+        models[source], canonical.random_weights(blocks, image_size=size, seed=NAMES.index(source), hidden=hidden))
     exported = _weights_module(backends[source]).export_weights(models[source])
     reference = parity.oracle_logits(exported, blocks, images)
     outputs = {}
@@ -58,8 +60,8 @@ def test_weights_from_each_backend_agree_everywhere(case, source):
 
 
 def test_export_import_export_is_identity(case):
-    blocks, size, backends, models, *_ = case
-    weights = canonical.random_weights(blocks, image_size=size, seed=7)
+    blocks, size, hidden, backends, models, *_ = case
+    weights = canonical.random_weights(blocks, image_size=size, seed=7, hidden=hidden)
     for name, vgg in backends.items():
         wmod = _weights_module(vgg)
         wmod.import_weights(models[name], weights)
@@ -71,9 +73,9 @@ def test_export_import_export_is_identity(case):
 
 def test_safetensors_file_round_trip(backend, tmp_path):
     wmod = _weights_module(backend)
-    model = backend.VGG(arch.small(), image_size=32, seed=1)
+    model = backend.VGG(arch.small(), image_size=32, seed=1, hidden=HIDDEN)
     path = wmod.save_weights(model, tmp_path / "w.safetensors")
-    other = backend.VGG(arch.small(), image_size=32, seed=2)
+    other = backend.VGG(arch.small(), image_size=32, seed=2, hidden=HIDDEN)
     wmod.load_weights(other, path)
     x = parity.to_layout(parity.fixed_batch(arch.small(), 32)[0], backend.LAYOUT)
     assert np.array_equal(backend.predict(model, x), backend.predict(other, x))
@@ -81,13 +83,16 @@ def test_safetensors_file_round_trip(backend, tmp_path):
 
 @pytest.mark.parametrize("wrong, message", [
     (dict(blocks=arch.VGG16, size=32), r"missing: features.3.weight.*; unexpected: features.2.weight"),
-    (dict(blocks=arch.small(), size=64), r"mis-shaped: classifier.0.weight \(4096, 512\) \(expected \(4096, 128\)\)"),
+    (dict(blocks=arch.small(), size=64),
+     rf"mis-shaped: classifier.0.weight \({HIDDEN}, 512\) \(expected \({HIDDEN}, 128\)\)"),
+    (dict(blocks=arch.small(), size=32, hidden=2 * HIDDEN),
+     f"their hidden dense layers are {2 * HIDDEN} wide and the model's {HIDDEN}: build it with hidden={2 * HIDDEN}"),
 ])
 def test_import_refuses_weights_of_another_model(backend, wrong, message):
     wmod = _weights_module(backend)
-    model = backend.VGG(arch.small(), image_size=32, seed=1)
+    model = backend.VGG(arch.small(), image_size=32, seed=1, hidden=HIDDEN)
     before = wmod.export_weights(model)
-    weights = canonical.random_weights(wrong["blocks"], image_size=wrong["size"])
+    weights = canonical.random_weights(wrong["blocks"], image_size=wrong["size"], hidden=wrong.get("hidden", HIDDEN))
     with pytest.raises(canonical.WeightsError, match=message):
         wmod.import_weights(model, weights)
     after = wmod.export_weights(model)
@@ -104,7 +109,7 @@ def test_sgd_trajectories_agree(all_backends):
     """Five plain-SGD steps (dropout off) from the same weights on the same batches, in every backend's own
     compiled training step: per-step losses and final weights agree pairwise."""
     blocks, size = arch.small(), 56
-    weights = canonical.random_weights(blocks, image_size=size, seed=11)
+    weights = canonical.random_weights(blocks, image_size=size, seed=11, hidden=HIDDEN)
     batches = [parity.fixed_batch(blocks, size, 8, seed=s) for s in range(5)]
     runs = {name: parity.trajectory(vgg, weights, blocks, size, batches) for name, vgg in all_backends.items()}
     assert all(run["losses"].shape == (5,) and np.isfinite(run["losses"]).all() for run in runs.values())
@@ -117,7 +122,7 @@ def test_parity_command_prints_an_all_pass_matrix(all_backends, capsys):
 
     if len(all_backends) < 2:
         pytest.skip("vgg parity compares two or more backends")
-    status = cli.main(["parity", "--resize", "32", "--batch", "4", "--steps", "2",
+    status = cli.main(["parity", "--resize", "32", "--hidden", str(HIDDEN), "--batch", "4", "--steps", "2",
                        "--backends", ",".join(all_backends)])
     out = capsys.readouterr().out
     assert status == 0, out
@@ -129,7 +134,7 @@ def test_every_layer_kind_agrees_everywhere(all_backends):
     """An arch with Table 1's other layers (A-LRN's normalisation, C's 1x1 convolutions): logits against the
     oracle and pairwise, loss gradients and two SGD steps, from one set of canonical weights."""
     blocks = ((1, 8, (3, "lrn")), (2, 16, (3, 1)), (2, 32, (3, 1)))
-    matrices = parity.run(all_backends, blocks, 32, batch=4, steps=2)
+    matrices = parity.run(all_backends, blocks, 32, batch=4, steps=2, hidden=HIDDEN)
     assert parity.passed(matrices), {q: max(c.values()) for q, c in matrices.items()}
     assert any(parity.ORACLE in pair for pair in matrices["logits"])
 
@@ -139,7 +144,7 @@ def test_local_response_norm_means_the_same_everywhere(all_backends):
     k, so dividing alpha by the window size or not would show): every backend's logits against the oracle's."""
     from common import oracle
     blocks, size = arch.small(arch.A_LRN, 8), 32
-    weights = canonical.random_weights(blocks, image_size=size, seed=3)
+    weights = canonical.random_weights(blocks, image_size=size, seed=3, hidden=HIDDEN)
     images = parity.fixed_batch(blocks, size, 4)[0] * 1000
     first = oracle.conv_relu(images.astype(np.float64), weights["features.0.weight"], weights["features.0.bias"])
     lrn = oracle.PAPER_LRN
@@ -147,7 +152,7 @@ def test_local_response_norm_means_the_same_everywhere(all_backends):
     assert np.abs(oracle.local_response_norm(first) - first / lrn.k ** lrn.beta).max() > 0.1 * np.abs(first).max()
     reference = parity.oracle_logits(weights, blocks, images)
     for name, vgg in all_backends.items():
-        model = vgg.VGG(blocks, image_size=size)
+        model = vgg.VGG(blocks, image_size=size, hidden=HIDDEN)
         vgg.import_weights(model, weights)
         logits = vgg.predict(model, parity.to_layout(images, vgg.LAYOUT))
         assert parity.relative(logits, reference) <= parity.TOLERANCES["logits"], name
@@ -157,8 +162,8 @@ def test_native_model_file_keeps_every_layer_kind(backend, tmp_path):
     """vgg.save / vgg.load of an arch with an LRN and a 1x1 convolution: the config survives every
     framework's file format (msgpack, HDF5, npx, torch.save) and the reloaded model computes the same."""
     blocks = ((1, 4, (3, "lrn")), (2, 8, (3, 1)))
-    model = backend.VGG(blocks, image_size=32, seed=1)
+    model = backend.VGG(blocks, image_size=32, seed=1, hidden=HIDDEN)
     again = backend.load(backend.save(model, tmp_path / f"m{backend.MODEL_SUFFIX}"))
-    assert again.arch == arch.validate(blocks)
+    assert again.arch == arch.validate(blocks) and again.hidden == HIDDEN
     x = parity.to_layout(parity.fixed_batch(blocks, 32)[0], backend.LAYOUT)
     assert np.array_equal(backend.predict(model, x), backend.predict(again, x))

@@ -12,9 +12,9 @@ import pytest
 from common import checkpoint, training
 from common.batches import to_float, with_channels
 from processes import vgg_cli, wait_for_first_checkpoint
-from tiny_data import fake_files, learnable
+from tiny_data import HIDDEN, fake_files, learnable
 
-ARCH = ((1, 4), (1, 8))  # two blocks: 16x16 -> 4x4x8 features, then the full 4096-wide head
+ARCH = ((1, 4), (1, 8))  # two blocks: 16x16 -> 4x4x8 features, then a HIDDEN-wide head
 SIZE = 16
 
 
@@ -28,14 +28,14 @@ def small_data(vgg, arrays, batch_size=16):
 
 
 def fit(vgg, arrays, *, seed=0, epochs=2, dropout=0.5, batch_norm=False, **kw):
-    model = vgg.VGG(ARCH, image_size=SIZE, dropout=dropout, seed=seed, batch_norm=batch_norm)
+    model = vgg.VGG(ARCH, image_size=SIZE, dropout=dropout, seed=seed, batch_norm=batch_norm, hidden=HIDDEN)
     history = vgg.train(model, small_data(vgg, arrays, kw.pop("batch_size", 16)), epochs=epochs,
                         lr=kw.pop("lr", 0.05), batch_size=16, seed=seed, progress=False, log=lambda _: None, **kw)
     return model, history
 
 
 def test_loss_decreases_and_history_is_complete(backend, arrays):
-    _, history = fit(backend, arrays, epochs=4, momentum=0.9, lr=0.02)
+    _, history = fit(backend, arrays, epochs=4, momentum=0.9, lr=0.05)  # 0.9-1.0 test accuracy in every backend
     assert len(history) == 4 and history["epoch"] == [1, 2, 3, 4]
     losses = history["train_loss"]
     assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
@@ -63,7 +63,7 @@ def test_saving_a_history_leaves_the_users_matplotlib_backend_alone(tmp_path):
 
 
 def test_evaluate_is_accuracy_with_dropout_off(backend, arrays):
-    model = backend.VGG(ARCH, image_size=SIZE, dropout=0.9, seed=3)
+    model = backend.VGG(ARCH, image_size=SIZE, dropout=0.9, seed=3, hidden=HIDDEN)
     data = small_data(backend, arrays)
     first, second = backend.evaluate(model, data), backend.evaluate(model, data)
     images = with_channels(to_float(arrays[2], SIZE), backend.LAYOUT)
@@ -120,6 +120,11 @@ def test_resume_refuses_another_run(backend, arrays, tmp_path):
     fit(backend, arrays, epochs=1, checkpoint_dir=tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match="belongs to another run .*lr"):
         fit(backend, arrays, epochs=2, lr=0.01, checkpoint_dir=tmp_path, resume=True)
+    arrays_, meta = checkpoint.read(checkpoint.path_for(tmp_path, 1))
+    del meta["run"]["hidden"]  # as written before the width was recorded: the paper's 4096, not this run's
+    checkpoint.write(tmp_path, 1, arrays_, meta)
+    with pytest.raises(checkpoint.CheckpointError, match=r"belongs to another run \(it differs in hidden\)"):
+        fit(backend, arrays, epochs=2, checkpoint_dir=tmp_path, resume=True)
 
 
 def test_absurd_lr_stops_with_the_last_checkpoint_intact(backend, arrays, tmp_path):
@@ -132,8 +137,9 @@ def test_absurd_lr_stops_with_the_last_checkpoint_intact(backend, arrays, tmp_pa
 
 
 def train_args(backend_name: str, data_dir: Path, out: Path, epochs: int) -> list[str]:
-    return ["train", "--backend", backend_name, "--arch", "small", "--resize", "32", "--epochs", str(epochs),
-            "--batch-size", "16", "--data-dir", str(data_dir), "--no-verify", "--out", str(out), "--no-progress"]
+    return ["train", "--backend", backend_name, "--arch", "small", "--resize", "32", "--hidden", str(HIDDEN),
+            "--epochs", str(epochs), "--batch-size", "16", "--data-dir", str(data_dir), "--no-verify",
+            "--out", str(out), "--no-progress"]
 
 
 def test_cli_trains_and_writes_its_files(backend, tmp_path):
@@ -176,6 +182,7 @@ def test_killed_run_resumes(backend, tmp_path):
     pytest.param(["--backend", "torch", "--out", "/proc/forbidden"], "is not writable",
                  marks=pytest.mark.backend("torch")),
     (["--backend", "torch", "--lr", "-1"], "lr=-1.0 is not allowed"),
+    (["--backend", "torch", "--hidden", "0"], "--hidden '0': expected a positive integer"),
 ])
 def test_cli_bad_arguments_are_one_line(args, message, tmp_path):
     full = ["train", "--out", str(tmp_path / "run"), *args] if "--out" not in args else ["train", *args]

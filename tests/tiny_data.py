@@ -1,4 +1,5 @@
-"""Made-up Fashion-MNIST-shaped data for the tests: IDX files on disk and easily learnable arrays."""
+"""Made-up Fashion-MNIST-shaped data for the tests (IDX files on disk and easily learnable arrays), and the
+narrow classifier head of the tests' tiny models."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from common import idx
+
+#: the width of the test models' hidden dense layers: the paper's 4096 would make every tiny model 21 M
+#: parameters, and the suite's time would go to the head (tests/test_model.py checks the 4096-wide one)
+HIDDEN = 64
 
 
 def fake_files(folder: Path, n_train: int = 40, n_test: int = 12, compress: bool = True, seed: int = 0) -> dict:

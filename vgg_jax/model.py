@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from common import inference, summary
-from common.arch import (BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
+from common.arch import (BUILDERS, HIDDEN, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
                          feature_size, layers_of)
 from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 
@@ -100,26 +100,26 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
 
 
 class VGG(nnx.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense; batch
-    norms start at scale 1, shift 0 and running statistics (0, 1)."""
+    """The blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense
+    (``hidden`` 4096 as in the paper); batch norms start at scale 1, shift 0 and running statistics (0, 1)."""
 
     def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm)
+                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False,
+                 hidden: int = HIDDEN) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm, hidden)
         rngs = nnx.Rngs(params=seed, dropout=seed + 1)
         blocks, channels = [], in_channels
         for block in arch:
             blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, rngs=rngs))
             channels = block[1]
         flat = channels * feature_size(arch, image_size) ** 2
-        hidden = summary.HIDDEN
         super().__init__(
             *blocks, flatten,
             nnx.Linear(flat, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
             nnx.Linear(hidden, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
             nnx.Linear(hidden, num_classes, kernel_init=_XAVIER, rngs=rngs))
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout, self.batch_norm = image_size, dropout, batch_norm
+        self.image_size, self.dropout, self.batch_norm, self.hidden = image_size, dropout, batch_norm, hidden
 
 
 def _kind(layer) -> str:

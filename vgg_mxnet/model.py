@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from common import inference, summary
-from common.arch import (BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
+from common.arch import (BUILDERS, HIDDEN, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
                          feature_size, layers_of)
 from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 from vgg_mxnet.framework import gluon, mx
@@ -81,12 +81,13 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
 
 
 class VGG(nn.HybridSequential):
-    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense; batch
-    norms start at scale 1, shift 0 and running statistics (0, 1)."""
+    """The blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense
+    (``hidden`` 4096 as in the paper); batch norms start at scale 1, shift 0 and running statistics (0, 1)."""
 
     def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm)
+                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False,
+                 hidden: int = HIDDEN) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm, hidden)
         super().__init__()
         mx.random.seed(seed)  # Gluon initialisers draw from MXNet's global generator
         channels = in_channels
@@ -94,7 +95,6 @@ class VGG(nn.HybridSequential):
             self.add(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
             channels = block[1]
         flat = channels * feature_size(arch, image_size) ** 2
-        hidden = summary.HIDDEN
         head = [nn.Flatten(),
                 nn.Dense(hidden, in_units=flat), nn.Activation("relu"), nn.Dropout(dropout),
                 nn.Dense(hidden, in_units=hidden), nn.Activation("relu"), nn.Dropout(dropout),
@@ -103,7 +103,7 @@ class VGG(nn.HybridSequential):
             layer.initialize(XAVIER)  # biases keep Gluon's default zero initialiser
         self.add(*head)
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout, self.batch_norm = image_size, dropout, batch_norm
+        self.image_size, self.dropout, self.batch_norm, self.hidden = image_size, dropout, batch_norm, hidden
 
 
 def batch_norms(model: VGG) -> list[tuple[BatchNorm, int]]:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from common import inference, summary
-from common.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args, layers_of
+from common.arch import (BUILDERS, HIDDEN, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
+                         layers_of)
 from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 from vgg_tf.distributed import scope
 from vgg_tf.framework import keras, tf
@@ -72,12 +73,13 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
 
 
 class VGG(keras.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense; batch
-    norms start at scale 1, shift 0 and running statistics (0, 1)."""
+    """The blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense
+    (``hidden`` 4096 as in the paper); batch norms start at scale 1, shift 0 and running statistics (0, 1)."""
 
     def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False, **kwargs) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm)
+                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False,
+                 hidden: int = HIDDEN, **kwargs) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm, hidden)
         keras.utils.set_random_seed(seed)  # Keras initialisers draw from the global seed
         with scope():  # mirrored variables under tf.distribute (see vgg_tf.distributed)
             blocks, channels = [], in_channels
@@ -87,11 +89,12 @@ class VGG(keras.Sequential):
             L = keras.layers
             super().__init__([
                 keras.Input((image_size, image_size, in_channels)), *blocks, L.Flatten(),
-                L.Dense(summary.HIDDEN), L.ReLU(), L.Dropout(dropout),
-                L.Dense(summary.HIDDEN), L.ReLU(), L.Dropout(dropout),
+                L.Dense(hidden), L.ReLU(), L.Dropout(dropout),
+                L.Dense(hidden), L.ReLU(), L.Dropout(dropout),
                 L.Dense(num_classes)], **kwargs)
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
         self.image_size, self.dropout, self.seed, self.batch_norm = image_size, dropout, seed, batch_norm
+        self.hidden = hidden
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from common import inference, summary
-from common.arch import (BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
+from common.arch import (BUILDERS, HIDDEN, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
                          feature_size, layers_of)
 from common.normalization import PAPER_LRN, TORCH_BN
 
@@ -45,12 +45,13 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
 
 
 class VGG(nn.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(4096)-ReLU-Dropout-Dense(4096)-ReLU-Dropout-Dense; batch
-    norms start at scale 1, shift 0 and running statistics (0, 1)."""
+    """The blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense
+    (``hidden`` 4096 as in the paper); batch norms start at scale 1, shift 0 and running statistics (0, 1)."""
 
     def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm)
+                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False,
+                 hidden: int = HIDDEN) -> None:
+        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm, hidden)
         with torch.random.fork_rng(devices=[]):  # seed the init without touching the global RNG
             torch.manual_seed(seed)
             blocks, channels = [], in_channels
@@ -60,9 +61,9 @@ class VGG(nn.Sequential):
             flat = channels * feature_size(arch, image_size) ** 2
             super().__init__(
                 *blocks, nn.Flatten(),
-                nn.Linear(flat, summary.HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                nn.Linear(summary.HIDDEN, summary.HIDDEN), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                nn.Linear(summary.HIDDEN, num_classes))
+                nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes))
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     nn.init.xavier_uniform_(module.weight)
@@ -71,7 +72,7 @@ class VGG(nn.Sequential):
         # so no reorder runs around each convolution.
         self.to(memory_format=torch.channels_last)
         self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout, self.batch_norm = image_size, dropout, batch_norm
+        self.image_size, self.dropout, self.batch_norm, self.hidden = image_size, dropout, batch_norm, hidden
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import numpy as np
 
-from common import arch as archs, backends
+from common import arch as archs, backends, weights as canonical
 from common.serving import export, formats, onnx_files
 
 
@@ -63,11 +63,9 @@ def live(path: str | Path, backend: str | None = None, arch: str | None = None,
         blocks, batch_norm = archs.parse(arch or "small")
         image_size = archs.check_resolution(blocks, resize or 224)
         vgg = backends.load(backend)
-        model = vgg.VGG(blocks, image_size=image_size, batch_norm=batch_norm)
-        try:
-            vgg.load_weights(model, path)
-        except (OSError, RuntimeError) as exc:  # safetensors' own errors on a truncated file
-            raise formats.ModelFileError(f"{path} is not a readable safetensors file ({exc})") from None
+        weights = canonical.load(path)
+        model = vgg.VGG(blocks, image_size=image_size, batch_norm=batch_norm, hidden=canonical.hidden_of(weights))
+        vgg.import_weights(model, weights)
         return vgg, model
     raise formats.ModelFileError(f"{path} is a {kind} export, not a trainable model: give the model file "
                                  f"vgg train wrote ({', '.join(formats.TRAINED.values())}) or a .safetensors")

@@ -8,20 +8,22 @@ from pathlib import Path
 from types import ModuleType
 
 from common import parity, weights as canonical
+from common.arch import HIDDEN
 from common.serving import formats, onnx_files
 
 
 def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, seed: int = 0,
-        out: str | Path | None = None, log=lambda _: None, batch_norm: bool = False) -> dict[tuple[str, str], float]:
+        out: str | Path | None = None, log=lambda _: None, batch_norm: bool = False,
+        hidden: int = HIDDEN) -> dict[tuple[str, str], float]:
     """Relative logit differences for every ordered pair of the ONNX files and the NumPy oracle; the files
     go to ``out`` (kept) or a temporary folder (removed)."""
-    weights = canonical.random_weights(arch, image_size=image_size, seed=seed, batch_norm=batch_norm)
+    weights = canonical.random_weights(arch, image_size=image_size, seed=seed, batch_norm=batch_norm, hidden=hidden)
     images, _ = parity.fixed_batch(arch, image_size, batch, seed=seed)
     results = {parity.ORACLE: {"logits": parity.oracle_logits(weights, arch, images, batch_norm)}}
     with tempfile.TemporaryDirectory(prefix="vgg-parity-onnx-") as scratch:
         folder = Path(out or scratch)
         for name, vgg in modules.items():
-            model = vgg.VGG(arch, image_size=image_size, batch_norm=batch_norm)
+            model = vgg.VGG(arch, image_size=image_size, batch_norm=batch_norm, hidden=hidden)
             vgg.import_weights(model, weights)
             path = folder / f"{name}{formats.ONNX}"
             exported = vgg.export(model, path, format="onnx")
