@@ -3,6 +3,7 @@ process per device, started by ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -30,10 +31,18 @@ def init_distributed(devices: int = 1, device: str = "cpu") -> World:
         if device == "gpu":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if device == "gpu" else "gloo")
+        # PyTorch's documented end of a distributed job; left to interpreter teardown instead, gloo's threads
+        # were sometimes still alive and the worker died with "terminate called without an active exception"
+        atexit.register(_destroy)
     rank = dist.get_rank() if size > 1 else 0
     engine = f"DistributedDataParallel ({dist.get_backend()})" if size > 1 else "single process"
     _WORLD[0] = World(rank=rank, processes=size, devices=1, device=device, threads=threads, engine=engine)
     return _WORLD[0]
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def current() -> World:
