@@ -6,8 +6,9 @@ each convolution (3 or 1: configuration C's ``conv1-256`` as the last layer of b
 after a convolution for local response normalisation after its ReLU (configuration A-LRN; see
 common/normalization.py). Validation keeps the book's pair wherever every layer is a 3x3 convolution.
 Batch normalisation is not part of an arch but a model option (``batch_norm=True``, the ``_bn`` names), as
-in torchvision's ``make_layers``; so is the width of the classifier's hidden layers (``hidden``, 4096). Every block ends in a 2x2 max pool with stride 2, so an arch of ``n``
-blocks needs inputs of at least ``2**n`` pixels per side.
+in torchvision's ``make_layers``; so is the width of the classifier's hidden layers (``hidden``, 4096).
+Every block ends in a 2x2 max pool with stride 2, so an arch of ``n`` blocks needs inputs of at least
+``2**n`` pixels per side.
 """
 
 from __future__ import annotations
