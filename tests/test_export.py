@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from common import batches, cli, parity, weights as canonical
+from common import arch, batches, cli, parity, weights as canonical
 from common.serving import formats, onnx_files
 from conftest import ACTIVE, REQUIRE_ALL, load_backend
 from processes import ROOT
@@ -98,7 +98,7 @@ def test_predict_from_canonical_weights_takes_the_head_width_from_the_file(tmp_p
     from PIL import Image
     name = ACTIVE[0]
     vgg = load_backend(name)
-    model = vgg.VGG(((1, 8), (1, 16)), image_size=32, hidden=HIDDEN)  # the tiny arch
+    model = vgg.VGG(arch.TINY, image_size=32, hidden=HIDDEN)
     path = vgg.save_weights(model, tmp_path / "w.safetensors")
     pixels = np.random.default_rng(2).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     for i, p in enumerate(pixels):

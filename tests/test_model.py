@@ -8,12 +8,13 @@ import pytest
 from common import arch, backends, summary
 from common.serving import formats
 from common.arch import ArchError
+from tiny_data import HIDDEN
 
 CASES = [  # (arch, image size, in_channels, num_classes, hidden): the paper's 4096-wide head once, narrower
     (arch.VGG11, 224, 1, 10, arch.HIDDEN),  # heads elsewhere (the head's shapes do not depend on the blocks)
-    (arch.small(), 224, 1, 10, 64),
-    (arch.small(), 96, 1, 10, 64),
-    (arch.small(), 56, 1, 10, 64),
+    (arch.small(), 224, 1, 10, HIDDEN),
+    (arch.small(), 96, 1, 10, HIDDEN),
+    (arch.small(), 56, 1, 10, HIDDEN),
     (arch.VGG16, 224, 3, 1000, 256),
     (arch.VGG19, 224, 3, 1000, 256),
 ]
@@ -110,7 +111,7 @@ def test_all_backends_agree(all_backends):
     blocks = arch.small()
     rows = {}
     for name, vgg in all_backends.items():
-        model = vgg.VGG(blocks, image_size=56, hidden=64)
+        model = vgg.VGG(blocks, image_size=56, hidden=HIDDEN)
         out = vgg.layer_summary(model, summary.from_nchw((2, 1, 56, 56), vgg.LAYOUT))
         rows[name] = [(kind, summary.to_nchw(s, vgg.LAYOUT)) for kind, s in out]
     first = next(iter(rows.values()))
@@ -148,14 +149,14 @@ def test_backend_rejects_bad_config(backend, kwargs, message):
 
 
 def test_wrong_input_layout_is_named(backend):
-    model = backend.VGG(arch.small(), image_size=32, hidden=64)
+    model = backend.VGG(arch.small(), image_size=32, hidden=HIDDEN)
     other = summary.from_nchw((1, 1, 32, 32), "NHWC" if backend.LAYOUT == "NCHW" else "NCHW")
     with pytest.raises(ValueError, match=f"that is .*; this backend takes {backend.LAYOUT}"):
         backend.layer_summary(model, other)
 
 
 def test_print_layer_summary(backend, capsys):
-    model = backend.VGG(arch.small(), image_size=32, hidden=64)
+    model = backend.VGG(arch.small(), image_size=32, hidden=HIDDEN)
     backend.print_layer_summary(model, summary.from_nchw((1, 1, 32, 32), backend.LAYOUT))
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 13 and lines[0].startswith("block") and lines[-1].startswith("dense")
@@ -197,5 +198,5 @@ def test_summary_flops_prints_layers_and_the_conv_dense_split(capsys):
     assert "| C | 16 | 3 | 133,638,952 |" in out and "| A_LRN | 11 | 0 | 132,863,336 | — |" in out
     assert "| E | 19 | 0 | 143,667,240 | 143,678,248 | 39.26 | 39.29 |" in out  # torchvision's vgg19(_bn)
     assert cli.main(["summary", "--arch", "tiny", "--resize", "32", "--flops", "--hidden", "64"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out  # tiny at 32: 16 x 8 x 8 features into 64, then 64 into 10
     assert "| fc-64 | classifier.0 | (64,) | 65,600 |" in out and "| fc-10 | classifier.6 | (10,) | 650 |" in out

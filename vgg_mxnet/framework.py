@@ -13,9 +13,9 @@ with warnings.catch_warnings():  # NumPy 1.24-1.26 warn on merely asking for num
         numpy.bool = numpy.bool_
 # MXNet's OpenMP pool uses one core unless told otherwise, and reads this only at import.
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-# A dist_sync worker on MXNet's threaded engine sometimes trains on wrong gradients: in 1 run of 4, 3 SGD
-# steps of 2 workers ended up to 1.2 (relative) away from one process (vgg parity --workers 2). Its
-# synchronous engine gave the right result in every run, so every worker of a distributed job uses it.
+# A dist_sync worker on MXNet's threaded engine sometimes trains on wrong gradients (vgg parity --workers 2
+# shows it; README, Data-parallel training, has the counts); on its synchronous engine it did not, so every
+# worker of a distributed job uses that one unless the user chose an engine.
 if os.environ.get("DMLC_ROLE") == "worker" and int(os.environ.get("DMLC_NUM_WORKER", "1")) > 1:
     os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
 
