@@ -31,8 +31,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import arch, atomic, backends  # noqa: E402
-from common.compare import child_env, cores, cpu, peak_rss_mb  # noqa: E402
+from common.core import arch, atomic, backends  # noqa: E402
+from common.runtime.machine import cores, cpu, peak_rss_mb  # noqa: E402
+from common.tools import loading  # noqa: E402
+from common.tools.compare import child_env  # noqa: E402
 
 ARCH = arch.small()  # ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128)), the book's training net
 LR = 0.01
@@ -180,7 +182,7 @@ def book_jax(size: int, batch: int):
 
 def book_mxnet(size: int, batch: int):
     import vgg_mxnet.framework  # noqa: F401  the numpy.bool alias MXNet 1.9.1 needs, then npx.set_np() as the book
-    from mxnet import autograd, gluon, init, np as mnp
+    from mxnet import autograd, gluon, init, np as mnp  # noqa: I001  (after the alias above)
     from mxnet.gluon import nn
 
     def vgg_block(num_convs, num_channels):
@@ -217,14 +219,12 @@ BOOK = {"torch": book_torch, "tf": book_tf, "jax": book_jax, "mxnet": book_mxnet
 
 def project(backend: str, size: int, batch: int, momentum: float = 0.0):
     """This project's training step (its Engine, SGD at the book's lr) on random data."""
-    import importlib
+    from common.runtime import training
 
-    from common import training
-
-    vgg = backends.load(backend)
+    vgg = loading.backend(backend)
     vgg.init_distributed()  # thread settings, as in `vgg compare`
     model = vgg.VGG(ARCH, image_size=size)
-    engine = importlib.import_module(f"{vgg.__name__}.trainer").Engine(
+    engine = vgg.Engine(
         model, training.Recipe(lr=LR, momentum=momentum, batch_size=batch))
     engine.reseed(0)
     shape = (batch, 1, size, size) if vgg.LAYOUT == "NCHW" else (batch, size, size, 1)

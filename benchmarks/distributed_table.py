@@ -6,18 +6,19 @@
 from __future__ import annotations
 
 import json
+import platform
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.compare import machine  # noqa: E402
+from common.tools.compare_report import machine  # noqa: E402
 
 
 def main(folders: list[str]) -> None:
     m = machine()
-    lines = [f"{m['date']}; {m['cores']} cores ({m['cpu']}); Python {m['python']}", "",
+    lines = [f"{m['date']}; {m['cores']} cores ({m['cpu']}); Python {platform.python_version()}", "",
              "| backend | engine | workers x threads | test acc | train acc | loss | examples/s |",
              "|---|---|---|---|---|---|---|"]
     runs = []

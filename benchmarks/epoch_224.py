@@ -6,10 +6,10 @@
 import sys
 import time
 
-from common import backends
-from common.compare import peak_rss_mb
+from common.runtime.machine import peak_rss_mb
+from common.tools import loading
 
-vgg = backends.load(sys.argv[1])
+vgg = loading.backend(sys.argv[1])
 data = vgg.load_fashion_mnist(128, resize=224, data_dir=sys.argv[2] if len(sys.argv) > 2 else None)
 began, n = time.perf_counter(), 0
 for images, labels in data.train:

@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
-from common import backends, batches, compare, fashion_mnist  # noqa: E402
-from common.serving import formats, models  # noqa: E402
+from common.core import backends, layouts  # noqa: E402
+from common.data import batches, fashion_mnist  # noqa: E402
+from common.serving import formats  # noqa: E402
+from common.tools import compare_report, models  # noqa: E402
 
 
 def measure(model_file: str, count: int, batch: int, backend: str | None, arch: str | None,
@@ -30,7 +32,7 @@ def measure(model_file: str, count: int, batch: int, backend: str | None, arch: 
     vgg, model = models.live(model_file, backend, arch, resize)
     backend = vgg.__name__.removeprefix("vgg_")
     images, labels = fashion_mnist.load_split("test")
-    x = batches.with_channels(batches.to_float(images[:count], model.image_size), vgg.LAYOUT)
+    x = layouts.with_channels(batches.to_float(images[:count], model.image_size), vgg.LAYOUT)
     y = labels[:count]
     row = {"backend": backend, "model": model_file, "arch": [list(b) for b in model.arch],
            "image_size": model.image_size, "images": count, "batch": batch, "env": backends.environment(backend)}
@@ -108,7 +110,7 @@ def main() -> None:
         if proc.returncode:
             sys.exit(f"export_serve: {model_file} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    report = {"machine": compare.machine(), "command": "python benchmarks/export_serve.py " + " ".join(sys.argv[1:]),
+    report = {"machine": compare_report.machine(), "command": "python benchmarks/export_serve.py " + " ".join(sys.argv[1:]),
               "rows": rows}
     text = (f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['date']}\n\n"
             f"Command: `{report['command']}`\n\n{table(rows)}\n")

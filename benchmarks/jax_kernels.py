@@ -19,9 +19,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import arch  # noqa: E402
 from book_reference import check_size  # noqa: E402  (this folder is on the path of a script run from it)
-from common.compare import cpu  # noqa: E402
+
+from common.core import arch  # noqa: E402
+from common.runtime.machine import cpu  # noqa: E402
 
 
 def median_ms(f, repeats: int) -> float:

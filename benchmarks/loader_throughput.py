@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.tools import loading
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {224: 5000, 56: 20000}  # images/s on one core (issue 3)
 
@@ -24,10 +26,10 @@ TARGETS = {224: 5000, 56: 20000}  # images/s on one core (issue 3)
 def measure(backend: str, sizes: list[int], batch_size: int, seconds: float) -> dict:
     """Run inside the pinned subprocess: iterate training batches for ``seconds`` per size."""
     sys.path.insert(0, str(ROOT))
-    from common import backends
-    from common.compare import peak_rss_mb
 
-    vgg = backends.load(backend)
+    from common.runtime.machine import peak_rss_mb
+
+    vgg = loading.backend(backend)
     rss_before = peak_rss_mb()
     rows = []
     for size in sizes:

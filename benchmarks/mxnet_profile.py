@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from book_reference import BOOK, check_size, project  # noqa: E402  (this folder is on the path of a script run from it)
-from common.compare import cores, cpu  # noqa: E402
+
+from common.runtime.machine import cores, cpu  # noqa: E402
 
 
 def main() -> None:

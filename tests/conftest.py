@@ -1,26 +1,14 @@
-"""Backend parametrisation: a missing framework skips locally, fails under VGG_REQUIRE_ALL_BACKENDS=1.
-
-VGG_EXPECT_ABSENT=mxnet (set by `.ci/test` in the `modern` environment, which cannot hold MXNet) names backends
-whose absence is expected: when not installed, their tests are not collected and the run says so once, at its end.
-"""
+"""Backend parametrisation: a missing framework skips locally, fails under VGG_REQUIRE_ALL_BACKENDS=1, and a
+backend VGG_EXPECT_ABSENT names is not collected (tests/helpers.py)."""
 
 from __future__ import annotations
 
-import os
 import platform
 
 import pytest
 
-from common import backends
-
-REQUIRE_ALL = os.environ.get("VGG_REQUIRE_ALL_BACKENDS") == "1"
-EXPECT_ABSENT = [name for name in os.environ.get("VGG_EXPECT_ABSENT", "").split(",") if name]
-for _name in EXPECT_ABSENT:
-    if _name not in backends.NAMES:
-        raise pytest.UsageError(f"VGG_EXPECT_ABSENT={_name!r}: not a backend; choose from {','.join(backends.NAMES)}")
-ABSENT = tuple(name for name in EXPECT_ABSENT if backends.framework_version(name) is None)
-#: the backends this environment tests
-ACTIVE = tuple(name for name in backends.NAMES if name not in ABSENT)
+from common.core import backends
+from helpers import ABSENT, ACTIVE, REFERENCE, load_backend
 
 
 def pytest_configure(config) -> None:
@@ -52,15 +40,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
                                     "(its tests were not collected)")
 
 
-def load_backend(name: str):
-    try:
-        return backends.load(name)
-    except backends.BackendError as exc:
-        if REQUIRE_ALL:
-            pytest.fail(f"VGG_REQUIRE_ALL_BACKENDS=1 but {exc}")
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(params=ACTIVE)
 def backend(request):
     """Each backend module in turn (vgg_torch, vgg_tf, vgg_jax, vgg_mxnet)."""
@@ -71,3 +50,10 @@ def backend(request):
 def all_backends():
     """Every backend module this environment tests, as a dict name -> module."""
     return {name: load_backend(name) for name in ACTIVE}
+
+
+@pytest.fixture
+def reference():
+    """The backend the others are compared with where the oracle computes nothing (gradients, SGD steps)."""
+    return load_backend(REFERENCE)
+

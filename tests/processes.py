@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import checkpoint
+from common.runtime import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def _as_in_a_terminal() -> None:
 def vgg_cli(*args: str, **kw) -> subprocess.Popen:
     """``vgg ...`` as a real subprocess (the installed console script's module), with Ctrl-C working."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "common.cli", *args], env=env, cwd=ROOT, text=True,
+    return subprocess.Popen([sys.executable, "-m", "common.tools.cli", *args], env=env, cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_in_a_terminal, **kw)
 
 

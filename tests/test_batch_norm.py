@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import arch, cli, parity, summary
-from common import weights as canonical
-from common.arch import ArchError
+from common.core import arch, canonical, layouts, summary, tolerances
+from common.core.arch import ArchError
+from common.tools import cli, parity
+from helpers import with_reference
 from tiny_data import HIDDEN
 
 BLOCKS = ((1, 8), (2, 16, (3, 1)))  # a 3x3 and a 1x1 convolution, each with its batch norm
@@ -61,22 +62,22 @@ def test_backend_refuses_lrn_with_batch_norm(backend):
         backend.vgg_block(1, 8, layers=(3, "lrn"), batch_norm=True)
 
 
-def test_batch_norm_means_the_same_everywhere(all_backends):
+def test_batch_norm_means_the_same_everywhere(backend, reference):
     """From one set of weights and running statistics: eval-mode logits (running statistics) and training-mode
     logits (the batch's) against the oracle and pairwise; gradients in both modes and three SGD steps pairwise;
     running statistics after one training forward and after three compiled training steps at lr 0 (weights
     held, so the oracle can follow) against the oracle."""
-    matrices = parity.run(all_backends, BLOCKS, SIZE, batch=4, steps=3, batch_norm=True, hidden=HIDDEN)
+    backends = with_reference(backend, reference)
+    matrices = parity.run(backends, BLOCKS, SIZE, batch=4, steps=3, batch_norm=True, hidden=HIDDEN)
     assert parity.passed(matrices), {q: max(c.values()) for q, c in matrices.items()}
     for quantity in ("logits", "train logits", "running statistics", "statistics after steps"):
-        assert sum(parity.ORACLE in pair for pair in matrices[quantity]) == 2 * len(all_backends), quantity
+        assert sum(parity.ORACLE in pair for pair in matrices[quantity]) == 2 * len(backends), quantity
 
 
 def test_running_statistics_survive_save_and_load(backend, tmp_path):
-    wmod = __import__(f"{backend.__name__}.weights", fromlist=["x"])
     model = backend.VGG(BLOCKS, image_size=SIZE, batch_norm=True, hidden=HIDDEN)
-    images, labels = parity.fixed_batch(BLOCKS, SIZE, 4)
-    wmod.training_outputs(model, parity.to_layout(images, backend.LAYOUT), labels)  # stats leave (0, 1)
+    images, labels = tolerances.fixed_batch(BLOCKS, SIZE, 4)
+    backend.training_outputs(model, layouts.images_from_nchw(images, backend.LAYOUT), labels)  # stats leave (0, 1)
     before = backend.export_weights(model)
     assert before["features.1.num_batches_tracked"] == 1 and not np.allclose(before["features.1.running_var"], 1)
     again = backend.load(backend.save(model, tmp_path / f"m{backend.MODEL_SUFFIX}"))
@@ -138,8 +139,8 @@ def test_every_configuration_and_its_bn_variant_has_the_analytic_shapes_and_coun
         for batch_norm in (False, True) if name != "A_LRN" else (False,):
             model = backend.VGG(blocks, num_classes=1000, in_channels=3, image_size=32, batch_norm=batch_norm,
                                 hidden=HIDDEN)
-            rows = backend.layer_summary(model, summary.from_nchw((1, 3, 32, 32), backend.LAYOUT))
-            got = [(kind, summary.to_nchw(s, backend.LAYOUT)) for kind, s in rows]
+            rows = backend.layer_summary(model, layouts.shape_from_nchw((1, 3, 32, 32), backend.LAYOUT))
+            got = [(kind, layouts.shape_to_nchw(s, backend.LAYOUT)) for kind, s in rows]
             assert got == summary.expected_summary(blocks, (1, 3, 32, 32), 1000, HIDDEN), (name, batch_norm)
             assert backend.parameter_count(model) == summary.parameter_count(blocks, 3, 32, 1000, batch_norm,
                                                                              HIDDEN), (name, batch_norm)

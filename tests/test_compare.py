@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common.backends import BACKENDS
-from conftest import ABSENT, ACTIVE, load_backend
+from common.core.backends import BACKENDS
+from helpers import ABSENT, ACTIVE, load_backend
 from tiny_data import HIDDEN, fake_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +21,8 @@ def compare(tmp_path: Path, backends: str, extra_path: Path | None = None,
     paths = [str(extra_path)] if extra_path else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)]),
            "VGG_CEILING_SIZE": "1024"}  # the ceiling's arithmetic, not its figure, is under test
-    proc = subprocess.run([sys.executable, "-m", "common.cli", "compare", "--backends", backends, "--arch", "small",
+    proc = subprocess.run([sys.executable, "-m", "common.tools.cli", "compare", "--backends", backends,
+                           "--arch", "small",
                            "--resize", "32", "--hidden", str(HIDDEN), "--batch-size", "8", "--seconds", "1",
                            "--data-dir", str(tmp_path / "data"), "--no-verify", "--out", str(tmp_path / "report"),
                            *extra],
@@ -49,7 +50,7 @@ def test_compare_measures_every_backend_per_worker_count_and_writes_the_report(a
         assert row["train_ex_s"] > 0 and row["peak_rss_mb"] > 0 and row["threads"] >= 1 and row["train_gflop_s"] > 0
         if row["workers"] == 1:  # inference and start-up are measured in one process only
             assert row["infer_ex_s"] > 0 and row["first_step_s"] > 0 and row["build_s"] >= 0
-            assert row["env"]["numpy"] and all(row["env"][dist] for dist in BACKENDS[row["backend"]][2])
+            assert row["env"]["numpy"] and all(row["env"][dist] for dist in BACKENDS[row["backend"]].distributions)
             assert row["env"]["executable"] == (other if row["backend"] == there else sys.executable)
     assert report["matmul_gflop_s"] > 0 and report["machine"]["cores"] >= 1
     spread = report["matmul_spread"]  # measured before and after the rows: the ceiling is the faster

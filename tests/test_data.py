@@ -6,16 +6,15 @@ import functools
 import gzip
 import http.server
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common import batches, data, fashion_mnist, idx
-from common.idx import DataError
+from common.data import batches, fashion_mnist, idx, loader
+from common.data.idx import DataError
+from helpers import NO_REAL_DATA, REAL_DATA
 from tiny_data import fake_files
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 NAMES = list(fashion_mnist.FILES)
 
 
@@ -94,9 +93,9 @@ def test_images_and_labels_must_match(tmp_path):
         fashion_mnist.load_arrays(tmp_path / "d", verify=False)
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"real Fashion-MNIST files not at {REAL}")
+@pytest.mark.skipif(REAL_DATA is None, reason=NO_REAL_DATA)
 def test_real_files_verify_count_and_balance(tmp_path):
-    train_images, train_labels, test_images, test_labels = fashion_mnist.load_arrays(REAL)
+    train_images, train_labels, test_images, test_labels = fashion_mnist.load_arrays(REAL_DATA)
     assert train_images.shape == (60000, 28, 28) and test_images.shape == (10000, 28, 28)
     assert np.bincount(train_labels).tolist() == [6000] * 10
     assert np.bincount(test_labels).tolist() == [1000] * 10
@@ -120,13 +119,13 @@ def server(tmp_path):
     httpd.shutdown()
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"real Fashion-MNIST files not at {REAL}")
+@pytest.mark.skipif(REAL_DATA is None, reason=NO_REAL_DATA)
 def test_download_from_the_mirror_after_a_bad_one(tmp_path, server, monkeypatch):
     root, url = server
     (root / "good").mkdir()
     (root / "bad").mkdir()
     for name in NAMES:
-        (root / "good" / f"{name}.gz").write_bytes((REAL / f"{name}.gz").read_bytes())
+        (root / "good" / f"{name}.gz").write_bytes((REAL_DATA / f"{name}.gz").read_bytes())
         (root / "bad" / f"{name}.gz").write_bytes(gzip.compress(b"not the data"))
     monkeypatch.setattr(fashion_mnist, "MIRRORS", (url + "bad/", url + "good/"))
     arrays = fashion_mnist.load_arrays()
@@ -221,7 +220,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="layout 'CHW'"):
         small_split(batch_size=4, layout="CHW")
     with pytest.raises(ValueError, match="limit=0"):
-        data.from_arrays(*[np.zeros((2, 28, 28), np.uint8), np.zeros(2)] * 2, 4, limit=0)
+        loader.from_arrays(*[np.zeros((2, 28, 28), np.uint8), np.zeros(2)] * 2, 4, limit=0)
 
 
 TENSOR_TYPES = {"torch": "torch.Tensor", "tf": "tensorflow", "jax": "jax", "mxnet": "mxnet.numpy.ndarray"}

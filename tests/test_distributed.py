@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import checkpoint, distributed, parity_distributed
-from common.batches import Batches
+from common.core import backends, tolerances
+from common.data.batches import Batches
+from common.runtime import checkpoint, distributed
+from common.tools import parity_distributed
+from conftest import load_backend
 from processes import vgg_cli, wait_for_first_checkpoint
 from tiny_data import HIDDEN, fake_files
-
 
 
 def name_of(backend) -> str:
@@ -65,7 +67,7 @@ def worker_pid(launcher: int, rank: int) -> int | None:
             env = set(Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0"))
         except OSError:
             continue
-        if env & wanted and "VGG_LAUNCHED=1" in env and "common.cli" in Path(f"/proc/{pid}/cmdline").read_text():
+        if env & wanted and "VGG_LAUNCHED=1" in env and "common.tools.cli" in Path(f"/proc/{pid}/cmdline").read_text():
             return pid
     return None
 
@@ -85,16 +87,40 @@ def test_split_that_cannot_be_equal_is_refused(replicas, batch, examples, messag
         distributed.check_split(replicas, batch, examples)
 
 
-def test_engine_matches_one_process(backend):
+@pytest.fixture(scope="module")
+def parity_report():
+    """``vgg parity --workers 2`` of one backend (tiny arch), run once per backend for this module."""
+    done: dict[str, dict] = {}
+
+    def report(name: str) -> dict:
+        if name not in done:
+            done[name] = parity_distributed.run([name], "tiny", 32, 2, log=lambda _: None, hidden=HIDDEN)
+        return done[name]
+    return report
+
+
+def test_engine_matches_one_process(backend, parity_report):
     """1 vs 2 processes (and 1 vs 2 devices in one process) after 3 SGD steps with momentum and a changing lr."""
     name = name_of(backend)
-    report = parity_distributed.run([name], "tiny", 32, 2, log=lambda _: None, hidden=HIDDEN)
-    runs = report["engines"][name]
-    assert set(runs) == ({"2 processes", "2 devices"} if name in parity_distributed.IN_PROCESS
+    runs = parity_report(name)["engines"][name]
+    assert set(runs) == ({"2 processes", "2 devices"} if backends.BACKENDS[name].in_process_devices
                          else {"2 processes"})
     for label, diff in runs.items():
         assert isinstance(diff, float), f"{label}: {diff}"
         assert diff <= parity_distributed.TOLERANCE, (label, diff)
+
+
+def test_workers_follow_torchs_trajectory(backend, parity_report):
+    """The 2-process runs of every framework, MXNet included (issue 24), end where torch DDP's do: momentum
+    is torch.optim.SGD's in all four under the changing lr. The matrix of `vgg parity --workers`."""
+    name = name_of(backend)
+    if name == "torch":
+        pytest.skip("the reference")
+    load_backend("torch")
+    ours, reference = (parity_report(n)["trajectories"].get(n) for n in (name, "torch"))
+    assert ours is not None and reference is not None, parity_report(name)["engines"]
+    diff = tolerances.relative_tree(reference, ours)
+    assert diff <= tolerances.TOLERANCES["trajectory"], f"{name} vs torch: {diff:.1e}"
 
 
 def test_killed_worker_stops_the_job_and_resume_finishes_it(backend, tmp_path):
@@ -115,6 +141,7 @@ def test_killed_worker_stops_the_job_and_resume_finishes_it(backend, tmp_path):
     args = train_args(name, tmp_path / "data", tmp_path / "run", 3)
     proc = vgg_cli(*args)
     first = wait_for_first_checkpoint(proc, tmp_path / "run" / "checkpoints")
+    assert first.exists(), f"no checkpoint of epoch 1 before the job ended (status {proc.poll()})"
     victim = worker_pid(proc.pid, 1)
     assert victim is not None, "rank 1 not found"
     everyone = descendants(proc.pid)

@@ -11,9 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from common import arch, batches, cli, parity, weights as canonical
+from common.core import arch, canonical, layouts, tolerances
+from common.data import batches
 from common.serving import formats, onnx_files
-from conftest import ACTIVE, REQUIRE_ALL, load_backend
+from common.tools import cli, parity
+from helpers import ACTIVE, REQUIRE_ALL, load_backend
 from processes import ROOT
 from tiny_data import HIDDEN
 
@@ -43,8 +45,8 @@ def exported(tmp_path_factory, weights):
 
 
 def images_for(vgg, seed: int = 3) -> np.ndarray:
-    nchw, _ = parity.fixed_batch(ARCH, SIZE, batch=5, seed=seed)  # 5: not the batch of 2 used to trace
-    return parity.to_layout(nchw, vgg.LAYOUT)
+    nchw, _ = tolerances.fixed_batch(ARCH, SIZE, batch=5, seed=seed)  # 5: not the batch of 2 used to trace
+    return layouts.images_from_nchw(nchw, vgg.LAYOUT)
 
 
 @pytest.mark.parametrize("name", ACTIVE)
@@ -52,7 +54,7 @@ def test_native_export_reloads_and_matches_the_live_model(exported, name):
     vgg, model, files = exported[name]
     forward, meta = vgg.load_exported(files["native"].path)
     x = images_for(vgg)
-    assert parity.relative(forward(x), vgg.predict(model, x)) <= formats.TOLERANCE
+    assert tolerances.relative(forward(x), vgg.predict(model, x)) <= formats.TOLERANCE
     assert files["native"].difference <= formats.TOLERANCE
     assert meta["layout"] == vgg.LAYOUT and meta["backend"] == name and meta["format"] == "native"
     assert meta["classes"][9] == "ankle boot" and meta["config"]["image_size"] == SIZE
@@ -63,7 +65,7 @@ def test_onnx_export_runs_in_onnx_runtime_and_matches_the_live_model(exported, n
     vgg, model, files = exported[name]
     path = files["onnx"].path
     x = images_for(vgg)
-    assert parity.relative(onnx_files.runner(path)(x), vgg.predict(model, x)) <= formats.TOLERANCE
+    assert tolerances.relative(onnx_files.runner(path)(x), vgg.predict(model, x)) <= formats.TOLERANCE
     meta = onnx_files.read_metadata(path)
     assert meta["layout"] == vgg.LAYOUT and meta["input_shape"][0] == "batch"
     sess = onnx_files.session(path)
@@ -72,10 +74,10 @@ def test_onnx_export_runs_in_onnx_runtime_and_matches_the_live_model(exported, n
 
 
 def test_the_onnx_files_of_one_set_of_weights_agree_with_each_other_and_the_oracle(exported, weights):
-    images, _ = parity.fixed_batch(ARCH, SIZE, batch=5, seed=3)
+    images, _ = tolerances.fixed_batch(ARCH, SIZE, batch=5, seed=3)
     results = {parity.ORACLE: {"logits": parity.oracle_logits(weights, ARCH, images)}}
     for name, (vgg, _, files) in exported.items():
-        results[name] = {"logits": onnx_files.runner(files["onnx"].path)(parity.to_layout(images, vgg.LAYOUT))}
+        results[name] = {"logits": onnx_files.runner(files["onnx"].path)(layouts.images_from_nchw(images, vgg.LAYOUT))}
     cells = parity.matrix(results, "logits")
     assert len(cells) == len(results) * (len(results) - 1)
     assert parity.passed({"logits": cells}), parity.format_matrix(cells, "logits")
@@ -106,7 +108,7 @@ def test_predict_from_canonical_weights_takes_the_head_width_from_the_file(tmp_p
     assert cli.main(["predict", "--model", str(path), "--backend", name, "--arch", "tiny", "--resize", "32",
                      *map(str, sorted(tmp_path.glob("*.png"))), "--json", "--top", "1"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    want = vgg.predict(model, batches.with_channels(batches.to_float(pixels, 32), vgg.LAYOUT)).argmax(1)
+    want = vgg.predict(model, layouts.with_channels(batches.to_float(pixels, 32), vgg.LAYOUT)).argmax(1)
     assert [r["top"][0]["index"] for r in rows] == list(want)
 
 
@@ -119,7 +121,7 @@ def test_predict_on_png_files_gives_the_top1_of_predict_on_the_array(exported, n
     for i, p in enumerate(pixels):
         Image.fromarray(p).save(tmp_path / f"{i}.png")
     model_file = vgg.save(model, tmp_path / f"model{vgg.MODEL_SUFFIX}")
-    x = batches.with_channels(batches.to_float(pixels, SIZE), vgg.LAYOUT)
+    x = layouts.with_channels(batches.to_float(pixels, SIZE), vgg.LAYOUT)
     for path, want in ((model_file, vgg.predict(model, x)), (files["native"].path, vgg.predict(model, x)),
                        (files["onnx"].path, onnx_files.runner(files["onnx"].path)(x))):
         assert cli.main(["predict", "--model", str(path), str(tmp_path), "--json", "--top", "1",
@@ -180,7 +182,7 @@ def test_bad_images_and_ill_fitting_onnx_files_get_one_line(exported, tmp_path, 
 @pytest.mark.parametrize("folder", [False, True], ids=["file", "folder"])
 def test_an_export_that_reloads_differently_writes_nothing_and_keeps_the_previous_one(folder, tmp_path):
     """The shared flow with a writer of either shape and a reload that comes back 1e-3 off."""
-    from common.serving import export as flow
+    from common.serving import export_flow
     name = ACTIVE[0]
     vgg = load_backend(name)
     model = vgg.VGG(ARCH, image_size=SIZE, hidden=HIDDEN)
@@ -195,11 +197,11 @@ def test_an_export_that_reloads_differently_writes_nothing_and_keeps_the_previou
             tmp.write_text(formats.dumps(meta))
 
     live = lambda x: vgg.predict(model, x)  # noqa: E731
-    with pytest.raises(flow.ExportError, match="nothing was written"):
-        flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write}, lambda _: lambda x: live(x) * 1.001, live)
+    with pytest.raises(export_flow.ExportError, match="nothing was written"):
+        export_flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write}, lambda _: lambda x: live(x) * 1.001, live)
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
     assert target.read_bytes() == b"the previous export"
-    done = flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write}, lambda _: live, live)
+    done = export_flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write}, lambda _: live, live)
     assert done.difference == 0 and target.is_dir() == folder
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
@@ -207,7 +209,7 @@ def test_an_export_that_reloads_differently_writes_nothing_and_keeps_the_previou
 def test_a_missing_export_package_is_named_with_its_extra(tmp_path):
     """The real import machinery, told the package is absent, as on a machine without the extra."""
     name = ACTIVE[0]
-    code = ("import sys; sys.modules['onnxruntime'] = None; from common import cli; "
+    code = ("import sys; sys.modules['onnxruntime'] = None; from common.tools import cli; "
             f"sys.exit(cli.main(['parity', '--onnx', '--backends', '{name}', '--arch', 'tiny', '--resize', '32', "
             f"'--hidden', '{HIDDEN}']))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)

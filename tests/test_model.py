@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import arch, backends, summary
-from common.serving import formats
-from common.arch import ArchError
+from common.core import arch, backends, layouts, summary
+from common.core.arch import ArchError
 from tiny_data import HIDDEN
 
 CASES = [  # (arch, image size, in_channels, num_classes, hidden): the paper's 4096-wide head once, narrower
@@ -100,29 +99,27 @@ def test_resolution_too_small_names_arch_and_minimum():
 def test_summary_matches_analytic_truth(backend, case):
     blocks, size, channels, classes, hidden = case
     model = backend.VGG(blocks, num_classes=classes, in_channels=channels, image_size=size, hidden=hidden)
-    shape = summary.from_nchw((1, channels, size, size), backend.LAYOUT)
+    shape = layouts.shape_from_nchw((1, channels, size, size), backend.LAYOUT)
     rows = backend.layer_summary(model, shape)
-    got = [(kind, summary.to_nchw(s, backend.LAYOUT)) for kind, s in rows]
+    got = [(kind, layouts.shape_to_nchw(s, backend.LAYOUT)) for kind, s in rows]
     assert got == summary.expected_summary(blocks, (1, channels, size, size), classes, hidden)
     assert backend.parameter_count(model) == summary.parameter_count(blocks, channels, size, classes, hidden=hidden)
 
 
-def test_all_backends_agree(all_backends):
+def test_small_net_layers_match_the_analytic_table(backend):
+    """The small net at 56x56 gives the analytic layer table in every backend (so all four agree)."""
     blocks = arch.small()
-    rows = {}
-    for name, vgg in all_backends.items():
-        model = vgg.VGG(blocks, image_size=56, hidden=HIDDEN)
-        out = vgg.layer_summary(model, summary.from_nchw((2, 1, 56, 56), vgg.LAYOUT))
-        rows[name] = [(kind, summary.to_nchw(s, vgg.LAYOUT)) for kind, s in out]
-    first = next(iter(rows.values()))
-    assert all(r == first for r in rows.values()), rows
+    model = backend.VGG(blocks, image_size=56, hidden=HIDDEN)
+    rows = backend.layer_summary(model, layouts.shape_from_nchw((2, 1, 56, 56), backend.LAYOUT))
+    got = [(kind, layouts.shape_to_nchw(s, backend.LAYOUT)) for kind, s in rows]
+    assert got == summary.expected_summary(blocks, (2, 1, 56, 56), 10, HIDDEN)
 
 
 def test_vgg_block_shapes(backend):
     block = backend.vgg_block(2, 8, in_channels=3)
-    x_shape = summary.from_nchw((2, 3, 16, 16), backend.LAYOUT)
+    x_shape = layouts.shape_from_nchw((2, 3, 16, 16), backend.LAYOUT)
     out = block(_zeros(backend.__name__, x_shape))
-    assert summary.to_nchw(tuple(out.shape), backend.LAYOUT) == (2, 8, 8, 8)
+    assert layouts.shape_to_nchw(tuple(out.shape), backend.LAYOUT) == (2, 8, 8, 8)
 
 
 def _zeros(module: str, shape):
@@ -150,14 +147,14 @@ def test_backend_rejects_bad_config(backend, kwargs, message):
 
 def test_wrong_input_layout_is_named(backend):
     model = backend.VGG(arch.small(), image_size=32, hidden=HIDDEN)
-    other = summary.from_nchw((1, 1, 32, 32), "NHWC" if backend.LAYOUT == "NCHW" else "NCHW")
+    other = layouts.shape_from_nchw((1, 1, 32, 32), "NHWC" if backend.LAYOUT == "NCHW" else "NCHW")
     with pytest.raises(ValueError, match=f"that is .*; this backend takes {backend.LAYOUT}"):
         backend.layer_summary(model, other)
 
 
 def test_print_layer_summary(backend, capsys):
     model = backend.VGG(arch.small(), image_size=32, hidden=HIDDEN)
-    backend.print_layer_summary(model, summary.from_nchw((1, 1, 32, 32), backend.LAYOUT))
+    backend.print_layer_summary(model, layouts.shape_from_nchw((1, 1, 32, 32), backend.LAYOUT))
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 13 and lines[0].startswith("block") and lines[-1].startswith("dense")
 
@@ -173,21 +170,8 @@ def test_a_missing_backend_says_how_to_install_it_or_why_not_on_this_python(name
     assert message in backends.install_hint(name, python)
 
 
-def test_every_backend_offers_the_same_public_names(all_backends):
-    """One contract: ``import vgg_<fw> as vgg`` gives the same names in every backend, each one defined."""
-    names = {name: sorted(vgg.__all__) for name, vgg in all_backends.items()}
-    first = next(iter(names.values()))
-    assert all(n == first for n in names.values()), names
-    for vgg in all_backends.values():
-        missing = [n for n in vgg.__all__ if not hasattr(vgg, n)]
-        assert not missing, f"{vgg.__name__} lists {missing} but does not define them"
-    for name, suffix in formats.TRAINED.items():
-        if name in all_backends:
-            assert all_backends[name].MODEL_SUFFIX == suffix
-
-
 def test_summary_flops_prints_layers_and_the_conv_dense_split(capsys):
-    from common import cli
+    from common.tools import cli
     assert cli.main(["summary", "--arch", "C", "--flops", "--in-channels", "3", "--num-classes", "1000"]) == 0
     out = capsys.readouterr().out
     assert "| conv1-256 (block 3) | features.14 | (256, 56, 56) | 65,792 | 411,041,792 |" in out

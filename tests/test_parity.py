@@ -3,15 +3,14 @@ logits and gradients as the source and as the NumPy oracle; export -> import -> 
 
 from __future__ import annotations
 
-import importlib
 
 import numpy as np
 import pytest
 
-from common import arch, parity
-from common import weights as canonical
-from common.backends import NAMES
-from conftest import ACTIVE, load_backend
+from common.core import arch, canonical, layouts, tolerances
+from common.core.backends import NAMES
+from common.tools import parity
+from helpers import ACTIVE, load_backend, with_reference
 from tiny_data import HIDDEN
 
 CASES = {"vgg11-224": (arch.VGG11, 224, 2, 256), "small-56": (arch.small(), 56, 8, HIDDEN)}  # ..., batch, hidden
@@ -28,12 +27,8 @@ def case(request):
     backends = {name: load_backend(name) for name in ACTIVE}
     models = {name: vgg.VGG(blocks, image_size=size, seed=i, hidden=hidden)
               for i, (name, vgg) in enumerate(backends.items())}
-    images, labels = parity.fixed_batch(blocks, size, batch)
+    images, labels = tolerances.fixed_batch(blocks, size, batch)
     return blocks, size, hidden, backends, models, images, labels, request.param in GRADIENT_CASES
-
-
-def _weights_module(vgg):
-    return importlib.import_module(f"{vgg.__name__}.weights")
 
 
 @pytest.mark.parametrize("source", ACTIVE)
@@ -41,43 +36,40 @@ def test_weights_from_each_backend_agree_everywhere(case, source):
     blocks, size, hidden, backends, models, images, labels, with_gradients = case
     # random non-zero biases: Xavier's zero biases make exact ReLU zeros and max-pool ties, whose
     # subgradients legitimately differ between frameworks
-    _weights_module(backends[source]).import_weights(
+    backends[source].import_weights(
         models[source], canonical.random_weights(blocks, image_size=size, seed=NAMES.index(source), hidden=hidden))
-    exported = _weights_module(backends[source]).export_weights(models[source])
+    exported = backends[source].export_weights(models[source])
     reference = parity.oracle_logits(exported, blocks, images)
     outputs = {}
     for name, vgg in backends.items():
-        wmod = _weights_module(vgg)
-        wmod.import_weights(models[name], exported)
-        x = parity.to_layout(images, vgg.LAYOUT)
+        vgg.import_weights(models[name], exported)
+        x = layouts.images_from_nchw(images, vgg.LAYOUT)
         outputs[name] = {"logits": vgg.predict(models[name], x)}
         if with_gradients:
-            outputs[name]["gradients"] = wmod.loss_gradients(models[name], x, labels)
-        assert parity.relative(outputs[name]["logits"], reference) <= parity.TOLERANCES["logits"], name
+            outputs[name]["gradients"] = vgg.loss_gradients(models[name], x, labels)
+        assert tolerances.relative(outputs[name]["logits"], reference) <= tolerances.TOLERANCES["logits"], name
     for quantity in ("logits", "gradients") if with_gradients else ("logits",):
         for pair, diff in parity.matrix(outputs, quantity).items():
-            assert diff <= parity.TOLERANCES[quantity], (quantity, pair, diff)
+            assert diff <= tolerances.TOLERANCES[quantity], (quantity, pair, diff)
 
 
 def test_export_import_export_is_identity(case):
     blocks, size, hidden, backends, models, *_ = case
     weights = canonical.random_weights(blocks, image_size=size, seed=7, hidden=hidden)
     for name, vgg in backends.items():
-        wmod = _weights_module(vgg)
-        wmod.import_weights(models[name], weights)
-        again = wmod.export_weights(models[name])
+        vgg.import_weights(models[name], weights)
+        again = vgg.export_weights(models[name])
         assert again.keys() == weights.keys()
         for key in weights:
             assert again[key].dtype == np.float32 and np.array_equal(again[key], weights[key]), (name, key)
 
 
 def test_safetensors_file_round_trip(backend, tmp_path):
-    wmod = _weights_module(backend)
     model = backend.VGG(arch.small(), image_size=32, seed=1, hidden=HIDDEN)
-    path = wmod.save_weights(model, tmp_path / "w.safetensors")
+    path = backend.save_weights(model, tmp_path / "w.safetensors")
     other = backend.VGG(arch.small(), image_size=32, seed=2, hidden=HIDDEN)
-    wmod.load_weights(other, path)
-    x = parity.to_layout(parity.fixed_batch(arch.small(), 32)[0], backend.LAYOUT)
+    backend.load_weights(other, path)
+    x = layouts.images_from_nchw(tolerances.fixed_batch(arch.small(), 32)[0], backend.LAYOUT)
     assert np.array_equal(backend.predict(model, x), backend.predict(other, x))
 
 
@@ -89,36 +81,38 @@ def test_safetensors_file_round_trip(backend, tmp_path):
      f"their hidden dense layers are {2 * HIDDEN} wide and the model's {HIDDEN}: build it with hidden={2 * HIDDEN}"),
 ])
 def test_import_refuses_weights_of_another_model(backend, wrong, message):
-    wmod = _weights_module(backend)
     model = backend.VGG(arch.small(), image_size=32, seed=1, hidden=HIDDEN)
-    before = wmod.export_weights(model)
+    before = backend.export_weights(model)
     weights = canonical.random_weights(wrong["blocks"], image_size=wrong["size"], hidden=wrong.get("hidden", HIDDEN))
     with pytest.raises(canonical.WeightsError, match=message):
-        wmod.import_weights(model, weights)
-    after = wmod.export_weights(model)
+        backend.import_weights(model, weights)
+    after = backend.export_weights(model)
     assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing changed
 
 
 def test_first_dense_permutation_is_not_a_no_op():
     """The NCHW -> NHWC row permutation matters: skipping it would silently give wrong numbers."""
-    rows = canonical.nhwc_rows(channels=2, side=3)
+    rows = layouts.nhwc_rows(channels=2, side=3)
     assert rows.tolist() == [0, 9, 1, 10, 2, 11, 3, 12, 4, 13, 5, 14, 6, 15, 7, 16, 8, 17]
 
 
-def test_sgd_trajectories_agree(all_backends):
-    """Five plain-SGD steps (dropout off) from the same weights on the same batches, in every backend's own
-    compiled training step: per-step losses and final weights agree pairwise."""
+def test_sgd_trajectories_agree(backend, reference):
+    """Five plain-SGD steps (dropout off) from the same weights on the same batches, in the backend's own
+    compiled training step and the reference's: per-step losses and final weights agree."""
+    if backend is reference:
+        pytest.skip(f"{reference.NAME} is the reference the other backends' trajectories are compared with")
     blocks, size = arch.small(), 56
     weights = canonical.random_weights(blocks, image_size=size, seed=11, hidden=HIDDEN)
-    batches = [parity.fixed_batch(blocks, size, 8, seed=s) for s in range(5)]
-    runs = {name: parity.trajectory(vgg, weights, blocks, size, batches) for name, vgg in all_backends.items()}
+    batches = [tolerances.fixed_batch(blocks, size, 8, seed=s) for s in range(5)]
+    runs = {name: parity.trajectory(vgg, weights, blocks, size, batches)
+            for name, vgg in with_reference(backend, reference).items()}
     assert all(run["losses"].shape == (5,) and np.isfinite(run["losses"]).all() for run in runs.values())
     for pair, diff in parity.matrix(runs, "trajectory").items():
-        assert diff <= parity.TOLERANCES["trajectory"], (pair, diff)
+        assert diff <= tolerances.TOLERANCES["trajectory"], (pair, diff)
 
 
 def test_parity_command_prints_an_all_pass_matrix(all_backends, capsys):
-    from common import cli
+    from common.tools import cli
 
     if len(all_backends) < 2:
         pytest.skip("vgg parity compares two or more backends")
@@ -130,32 +124,31 @@ def test_parity_command_prints_an_all_pass_matrix(all_backends, capsys):
     assert "vgg parity: all pass" in out
 
 
-def test_every_layer_kind_agrees_everywhere(all_backends):
+def test_every_layer_kind_agrees_everywhere(backend, reference):
     """An arch with Table 1's other layers (A-LRN's normalisation, C's 1x1 convolutions): logits against the
-    oracle and pairwise, loss gradients and two SGD steps, from one set of canonical weights."""
+    oracle, loss gradients and two SGD steps against the reference backend's, from one set of weights."""
     blocks = ((1, 8, (3, "lrn")), (2, 16, (3, 1)), (2, 32, (3, 1)))
-    matrices = parity.run(all_backends, blocks, 32, batch=4, steps=2, hidden=HIDDEN)
+    matrices = parity.run(with_reference(backend, reference), blocks, 32, batch=4, steps=2, hidden=HIDDEN)
     assert parity.passed(matrices), {q: max(c.values()) for q, c in matrices.items()}
     assert any(parity.ORACLE in pair for pair in matrices["logits"])
 
 
-def test_local_response_norm_means_the_same_everywhere(all_backends):
+def test_local_response_norm_means_the_same_everywhere(backend):
     """A-LRN's normalisation where alpha's convention matters (alpha x the window's sum of squares well above
     k, so dividing alpha by the window size or not would show): every backend's logits against the oracle's."""
-    from common import oracle
+    from common.core import oracle
     blocks, size = arch.small(arch.A_LRN, 8), 32
     weights = canonical.random_weights(blocks, image_size=size, seed=3, hidden=HIDDEN)
-    images = parity.fixed_batch(blocks, size, 4)[0] * 1000
+    images = tolerances.fixed_batch(blocks, size, 4)[0] * 1000
     first = oracle.conv_relu(images.astype(np.float64), weights["features.0.weight"], weights["features.0.bias"])
     lrn = oracle.PAPER_LRN
     assert np.median(lrn.alpha * (first ** 2).sum(axis=1)) > 3 * lrn.k  # the normalisation is not a constant
     assert np.abs(oracle.local_response_norm(first) - first / lrn.k ** lrn.beta).max() > 0.1 * np.abs(first).max()
     reference = parity.oracle_logits(weights, blocks, images)
-    for name, vgg in all_backends.items():
-        model = vgg.VGG(blocks, image_size=size, hidden=HIDDEN)
-        vgg.import_weights(model, weights)
-        logits = vgg.predict(model, parity.to_layout(images, vgg.LAYOUT))
-        assert parity.relative(logits, reference) <= parity.TOLERANCES["logits"], name
+    model = backend.VGG(blocks, image_size=size, hidden=HIDDEN)
+    backend.import_weights(model, weights)
+    logits = backend.predict(model, layouts.images_from_nchw(images, backend.LAYOUT))
+    assert tolerances.relative(logits, reference) <= tolerances.TOLERANCES["logits"]
 
 
 def test_native_model_file_keeps_every_layer_kind(backend, tmp_path):
@@ -165,5 +158,5 @@ def test_native_model_file_keeps_every_layer_kind(backend, tmp_path):
     model = backend.VGG(blocks, image_size=32, seed=1, hidden=HIDDEN)
     again = backend.load(backend.save(model, tmp_path / f"m{backend.MODEL_SUFFIX}"))
     assert again.arch == arch.validate(blocks) and again.hidden == HIDDEN
-    x = parity.to_layout(parity.fixed_batch(blocks, 32)[0], backend.LAYOUT)
+    x = layouts.images_from_nchw(tolerances.fixed_batch(blocks, 32)[0], backend.LAYOUT)
     assert np.array_equal(backend.predict(model, x), backend.predict(again, x))

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import checkpoint, training
-from common.batches import to_float, with_channels
+from common.core.layouts import with_channels
+from common.data.batches import to_float
+from common.runtime import checkpoint, training
 from processes import vgg_cli, wait_for_first_checkpoint
 from tiny_data import HIDDEN, fake_files, learnable
 
@@ -48,7 +49,7 @@ def test_saving_a_history_leaves_the_users_matplotlib_backend_alone(tmp_path):
     """The plot is drawn on a bare Figure, so saving in a notebook does not switch its backend to Agg."""
     import matplotlib
 
-    from common.history import History
+    from common.runtime.history import History
 
     previous = matplotlib.get_backend()
     matplotlib.use("svg")

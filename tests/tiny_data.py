@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import idx
+from common.data import idx
 
 #: the width of the test models' hidden dense layers: the paper's 4096 would make every tiny model 21 M
 #: parameters, and the suite's time would go to the head (tests/test_model.py checks the 4096-wide one)

@@ -7,7 +7,7 @@ from functools import partial
 import jax
 import numpy as np
 
-from common import data
+from common.data import loader
 from vgg_jax.model import LAYOUT
 
 
@@ -16,6 +16,6 @@ def to_tensor(images: np.ndarray, labels: np.ndarray) -> tuple[jax.Array, jax.Ar
     return jax.device_put(images), jax.device_put(labels.astype(np.int32))
 
 
-load_fashion_mnist = partial(data.load, layout=LAYOUT, to_tensor=to_tensor)
-load_fashion_mnist.__doc__ = "Fashion-MNIST batches in jax.Array (NHWC); arguments as common.data.load."
-from_arrays = partial(data.from_arrays, layout=LAYOUT, to_tensor=to_tensor)
+load_fashion_mnist = partial(loader.load, layout=LAYOUT, to_tensor=to_tensor)
+load_fashion_mnist.__doc__ = "Fashion-MNIST batches in jax.Array (NHWC); arguments as common.data.loader.load."
+from_arrays = partial(loader.from_arrays, layout=LAYOUT, to_tensor=to_tensor)

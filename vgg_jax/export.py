@@ -15,16 +15,15 @@ import logging
 from pathlib import Path
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import export as jax_export
 
-from common import atomic
-from common.serving import export as flow, formats
+from common.core import atomic
+from common.serving import export_flow, formats
 from common.serving.optional import require
-from vgg_jax.model import LAYOUT, VGG, predict
+from vgg_jax.model import LAYOUT, NAME, VGG, predict
 
-BACKEND = "jax"
 _BLOB = "exported.bin"
 #: tf2onnx 1.17's newest opset (the jax2tf route); jax2onnx writes its own default
 TF2ONNX_OPSET = 18
@@ -67,7 +66,7 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
     tf2onnx.convert.from_function(function, input_signature=spec, opset=TF2ONNX_OPSET, output_path=str(path))
 
 
-def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
+def load_exported(path: str | Path) -> tuple[export_flow.Forward, dict]:
     """``(forward, metadata)`` of a ``.jax_export`` folder written by :func:`export`: NHWC images to logits."""
     path = Path(path)
     if not (path / _BLOB).is_file() or not (path / formats.METADATA_FILE).is_file():
@@ -82,14 +81,12 @@ def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
     return lambda images: np.asarray(exported.call(jnp.asarray(images, jnp.float32))), meta
 
 
-def export(model: VGG, path: str | Path, format: str = "native", images: np.ndarray | None = None) -> flow.Exported:
+def export(model: VGG, path: str | Path, format: str = "native",
+           images: np.ndarray | None = None) -> export_flow.Exported:
     """Write ``model`` for serving (``format`` native: a ``.jax_export`` folder; onnx: ``.onnx``), reload it
     and check it against the live model on ``images`` (NHWC; default a fixed random batch) before it
     appears at ``path``."""
-    model.eval()  # dropout off in the traced graph
-    try:
-        writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
-        return flow.run(model, path, format, BACKEND, LAYOUT, writers, lambda p: load_exported(p)[0],
-                        lambda x: predict(model, x), images)
-    finally:
-        model.train()
+    model.eval()  # dropout off in the traced graph; the model stays in eval mode, as after predict
+    writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
+    return export_flow.run(model, path, format, NAME, LAYOUT, writers, lambda p: load_exported(p)[0],
+                    lambda x: predict(model, x), images)

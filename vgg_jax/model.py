@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from common import inference, summary
-from common.arch import (BUILDERS, HIDDEN, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
-                         feature_size, layers_of)
-from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
+from common.core import backends, summary
+from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, feature_size, layers_of
+from common.core.config import Configured, ModelConfig
+from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
+from common.runtime import inference
 
-LAYOUT = "NHWC"
+NAME = "jax"
+LAYOUT = backends.BACKENDS[NAME].layout
 _XAVIER = nnx.initializers.xavier_uniform()
 
 
@@ -99,27 +101,27 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
     return nnx.Sequential(*made, max_pool_pairwise if batch_norm else max_pool)
 
 
-class VGG(nnx.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense
-    (``hidden`` 4096 as in the paper); batch norms start at scale 1, shift 0 and running statistics (0, 1)."""
+class VGG(Configured, nnx.Sequential):
+    """VGG as an ``nnx.Sequential`` (NHWC): the blocks of ``arch``, flatten, then
+    Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense; batch norms start at scale 1, shift 0 and
+    running statistics (0, 1). Its arguments are :class:`~common.core.config.ModelConfig`'s fields, or a
+    config itself, kept as ``model.config``."""
 
-    def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False,
-                 hidden: int = HIDDEN) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm, hidden)
-        rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-        blocks, channels = [], in_channels
+    def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
+        config = ModelConfig.of(arch, *args, **options)
+        arch, dropout, batch_norm, hidden = config.arch, config.dropout, config.batch_norm, config.hidden
+        rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
+        blocks, channels = [], config.in_channels
         for block in arch:
             blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, rngs=rngs))
             channels = block[1]
-        flat = channels * feature_size(arch, image_size) ** 2
+        flat = channels * feature_size(arch, config.image_size) ** 2
         super().__init__(
             *blocks, flatten,
             nnx.Linear(flat, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
             nnx.Linear(hidden, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
-            nnx.Linear(hidden, num_classes, kernel_init=_XAVIER, rngs=rngs))
-        self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout, self.batch_norm, self.hidden = image_size, dropout, batch_norm, hidden
+            nnx.Linear(hidden, config.num_classes, kernel_init=_XAVIER, rngs=rngs))
+        self.config = config
 
 
 def _kind(layer) -> str:
@@ -154,17 +156,15 @@ def parameter_count(model: VGG) -> int:
 
 
 @nnx.jit
-def _logits(model: VGG, images: jax.Array) -> jax.Array:
+def eval_logits(model: VGG, images: jax.Array) -> jax.Array:
+    """The jitted forward pass, in whatever mode ``model`` is (predict and evaluate set eval)."""
     return model(images)
 
 
 def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits for NumPy ``images`` (N, H, W, C), dropout off, computed ``batch_size`` at a time."""
-    model.eval()
-    try:
-        return inference.predict_batches(model, images, LAYOUT, lambda x: _logits(model, x), batch_size)
-    finally:
-        model.train()
+    model.eval()  # and stays in eval mode, as in every backend; a training step sets training mode itself
+    return inference.predict_batches(model, images, LAYOUT, lambda x: eval_logits(model, x), batch_size)
 
 
 vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn = (builder(VGG, name) for name in BUILDERS)

@@ -1,4 +1,4 @@
-"""Training, evaluation and native save/load for the Flax NNX VGG; the loop itself is common.training.fit."""
+"""Training, evaluation and native save/load for the Flax NNX VGG; the loop itself is common.runtime.training.fit."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import numpy as np
 import optax
 from flax import nnx, serialization
 
-from common import atomic, training
-from common.distributed import World
-from common.serving import formats
+from common.core import atomic, backends
+from common.core.config import ModelConfig
+from common.runtime import training
+from common.runtime.distributed import World
 from vgg_jax import distributed as dist
-from vgg_jax.model import VGG, _logits
+from vgg_jax.model import NAME, VGG, eval_logits
 
-MODEL_SUFFIX = formats.TRAINED["jax"]
+MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
 #: what a model file and a checkpoint keep: parameters and batch norms' running statistics (not RNG state)
 _SAVED = (nnx.Param, nnx.BatchStat)
 
@@ -115,8 +116,8 @@ class Engine:
         self._replicate()
 
 
-train = partial(training.train, "jax", Engine)
-train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as common.training.train."
+train = partial(training.train, NAME, Engine)
+train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as runtime.training.train."
 
 
 def evaluate(model: VGG, data) -> float:
@@ -125,23 +126,20 @@ def evaluate(model: VGG, data) -> float:
 
 
 def _evaluate(model: VGG, data, put) -> float:
-    model.eval()
-    try:
-        return training.accuracy(training.test_batches(data), lambda x, y: int(
-            (_logits(model, put(x)).argmax(-1) == put(y)).sum()))
-    finally:
-        model.train()
+    model.eval()  # a training step sets training mode itself
+    return training.accuracy(training.test_batches(data), lambda x, y: int(
+        (eval_logits(model, put(x)).argmax(-1) == put(y)).sum()))
 
 
 def save(model: VGG, path: str | Path) -> Path:
     """Config, parameters and running statistics in one msgpack file (flax.serialization), written atomically."""
-    blob = {"config": training.model_config(model), "params": _flat(nnx.state(model, _SAVED), "")}
+    blob = {"config": model.config.to_dict(), "params": _flat(nnx.state(model, _SAVED), "")}
     return atomic.write_bytes(path, serialization.msgpack_serialize(blob))
 
 
 def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
     blob = serialization.msgpack_restore(Path(path).read_bytes())
-    model = VGG(**training.config_args(blob["config"]))
+    model = VGG(ModelConfig.from_dict(blob["config"], str(path)))
     _restore(model, {k: np.asarray(v) for k, v in blob["params"].items()}, "", str(path), _SAVED)
     return model

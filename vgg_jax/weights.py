@@ -1,4 +1,4 @@
-"""Flax NNX VGG <-> the canonical (torchvision) weight format in common.weights."""
+"""Flax NNX VGG <-> the canonical (torchvision) weight format in common.core.canonical."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from common import inference, weights as canonical
+from common.core import canonical
+from common.runtime import inference
 from vgg_jax.model import LAYOUT, VGG, BatchNorm
 
 
@@ -72,22 +73,18 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.n
 def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Gradients of the mean cross-entropy with respect to every weight, dropout off (eval mode: batch norms
     use their running statistics), canonical layout."""
-    model.eval()
-    try:
-        return _gradients(model, images, labels)[1]
-    finally:
-        model.train()
+    model.eval()  # and stays in eval mode, as after predict (one rule in all four backends)
+    return _gradients(model, images, labels)[1]
 
 
 def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Logits and loss gradients of one training-mode forward with dropout off: batch norms normalise with
     the batch's statistics and update their running ones, as a training step does."""
     model.train()
-    dropouts = [m for m in model.layers if isinstance(m, nnx.Dropout)]
-    for m in dropouts:
-        m.deterministic = True
+    for m in model.layers:
+        if isinstance(m, nnx.Dropout):
+            m.deterministic = True
     try:
         return _gradients(model, images, labels)
     finally:
-        for m in dropouts:
-            m.deterministic = False
+        model.eval()  # as after predict; a training step sets training mode itself

@@ -1,15 +1,15 @@
-"""VGG in MXNet Gluon (NCHW). ``import vgg_mxnet as vgg``; the same names exist in the other backends."""
+"""VGG in MXNet Gluon (NCHW). ``import vgg_mxnet as vgg`` gives the backend contract's names
+(common/runtime/contract.py), which mean the same in vgg_torch, vgg_tf, vgg_jax and vgg_mxnet."""
 
-from vgg_mxnet.distributed import current as current_world, init_distributed
-from vgg_mxnet.data import from_arrays, load_fashion_mnist
-from vgg_mxnet.model import (LAYOUT, VGG, layer_summary, parameter_count, predict, print_layer_summary,
-    vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, vgg_block)
-from vgg_mxnet.trainer import MODEL_SUFFIX, evaluate, load, save, train
-from vgg_mxnet.weights import export_weights, import_weights, load_weights, save_weights
+from vgg_mxnet.data import from_arrays, load_fashion_mnist, to_tensor
+from vgg_mxnet.distributed import communication_timer, current as current_world, init_distributed
 from vgg_mxnet.export import export, load_exported
+from common.runtime import contract
+from vgg_mxnet.framework import matmul, set_threads
+from vgg_mxnet.model import (LAYOUT, NAME, VGG, layer_summary, parameter_count, predict, print_layer_summary, vgg11,
+                             vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, vgg_block)
+from vgg_mxnet.trainer import MODEL_SUFFIX, Engine, evaluate, load, save, train
+from vgg_mxnet.weights import (export_weights, import_weights, load_weights, loss_gradients, save_weights,
+                               training_outputs)
 
-__all__ = ["LAYOUT", "MODEL_SUFFIX", "VGG", "current_world", "evaluate", "export", "export_weights",
-           "from_arrays", "import_weights", "init_distributed", "layer_summary", "load", "load_exported",
-           "load_fashion_mnist", "load_weights", "parameter_count", "predict", "print_layer_summary", "save",
-           "save_weights", "train", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
-           "vgg19_bn", "vgg_block"]
+__all__ = list(contract.NAMES)  # exactly the contract's names, listed once there

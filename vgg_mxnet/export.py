@@ -17,13 +17,12 @@ from unittest import mock
 
 import numpy as np
 
-from common import atomic
-from common.serving import export as flow, formats
+from common.core import atomic
+from common.serving import export_flow, formats
 from common.serving.optional import require
 from vgg_mxnet.framework import gluon, mx
-from vgg_mxnet.model import LAYOUT, VGG, predict
+from vgg_mxnet.model import LAYOUT, NAME, VGG, predict
 
-BACKEND = "mxnet"
 _PREFIX = "model"
 _SYMBOL, _PARAMS = f"{_PREFIX}-symbol.json", f"{_PREFIX}-0000.params"
 _INPUT = "data"  # Gluon's name for a HybridBlock's input
@@ -75,7 +74,7 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
     onnx.save(written, str(path))
 
 
-def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
+def load_exported(path: str | Path) -> tuple[export_flow.Forward, dict]:
     """``(forward, metadata)`` of a ``.mxnet`` folder written by :func:`export`: NCHW images to logits."""
     path = Path(path)
     if not all((path / name).is_file() for name in (_SYMBOL, _PARAMS, formats.METADATA_FILE)):
@@ -92,10 +91,11 @@ def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
     return lambda images: block(mx.np.array(images, dtype=np.float32)).asnumpy(), meta
 
 
-def export(model: VGG, path: str | Path, format: str = "native", images: np.ndarray | None = None) -> flow.Exported:
+def export(model: VGG, path: str | Path, format: str = "native",
+           images: np.ndarray | None = None) -> export_flow.Exported:
     """Write ``model`` for serving (``format`` native: a ``.mxnet`` folder of symbol and params; onnx:
     ``.onnx``), reload it and check it against the live model on ``images`` (NCHW; default a fixed
     random batch) before it appears at ``path``."""
     writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
-    return flow.run(model, path, format, BACKEND, LAYOUT, writers, lambda p: load_exported(p)[0],
+    return export_flow.run(model, path, format, NAME, LAYOUT, writers, lambda p: load_exported(p)[0],
                     lambda x: predict(model, x), images)

@@ -24,4 +24,16 @@ from mxnet import gluon, npx  # noqa: E402
 
 npx.set_np()  # NumPy-compatible arrays (mxnet.np.ndarray) throughout Gluon
 
-__all__ = ["gluon", "mx", "npx"]
+
+
+def set_threads(count: int) -> None:
+    """Nothing to do at run time: MXNet's OpenMP pool reads OMP_NUM_THREADS at import (set above)."""
+
+
+def matmul(a):
+    """A function computing ``a @ a`` in MXNet, for the machine's float32 ceiling."""
+    t = mx.np.array(a)
+    return lambda: mx.np.dot(t, t).wait_to_read()
+
+
+__all__ = ["gluon", "matmul", "mx", "npx", "set_threads"]

@@ -7,14 +7,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from common import inference, summary
-from common.arch import (BUILDERS, HIDDEN, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
-                         feature_size, layers_of)
-from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
+from common.core import backends, summary
+from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, feature_size, layers_of
+from common.core.config import Configured, ModelConfig
+from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
+from common.runtime import inference
 from vgg_mxnet.framework import gluon, mx
 
 nn = gluon.nn
-LAYOUT = "NCHW"
+NAME = "mxnet"
+LAYOUT = backends.BACKENDS[NAME].layout
 #: Xavier/Glorot uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), as torch, Keras and Flax use.
 XAVIER = mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3)
 
@@ -80,30 +82,30 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
     return block
 
 
-class VGG(nn.HybridSequential):
-    """The blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense
-    (``hidden`` 4096 as in the paper); batch norms start at scale 1, shift 0 and running statistics (0, 1)."""
+class VGG(Configured, nn.HybridSequential):
+    """VGG as a hybridizable ``nn.HybridSequential`` (NCHW): the blocks of ``arch``, flatten, then
+    Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense; batch norms start at scale 1, shift 0 and
+    running statistics (0, 1). Its arguments are :class:`~common.core.config.ModelConfig`'s fields, or a
+    config itself, kept as ``model.config``."""
 
-    def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False,
-                 hidden: int = HIDDEN) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm, hidden)
+    def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
+        config = ModelConfig.of(arch, *args, **options)
+        arch, dropout, batch_norm, hidden = config.arch, config.dropout, config.batch_norm, config.hidden
         super().__init__()
-        mx.random.seed(seed)  # Gluon initialisers draw from MXNet's global generator
-        channels = in_channels
+        mx.random.seed(config.seed)  # Gluon initialisers draw from MXNet's global generator
+        channels = config.in_channels
         for block in arch:
             self.add(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
             channels = block[1]
-        flat = channels * feature_size(arch, image_size) ** 2
+        flat = channels * feature_size(arch, config.image_size) ** 2
         head = [nn.Flatten(),
                 nn.Dense(hidden, in_units=flat), nn.Activation("relu"), nn.Dropout(dropout),
                 nn.Dense(hidden, in_units=hidden), nn.Activation("relu"), nn.Dropout(dropout),
-                nn.Dense(num_classes, in_units=hidden)]
+                nn.Dense(config.num_classes, in_units=hidden)]
         for layer in head:
             layer.initialize(XAVIER)  # biases keep Gluon's default zero initialiser
         self.add(*head)
-        self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout, self.batch_norm, self.hidden = image_size, dropout, batch_norm, hidden
+        self.config = config
 
 
 def batch_norms(model: VGG) -> list[tuple[BatchNorm, int]]:

@@ -1,4 +1,4 @@
-"""Training, evaluation and native save/load for the MXNet Gluon VGG; the loop itself is common.training.fit."""
+"""Training, evaluation and native save/load for the MXNet Gluon VGG; the loop itself is common.runtime.training.fit."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from common import atomic, distributed, training
-from common.distributed import World
-from common.serving import formats
+from common.core import atomic, backends
+from common.core.config import ModelConfig
+from common.runtime import distributed, training
+from common.runtime.distributed import World
 from vgg_mxnet import distributed as dist
 from vgg_mxnet.framework import gluon, mx, npx
-from vgg_mxnet.model import VGG, finish_batch_norms, running_variances
+from vgg_mxnet.model import NAME, VGG, finish_batch_norms, running_variances
 
-MODEL_SUFFIX = formats.TRAINED["mxnet"]
+MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
 _CONFIG_KEY = "config"  # no "." in it, so the file still loads with VGG(...).load_parameters(path, ignore_extra=True)
 
 
@@ -60,10 +61,12 @@ class Engine:
         # gradients in a "device" store, several processes in the dist_sync one. update_on_kvstore=False
         # keeps the optimizer (and its momentum) in this process: with True, a dist store's servers get a
         # pickled optimizer once and never see a later lr.
-        # MXNet's wd is coupled L2 (added to the gradient) as in torch.optim.SGD. Its momentum buffer
-        # holds lr * velocity (mom = m*mom - lr*(grad + wd*w); w += mom) where torch keeps the velocity
-        # (buf = m*buf + grad + wd*w; w -= lr*buf): the two agree only while lr is constant; under
-        # warm-up or cosine decay MXNet's past steps keep the lr they were taken with.
+        # MXNet's wd is coupled L2 (added to the gradient) as in torch.optim.SGD. Its momentum state is
+        # lr-scaled (mom = m*mom - lr*(grad + wd*w); w += mom) where torch keeps the velocity
+        # (buf = m*buf + grad + wd*w; w -= lr*buf), so mom = -lr*buf. Every step therefore first rescales
+        # the states to its own lr (_rescale_momentum): exactly torch's trajectory under any schedule,
+        # still on MXNet's fused sgd_mom_update kernel and its own Updater states, for one multiply per
+        # parameter when the lr changes (a re-implemented optimizer would run several ops every step).
         handle = self.world.handle
         kvstore = handle.kvstore if handle is not None and handle.kvstore is not None else \
             ("device" if len(self.contexts) > 1 else None)
@@ -73,6 +76,9 @@ class Engine:
                                      update_on_kvstore=False if kvstore is not None else None)
         names = {id(p): name for name, p in _params(model).items()}
         self.names = [names[id(p)] for p in self.trainer._params]  # optimizer state index -> parameter name
+        # The lr the momentum states are scaled for (mom = -scaled_for * velocity); None while they are
+        # zero or absent (before the first step, momentum 0) or loaded from an old checkpoint (load_state).
+        self.scaled_for: float | None = None
 
     def reseed(self, seed: int) -> None:
         # Dropout draws from MXNet's generators (one per context, each seeded from the seed and its device
@@ -80,8 +86,23 @@ class Engine:
         # of (seed, epoch, rank) and a resumed run repeats them.
         mx.random.seed(distributed.worker_seed(seed, self.world.rank))
 
+    def _rescale_momentum(self, lr: float) -> None:
+        """Scale every momentum state (one Updater per context, all alike) from ``scaled_for`` to ``lr``."""
+        if self.trainer.optimizer.momentum == 0:
+            return
+        if lr <= 0:  # -0 * velocity: the velocity would be lost, where torch keeps it through the step
+            raise ValueError(f"lr {lr:g} with momentum: MXNet's lr-scaled momentum state needs an lr > 0")
+        if self.scaled_for is not None and lr != self.scaled_for:
+            ratio = lr / self.scaled_for
+            for updater in self._updaters():
+                for state in updater.states.values():
+                    if state is not None:
+                        state *= ratio  # in place, in float32
+        self.scaled_for = lr
+
     def step(self, images, labels, lr: float) -> tuple[float, int]:
         images, labels = _as_mx(images), _as_mx(labels)
+        self._rescale_momentum(lr)
         self.trainer.set_learning_rate(lr)
         xs = gluon.utils.split_and_load(images, self.contexts)  # this process's shard, a slice per context
         ys = gluon.utils.split_and_load(labels, self.contexts)
@@ -108,10 +129,14 @@ class Engine:
     def state(self) -> dict[str, np.ndarray]:
         arrays = {f"model.{k}": p.data().asnumpy() for k, p in _params(self.model).items()}
         # The momentum buffers read straight from the updater (what save_states would pickle): plain
-        # arrays, no pickle in checkpoints. Absent before the first step and when momentum is 0.
+        # arrays, no pickle in checkpoints. Absent before the first step and when momentum is 0. They are
+        # MXNet's lr-scaled states, saved as they are with the lr they are scaled for ("optimizer.lr"),
+        # so a resumed run rescales them exactly as the uninterrupted one does.
         for i, buf in self._updaters()[0].states.items():
             if buf is not None:
                 arrays[f"optimizer.{self.names[i]}.momentum"] = buf.asnumpy()
+        if self.scaled_for is not None:
+            arrays["optimizer.lr"] = np.asarray(self.scaled_for, np.float64)
         return arrays
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -123,10 +148,16 @@ class Engine:
                     weight = self.trainer._params[i].list_data()[k]
                     updater.states[i] = mx.nd.array(buf, ctx=weight.ctx, dtype=buf.dtype)
                     updater.states_synced[i] = True
+        # A checkpoint written before issue 24 has lr-scaled states but no "optimizer.lr": they are taken
+        # as scaled for the first lr after the resume, i.e. continued as the engine that wrote them would
+        # have (one step's lr ratio off torch's convention; exact under a constant lr).
+        scaled_for = arrays.get("optimizer.lr")
+        self.scaled_for = float(scaled_for) if scaled_for is not None and self.trainer.optimizer.momentum > 0 \
+            else None
 
 
-train = partial(training.train, "mxnet", Engine)
-train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as common.training.train."
+train = partial(training.train, NAME, Engine)
+train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as runtime.training.train."
 
 
 def evaluate(model: VGG, data) -> float:
@@ -143,7 +174,7 @@ def save(model: VGG, path: str | Path) -> Path:
     The keys are ``save_parameters``'s plus ``"config"`` (the ``VGG(...)`` arguments as UTF-8 JSON bytes),
     so ``VGG(...).load_parameters(path, ignore_extra=True)`` reads the weights too.
     """
-    config = json.dumps(training.model_config(model)).encode("utf-8")
+    config = json.dumps(model.config.to_dict()).encode("utf-8")
     arrays = {k: p.data() for k, p in _params(model).items()}
     arrays[_CONFIG_KEY] = mx.np.array(np.frombuffer(config, dtype=np.uint8), dtype=np.uint8)
     return atomic.write_with(path, lambda tmp: npx.save(tmp, arrays))
@@ -155,6 +186,6 @@ def load(path: str | Path) -> VGG:
     if _CONFIG_KEY not in arrays:
         raise ValueError(f"{path} has no model config: it was not written by vgg_mxnet.trainer.save")
     config = json.loads(arrays.pop(_CONFIG_KEY).asnumpy().tobytes().decode("utf-8"))
-    model = VGG(**training.config_args(config))
+    model = VGG(ModelConfig.from_dict(config, str(path)))
     _set_params(model, arrays, str(path))
     return model

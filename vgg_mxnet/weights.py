@@ -1,4 +1,4 @@
-"""MXNet Gluon VGG <-> the canonical (torchvision) weight format in common.weights."""
+"""MXNet Gluon VGG <-> the canonical (torchvision) weight format in common.core.canonical."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import inference, weights as canonical
+from common.core import canonical
+from common.runtime import inference
 from vgg_mxnet.framework import gluon, mx
 from vgg_mxnet.model import LAYOUT, VGG, BatchNorm, finish_batch_norms, running_variances
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common import atomic
-from common.serving import export as flow, formats
+from common.core import atomic
+from common.serving import export_flow, formats
 from common.serving.optional import require
 from vgg_tf.framework import tf
-from vgg_tf.model import LAYOUT, VGG, predict
+from vgg_tf.model import LAYOUT, NAME, VGG, predict
 
-BACKEND = "tf"
 #: tf2onnx 1.17's newest opset
 ONNX_OPSET = 18
 
@@ -35,7 +34,7 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
                  verbose=False)
 
 
-def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
+def load_exported(path: str | Path) -> tuple[export_flow.Forward, dict]:
     """``(forward, metadata)`` of a SavedModel written by :func:`export`: forward maps NHWC images to logits."""
     path = Path(path)
     meta_file = path / "assets.extra" / formats.METADATA_FILE
@@ -51,10 +50,11 @@ def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
     return lambda images: saved.serve(tf.constant(images, tf.float32)).numpy(), meta
 
 
-def export(model: VGG, path: str | Path, format: str = "native", images: np.ndarray | None = None) -> flow.Exported:
+def export(model: VGG, path: str | Path, format: str = "native",
+           images: np.ndarray | None = None) -> export_flow.Exported:
     """Write ``model`` for serving (``format`` native: a ``.savedmodel`` folder; onnx: ``.onnx``), reload it
     and check it against the live model on ``images`` (NHWC; default a fixed random batch) before it
     appears at ``path``."""
     writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
-    return flow.run(model, path, format, BACKEND, LAYOUT, writers, lambda p: load_exported(p)[0],
+    return export_flow.run(model, path, format, NAME, LAYOUT, writers, lambda p: load_exported(p)[0],
                     lambda x: predict(model, x), images)

@@ -21,4 +21,18 @@ if keras.backend.backend() != "tensorflow":
         f"keras was imported with the {keras.backend.backend()!r} backend before vgg_tf; "
         "import vgg_tf first or set KERAS_BACKEND=tensorflow")
 
-__all__ = ["keras", "tf"]
+
+
+def set_threads(count: int) -> None:
+    """TensorFlow's pools: ``count`` threads inside an op, one between ops (set before any op runs)."""
+    tf.config.threading.set_intra_op_parallelism_threads(count)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def matmul(a):
+    """A function computing ``a @ a`` in TensorFlow, for the machine's float32 ceiling."""
+    t = tf.constant(a)
+    return lambda: tf.linalg.matmul(t, t).numpy()
+
+
+__all__ = ["keras", "matmul", "set_threads", "tf"]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import random
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from common import inference, summary
-from common.arch import (BUILDERS, HIDDEN, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
-                         layers_of)
-from common.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
+from common.core import backends, summary
+from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, layers_of
+from common.core.config import Configured, ModelConfig
+from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
+from common.runtime import inference
 from vgg_tf.distributed import scope
 from vgg_tf.framework import keras, tf
 
-LAYOUT = "NHWC"
+NAME = "tf"
+LAYOUT = backends.BACKENDS[NAME].layout
 _KINDS = {keras.Sequential: "block", keras.layers.Flatten: "flatten", keras.layers.Dense: "dense",
           keras.layers.ReLU: "relu", keras.layers.Dropout: "dropout"}
 
@@ -72,29 +76,40 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
     return block
 
 
-class VGG(keras.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense
-    (``hidden`` 4096 as in the paper); batch norms start at scale 1, shift 0 and running statistics (0, 1)."""
+@contextlib.contextmanager
+def _global_seed(seed: int) -> Iterator[None]:
+    """Keras initialisers draw from the global seed, which ``keras.utils.set_random_seed`` also sets for
+    Python's and NumPy's generators: theirs are restored afterwards, as torch's ``fork_rng`` does."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
-    def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False,
-                 hidden: int = HIDDEN, **kwargs) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm, hidden)
-        keras.utils.set_random_seed(seed)  # Keras initialisers draw from the global seed
-        with scope():  # mirrored variables under tf.distribute (see vgg_tf.distributed)
-            blocks, channels = [], in_channels
+
+class VGG(Configured, keras.Sequential):
+    """VGG as a ``keras.Sequential`` (NHWC): the blocks of ``arch``, flatten, then
+    Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense; batch norms start at scale 1, shift 0 and
+    running statistics (0, 1). Its arguments are :class:`~common.core.config.ModelConfig`'s fields, or a
+    config itself, kept as ``model.config``."""
+
+    def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
+        config = ModelConfig.of(arch, *args, **options)
+        arch, dropout, batch_norm, hidden = config.arch, config.dropout, config.batch_norm, config.hidden
+        with scope(), _global_seed(config.seed):  # mirrored variables under tf.distribute (vgg_tf.distributed)
+            blocks, channels = [], config.in_channels
             for block in arch:
                 blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
                 channels = block[1]
             L = keras.layers
             super().__init__([
-                keras.Input((image_size, image_size, in_channels)), *blocks, L.Flatten(),
+                keras.Input((config.image_size, config.image_size, config.in_channels)), *blocks, L.Flatten(),
                 L.Dense(hidden), L.ReLU(), L.Dropout(dropout),
                 L.Dense(hidden), L.ReLU(), L.Dropout(dropout),
-                L.Dense(num_classes)], **kwargs)
-        self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout, self.seed, self.batch_norm = image_size, dropout, seed, batch_norm
-        self.hidden = hidden
+                L.Dense(config.num_classes)])
+        self.config = config
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:

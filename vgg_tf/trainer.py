@@ -1,4 +1,4 @@
-"""Training, evaluation and native save/load for the Keras VGG; the loop itself is common.training.fit."""
+"""Training, evaluation and native save/load for the Keras VGG; the loop itself is common.runtime.training.fit."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from common import atomic, distributed, training
-from common.distributed import World
-from common.serving import formats
+from common.core import atomic, backends
+from common.core.config import ModelConfig
+from common.runtime import distributed, training
+from common.runtime.distributed import World
 from vgg_tf import distributed as dist
 from vgg_tf.framework import keras, tf
-from vgg_tf.model import VGG
+from vgg_tf.model import NAME, VGG
 
-MODEL_SUFFIX = formats.TRAINED["tf"]
+MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
 JIT_COMPILE = False  # XLA on CPU: see Engine's docstring
 
 
@@ -156,8 +157,8 @@ def _set_variables(model: VGG, arrays: dict[str, np.ndarray], source: str) -> No
         v.assign(arrays[k])
 
 
-train = partial(training.train, "tf", Engine)
-train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as common.training.train."
+train = partial(training.train, NAME, Engine)
+train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as runtime.training.train."
 
 
 @tf.function(reduce_retracing=True)
@@ -183,7 +184,7 @@ def save(model: VGG, path: str | Path) -> Path:
     """Keras's native weights file (``model.save_weights``, HDF5) with the ``VGG(...)`` arguments stored as
     a JSON attribute, written atomically; ``VGG(...).load_weights(path)`` reads it too."""
     _check_suffix(path)
-    config = json.dumps(training.model_config(model))
+    config = json.dumps(model.config.to_dict())
 
     def write(tmp: str) -> None:
         model.save_weights(tmp)
@@ -201,6 +202,6 @@ def load(path: str | Path) -> VGG:
             config = json.loads(f.attrs["vgg_config"])
     except (OSError, KeyError) as exc:
         raise ValueError(f"{path} is not a model written by vgg_tf.save ({exc})") from None
-    model = VGG(**training.config_args(config))
+    model = VGG(ModelConfig.from_dict(config, str(path)))
     model.load_weights(path)
     return model

@@ -1,4 +1,4 @@
-"""Keras VGG <-> the canonical (torchvision) weight format in common.weights."""
+"""Keras VGG <-> the canonical (torchvision) weight format in common.core.canonical."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import inference, weights as canonical
+from common.core import canonical
+from common.runtime import inference
 from vgg_tf.framework import keras, tf
 from vgg_tf.model import LAYOUT, VGG, BatchNorm
 

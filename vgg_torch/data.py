@@ -7,7 +7,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from common import data
+from common.data import loader
 from vgg_torch.model import LAYOUT
 
 
@@ -16,6 +16,6 @@ def to_tensor(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, tor
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-load_fashion_mnist = partial(data.load, layout=LAYOUT, to_tensor=to_tensor)
-load_fashion_mnist.__doc__ = "Fashion-MNIST batches in torch tensors (NCHW); arguments as common.data.load."
-from_arrays = partial(data.from_arrays, layout=LAYOUT, to_tensor=to_tensor)
+load_fashion_mnist = partial(loader.load, layout=LAYOUT, to_tensor=to_tensor)
+load_fashion_mnist.__doc__ = "Fashion-MNIST batches in torch tensors (NCHW); arguments as common.data.loader.load."
+from_arrays = partial(loader.from_arrays, layout=LAYOUT, to_tensor=to_tensor)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import atexit
 import os
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 
-from common import distributed
-from common.distributed import World
+from common.runtime import distributed
+from common.runtime.distributed import World
 from vgg_torch import framework
 
 _WORLD: list[World] = [distributed.SINGLE]
@@ -21,6 +22,8 @@ def init_distributed(devices: int = 1, device: str = "cpu") -> World:
 
     Call before building the model. ``devices`` must be 1: DDP runs one process per device, so more
     devices means more ``--workers``."""
+    if (world := distributed.already(_WORLD[0], "torch", devices, device)) is not None:
+        return world
     size = distributed.launched_size("torch")
     distributed.check_request("torch", size, devices, device)
     if device == "gpu" and not framework.has_gpu:
@@ -57,3 +60,17 @@ def all_sum(values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def communication_timer(engine) -> Callable[[], float | None]:
+    """Milliseconds per step of DDP's gradient all-reduce, from DDP's own timers (its prototype logging
+    API, told to time every step); None in a single process."""
+    if not engine.world.distributed:
+        return lambda: None
+    engine.net._set_ddp_runtime_logging_sample_rate(1)
+
+    def read() -> float | None:
+        comm = engine.net._get_ddp_logging_data().get("avg_backward_comm_time")
+        return comm / 1e6 if comm else None
+
+    return read

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.serving import export as flow, formats
+from common.serving import export_flow, formats
 from common.serving.optional import require
-from vgg_torch.model import LAYOUT, VGG, predict
+from vgg_torch.model import LAYOUT, NAME, VGG, predict
 
-BACKEND = "torch"
 _EXTRA_FILE = formats.METADATA_FILE
+#: the opset docs/export.md names, pinned rather than left to the exporter's default of the day
+ONNX_OPSET = 20
 
 
 def _example(model: VGG) -> tuple[torch.Tensor, dict]:
@@ -45,11 +46,11 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
     require("onnxscript", "PyTorch's ONNX exporter")
     x, _ = _example(model)
     program = torch.onnx.export(model, (x,), input_names=[formats.INPUT], output_names=[formats.OUTPUT],
-                                dynamic_shapes=({0: "batch"},), verbose=False)
+                                dynamic_shapes=({0: "batch"},), opset_version=ONNX_OPSET, verbose=False)
     program.save(str(path))
 
 
-def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
+def load_exported(path: str | Path) -> tuple[export_flow.Forward, dict]:
     """``(forward, metadata)`` of a ``.pt2`` written by :func:`export`: forward maps NCHW images to logits."""
     extra = {_EXTRA_FILE: ""}
     try:
@@ -66,10 +67,11 @@ def load_exported(path: str | Path) -> tuple[flow.Forward, dict]:
     return forward, meta
 
 
-def export(model: VGG, path: str | Path, format: str = "native", images: np.ndarray | None = None) -> flow.Exported:
+def export(model: VGG, path: str | Path, format: str = "native",
+           images: np.ndarray | None = None) -> export_flow.Exported:
     """Write ``model`` for serving (``format`` native: ``.pt2``; onnx: ``.onnx``), reload it and check it
     against the live model on ``images`` (NCHW; default a fixed random batch) before it appears at ``path``."""
     model.eval()  # dropout off in the traced graph; the model stays in eval mode, as after predict
     writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
-    return flow.run(model, path, format, BACKEND, LAYOUT, writers, lambda p: load_exported(p)[0],
+    return export_flow.run(model, path, format, NAME, LAYOUT, writers, lambda p: load_exported(p)[0],
                     lambda x: predict(model, x), images)

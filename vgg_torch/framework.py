@@ -28,4 +28,16 @@ with warnings.catch_warnings():  # after TensorFlow's import, PyPI's torch warns
 if "triton" not in sys.modules and not has_gpu:
     sys.modules["triton"] = None  # `import triton` raises ImportError: torch takes it as not installed
 
-__all__ = ["torch"]
+
+def set_threads(count: int) -> None:
+    """torch's intra-op pool (OMP_NUM_THREADS sets the same at start)."""
+    torch.set_num_threads(count)
+
+
+def matmul(a):
+    """A function computing ``a @ a`` in torch, for the machine's float32 ceiling."""
+    t = torch.from_numpy(a)
+    return lambda: t @ t
+
+
+__all__ = ["matmul", "set_threads", "torch"]

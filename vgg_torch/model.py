@@ -8,12 +8,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import inference, summary
-from common.arch import (BUILDERS, HIDDEN, LRN, Arch, block_layers, builder, check_batch_norm, check_model_args,
-                         feature_size, layers_of)
-from common.normalization import PAPER_LRN, TORCH_BN
+from common.core import backends, summary
+from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, feature_size, layers_of
+from common.core.config import Configured, ModelConfig
+from common.core.normalization import PAPER_LRN, TORCH_BN
+from common.runtime import inference
 
-LAYOUT = "NCHW"
+NAME = "torch"
+LAYOUT = backends.BACKENDS[NAME].layout
 _KINDS = {nn.Sequential: "block", nn.Flatten: "flatten", nn.Linear: "dense", nn.ReLU: "relu",
           nn.Dropout: "dropout"}
 
@@ -44,26 +46,27 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
     return nn.Sequential(*modules)
 
 
-class VGG(nn.Sequential):
-    """The blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense
-    (``hidden`` 4096 as in the paper); batch norms start at scale 1, shift 0 and running statistics (0, 1)."""
+class VGG(Configured, nn.Sequential):
+    """VGG as an ``nn.Sequential`` (channels-last memory, NCHW logically): the blocks of ``arch``, flatten, then
+    Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense; batch norms start at scale 1, shift 0 and
+    running statistics (0, 1). Its arguments are :class:`~common.core.config.ModelConfig`'s fields, or a
+    config itself, kept as ``model.config``."""
 
-    def __init__(self, arch: Arch, num_classes: int = 10, in_channels: int = 1, image_size: int = 224,
-                 dropout: float = 0.5, seed: int = 0, batch_norm: bool = False,
-                 hidden: int = HIDDEN) -> None:
-        arch = check_model_args(arch, num_classes, in_channels, image_size, dropout, batch_norm, hidden)
+    def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
+        config = ModelConfig.of(arch, *args, **options)
+        arch, dropout, batch_norm, hidden = config.arch, config.dropout, config.batch_norm, config.hidden
         with torch.random.fork_rng(devices=[]):  # seed the init without touching the global RNG
-            torch.manual_seed(seed)
-            blocks, channels = [], in_channels
+            torch.manual_seed(config.seed)
+            blocks, channels = [], config.in_channels
             for block in arch:
                 blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
                 channels = block[1]
-            flat = channels * feature_size(arch, image_size) ** 2
+            flat = channels * feature_size(arch, config.image_size) ** 2
             super().__init__(
                 *blocks, nn.Flatten(),
                 nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                nn.Linear(hidden, num_classes))
+                nn.Linear(hidden, config.num_classes))
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     nn.init.xavier_uniform_(module.weight)
@@ -71,8 +74,7 @@ class VGG(nn.Sequential):
         # The logical layout stays NCHW; channels-last memory is oneDNN's native convolution layout on CPU,
         # so no reorder runs around each convolution.
         self.to(memory_format=torch.channels_last)
-        self.arch, self.num_classes, self.in_channels = arch, num_classes, in_channels
-        self.image_size, self.dropout, self.batch_norm, self.hidden = image_size, dropout, batch_norm, hidden
+        self.config = config
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:

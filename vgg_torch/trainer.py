@@ -1,4 +1,4 @@
-"""Training, evaluation and native save/load for the PyTorch VGG; the loop itself is common.training.fit."""
+"""Training, evaluation and native save/load for the PyTorch VGG; the loop itself is common.runtime.training.fit."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import atomic, distributed, training
-from common.distributed import World
-from common.serving import formats
+from common.core import atomic, backends
+from common.core.config import ModelConfig
+from common.runtime import distributed, training
+from common.runtime.distributed import World
 from vgg_torch import distributed as dist
-from vgg_torch.model import VGG
+from vgg_torch.model import NAME, VGG
 
-MODEL_SUFFIX = formats.TRAINED["torch"]
+MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
 
 
 class Engine:
@@ -29,8 +30,8 @@ class Engine:
         self.model = model
         self.world = world or dist.current()
         self.net = torch.nn.parallel.DistributedDataParallel(model) if self.world.processes > 1 else model
-        self.params = list(model.parameters())
-        self.optimizer = torch.optim.SGD(self.params, lr=recipe.lr, momentum=recipe.momentum,
+        self.params = dict(model.named_parameters())  # checkpoint keys by parameter name, as in every backend
+        self.optimizer = torch.optim.SGD(self.params.values(), lr=recipe.lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
 
     def reseed(self, seed: int) -> None:
@@ -56,21 +57,23 @@ class Engine:
 
     def state(self) -> dict[str, np.ndarray]:
         arrays = {f"model.{k}": v.numpy() for k, v in self.model.state_dict().items()}
-        for i, p in enumerate(self.params):
+        for name, p in self.params.items():
             buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
-                arrays[f"optimizer.{i}.momentum_buffer"] = buf.numpy()
+                arrays[f"optimizer.{name}.momentum"] = buf.numpy()
         return arrays
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.model.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("model.")})
-        for i, p in enumerate(self.params):
-            if f"optimizer.{i}.momentum_buffer" in arrays:
-                self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(arrays[f"optimizer.{i}.momentum_buffer"])
+        for i, (name, p) in enumerate(self.params.items()):
+            # a checkpoint written before the buffers were keyed by name has them by index
+            buf = arrays.get(f"optimizer.{name}.momentum", arrays.get(f"optimizer.{i}.momentum_buffer"))
+            if buf is not None:
+                self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(buf)
 
 
-train = partial(training.train, "torch", Engine)
-train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as common.training.train."
+train = partial(training.train, NAME, Engine)
+train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as runtime.training.train."
 
 
 def evaluate(model: VGG, data) -> float:
@@ -84,13 +87,13 @@ def evaluate(model: VGG, data) -> float:
 def save(model: VGG, path: str | Path) -> Path:
     """Save config and ``state_dict`` with ``torch.save`` (atomically)."""
     buf = io.BytesIO()
-    torch.save({"config": training.model_config(model), "state_dict": model.state_dict()}, buf)
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, buf)
     return atomic.write_bytes(path, buf.getvalue())
 
 
 def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = VGG(**training.config_args(blob["config"]))
+    model = VGG(ModelConfig.from_dict(blob["config"], str(path)))
     model.load_state_dict(blob["state_dict"])
     return model

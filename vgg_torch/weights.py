@@ -1,4 +1,4 @@
-"""PyTorch VGG <-> the canonical (torchvision) weight format in common.weights."""
+"""PyTorch VGG <-> the canonical (torchvision) weight format in common.core.canonical."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import inference, weights as canonical
+from common.core import canonical
+from common.runtime import inference
 from vgg_torch.model import LAYOUT, VGG
 
 

@@ -6,22 +6,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import backends, parity, training
-from common.fashion_mnist import CLASSES
+from common.core import backends, tolerances
+from common.data.fashion_mnist import CLASSES
 
 FORMATS = ("native", "onnx")
 #: backend -> suffix of the model file ``vgg train`` writes (``vgg.save``)
-TRAINED = {"torch": ".pt", "tf": ".weights.h5", "jax": ".msgpack", "mxnet": ".params"}
+TRAINED = {name: b.trained_suffix for name, b in backends.BACKENDS.items()}
 #: backend -> suffix of its native serving export: torch.export program, SavedModel folder, jax.export folder,
 #: MXNet symbol + params folder
-NATIVE = {"torch": ".pt2", "tf": ".savedmodel", "jax": ".jax_export", "mxnet": ".mxnet"}
+NATIVE = {name: b.native_suffix for name, b in backends.BACKENDS.items()}
 ONNX = ".onnx"
 WEIGHTS = ".safetensors"
 #: the file holding the metadata inside a folder format (SavedModel: under assets.extra/, TF Serving's place)
 METADATA_FILE = "vgg.json"
 INPUT, OUTPUT = "images", "logits"
 #: a reloaded export must match the live model this closely (relative): the parity suite's logits tolerance
-TOLERANCE = parity.TOLERANCES["logits"]
+TOLERANCE = tolerances.TOLERANCES["logits"]
 
 
 class ModelFileError(ValueError):
@@ -69,7 +69,7 @@ def metadata(model, backend: str, layout: str, fmt: str) -> dict:
     return {"producer": "vgg-frameworks", "backend": backend, "format": fmt,
             "framework": backends.framework_version(backend), "input": INPUT, "output": OUTPUT,
             "layout": layout, "input_shape": shape, "pixels": "float32 in [0, 1], grayscale, resized bilinearly",
-            "classes": class_names(model.num_classes), "config": training.model_config(model)}
+            "classes": class_names(model.num_classes), "config": model.config.to_dict()}
 
 
 def class_names(count: int) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from common.backends import BackendError
+from common.core.backends import BackendError
 
 EXTRA = "export"
 

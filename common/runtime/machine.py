@@ -1,0 +1,39 @@
+"""The machine a measurement ran on, as every report states it: cores, CPU model and vector extensions
+(figures differ up to 5x between AVX2 and AVX-512 CPUs), and a process's peak memory."""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``avx2``, ``avx512_bf16``, ``amx_tile``, ...) from /proc/cpuinfo; empty if unknown."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+
+
+def cpu() -> str:
+    """The CPU model and its widest vector extensions."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown")
+    flags = cpu_flags()
+    wide = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma") if f in flags]
+    return f"{model}, {' '.join(wide) or 'no AVX2'}"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,211 @@
+"""The training loop all four backends share: recipe, lr schedule, epochs, progress, NaN stop, checkpoints.
+
+A backend supplies an *engine* (its jitted/compiled training step, evaluation and state arrays); this
+module does everything around it, so the four trainers differ only in framework code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from common.core.arch import HIDDEN
+from common.runtime import checkpoint, distributed
+from common.runtime.distributed import World
+from common.runtime.history import History
+
+SCHEDULES = ("constant", "cosine")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides a training run. The defaults are the book's: plain minibatch SGD."""
+
+    epochs: int = 10
+    lr: float = 0.05
+    batch_size: int = 128
+    seed: int = 0
+    momentum: float = 0.0
+    weight_decay: float = 0.0  # L2 term added to the gradient (coupled), as torch.optim.SGD does
+    schedule: str = "constant"  # or "cosine": cosine decay to 0 after the warm-up
+    warmup_epochs: float = 0.0  # linear warm-up from lr/warmup_steps to lr
+
+    def __post_init__(self) -> None:
+        checks = [("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs > 0, "a positive integer"),
+                  ("batch_size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size > 0,
+                   "a positive integer"),
+                  ("lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
+                  ("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)"),
+                  ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+                  ("schedule", self.schedule, self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+                  ("warmup_epochs", self.warmup_epochs, 0 <= self.warmup_epochs <= self.epochs,
+                   "between 0 and epochs")]
+        for name, value, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}={value!r} is not allowed: it must be {allowed}")
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
+        """Learning rate of global ``step`` (0-based): linear warm-up, then constant or cosine to 0."""
+        warmup = round(self.warmup_epochs * steps_per_epoch)
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        if self.schedule == "constant":
+            return self.lr
+        total = self.epochs * steps_per_epoch
+        progress = (step - warmup) / max(1, total - warmup)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def epoch_seed(self, epoch: int) -> int:
+        """Dropout seed of ``epoch``: a function of (seed, epoch), so a resumed run draws the same masks."""
+        return int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+
+
+class Engine(Protocol):
+    """What a backend provides to :func:`fit`: ``step`` takes this process's shard of a global batch and
+    returns the global batch's mean loss and correct count, so every worker logs the same History."""
+
+    world: World
+
+    def reseed(self, seed: int) -> None: ...
+    def step(self, images, labels, lr: float) -> tuple[float, int]: ...  # mean loss, correct predictions
+    def evaluate(self, batches: Iterable) -> float: ...
+    def state(self) -> dict[str, np.ndarray]: ...
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+def run_info(backend: str, model) -> dict:
+    """What identifies a model across a resume: the backend and the model's config, less the init seed (a
+    resumed run's weights come from its checkpoint, and the recipe's ``seed`` is compared instead)."""
+    return {"backend": backend, **{k: v for k, v in model.config.to_dict().items() if k != "seed"}}
+
+
+def check_state(expected: dict[str, tuple], arrays: dict, source: str) -> None:
+    """Refuse ``arrays`` (name -> array) unless every name in ``expected`` (name -> shape) is there with
+    its shape; says what is missing, unexpected or mis-shaped. Checked before anything is changed."""
+    missing, unexpected = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    wrong = [f"{k} {tuple(arrays[k].shape)} (expected {tuple(shape)})" for k, shape in expected.items()
+             if k in arrays and tuple(arrays[k].shape) != tuple(shape)]
+    problems = [f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
+                for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
+                if items]
+    if problems:
+        raise ValueError(f"{source} does not fit this model; " + "; ".join(problems))
+
+
+def test_batches(data) -> Iterable:
+    """The evaluation batches of ``data``: its ``.test`` split if it has one, else ``data`` itself."""
+    return getattr(data, "test", data)
+
+
+def batches_for(data, recipe: Recipe) -> tuple:
+    """Train and test batches of a ``load_fashion_mnist`` result, re-batched and seeded as ``recipe`` says."""
+    return data.train.rebatch(recipe.batch_size, seed=recipe.seed), data.test
+
+
+def accuracy(batches: Iterable, count_correct: Callable) -> float:
+    """Fraction of correct predictions over ``batches``; ``count_correct(images, labels)`` gives an int."""
+    correct = total = 0
+    for images, labels in batches:
+        correct += int(count_correct(images, labels))
+        total += int(labels.shape[0])
+    if total == 0:
+        raise ValueError("cannot evaluate on an empty data set")
+    return correct / total
+
+
+def _resume(engine: Engine, folder: Path, recipe: Recipe, run: dict, log: Callable) -> tuple[int, History]:
+    path = checkpoint.latest(folder)
+    if path is None:
+        log(f"no checkpoint in {folder}: starting from epoch 1")
+        return 0, History()
+    arrays, meta = checkpoint.read(path)
+    # a checkpoint written before ``hidden`` was recorded has the paper's width
+    saved = {"hidden": HIDDEN} | meta["run"] | {k: v for k, v in meta["recipe"].items() if k != "epochs"}
+    wanted = json.loads(json.dumps(run | {k: v for k, v in asdict(recipe).items() if k != "epochs"}))
+    differs = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if differs:
+        raise checkpoint.CheckpointError(
+            f"{path} belongs to another run (it differs in {', '.join(differs)}); "
+            "use another --out or start again without --resume")
+    engine.load_state(arrays)
+    log(f"resumed from {path} (epoch {meta['epoch']})")
+    return meta["epoch"], History(meta["history"])
+
+
+def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run: dict,
+        checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+        log: Callable[[str], None] = print) -> History:
+    """Train for ``recipe.epochs`` epochs; checkpoint after each; stop on a non-finite loss.
+
+    ``train`` must offer ``epoch(k)`` (the batches of epoch ``k``, shuffled reproducibly) and ``len``;
+    ``run`` describes the model and backend and must match when resuming.
+    """
+    world = getattr(engine, "world", distributed.SINGLE)
+    distributed.check_split(world.replicas, train.batch_size, train.num_examples, train.drop_last)
+    if not world.is_chief:
+        log = lambda _: None  # noqa: E731  (every worker computes the same lines; the chief prints them)
+    start, history = 0, History()
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs a checkpoint_dir")
+        start, history = _resume(engine, Path(checkpoint_dir), recipe, run, log)
+    train = train.sharded(world.rank, world.processes)
+    writer = checkpoint_dir if world.is_chief else None  # one checkpoint set, the chief's
+    steps = len(train)
+    for epoch in range(start, recipe.epochs):
+        engine.reseed(recipe.epoch_seed(epoch))
+        loss_sum, correct, seen = 0.0, 0, 0
+        began = time.perf_counter()
+        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step",
+                  disable=not progress or not world.is_chief,
+                  leave=False, dynamic_ncols=True) as bar:
+            for i, (images, labels) in enumerate(train.epoch(epoch)):
+                lr = recipe.lr_at(epoch * steps + i, steps)
+                loss, right = engine.step(images, labels, lr)
+                if not math.isfinite(loss):
+                    kept = checkpoint.latest(checkpoint_dir) if checkpoint_dir else None
+                    raise TrainingDiverged(
+                        f"loss became {loss} at epoch {epoch + 1}, step {i + 1} (lr {lr:g}); training stopped"
+                        + (f", last good checkpoint {kept} is intact" if kept else "") + ": try a smaller --lr")
+                n = int(labels.shape[0]) * world.processes
+                loss_sum, correct, seen = loss_sum + loss * n, correct + right, seen + n
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
+                                ex_per_s=f"{seen / (time.perf_counter() - began):.1f}", refresh=False)
+        train_seconds = time.perf_counter() - began
+        test_acc = engine.evaluate(test)
+        history.append(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
+                       examples_per_sec=seen / train_seconds, seconds=time.perf_counter() - began)
+        log(f"epoch {epoch + 1}/{recipe.epochs}: {history.line()}")
+        if writer is not None:
+            meta = {"epoch": epoch + 1, "recipe": asdict(recipe), "run": run, "history": history.rows,
+                    "world": {"processes": world.processes, "devices": world.devices}}
+            checkpoint.write(writer, epoch + 1, engine.state(), meta)
+    return history
+
+
+def train(backend: str, engine: Callable[[Any, Recipe], Engine], model, data, *,
+          checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print, **recipe) -> History:
+    """Every backend's ``train(model, data, *, ...)`` (bound to its name and Engine class): train ``model``
+    on ``data`` (from ``load_fashion_mnist``) with minibatch SGD and return the :class:`History`.
+
+    ``recipe``: any field of :class:`Recipe` (epochs=10, lr=0.05, batch_size=128, seed=0, momentum=0,
+    weight_decay=0, schedule="constant", warmup_epochs=0); ``checkpoint_dir`` gets a checkpoint per epoch,
+    ``resume=True`` continues from its last complete one.
+    """
+    recipe = Recipe(**recipe)
+    train_batches, test_batches = batches_for(data, recipe)
+    return fit(engine(model, recipe), train_batches, test_batches, recipe, run=run_info(backend, model),
+               checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, log=log)

@@ -1,0 +1,420 @@
+"""The ``vgg`` command: one CLI for all four backends. Errors are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common.core import arch, atomic, backends, layouts, summary
+from common.data import batches, fashion_mnist
+from common.runtime import checkpoint, distributed, training
+from common.serving import export_flow, formats, image_files
+from common.tools import compare, launch, loading, models, parity, parity_distributed, parity_onnx, predict
+
+
+def _summary(args: argparse.Namespace) -> None:
+    blocks, batch_norm = arch.parse(args.arch)
+    arch.check_resolution(blocks, args.resize)
+    if args.family:
+        print(f"Table 1's configurations at {args.resize}x{args.resize}, {args.in_channels} input channel(s), "
+              f"{args.num_classes} classes\n")
+        print(summary.family_table(arch.CONFIGS, args.in_channels, args.resize, args.num_classes))
+        return
+    if args.flops:
+        print(f"{args.arch} at {args.resize}x{args.resize}, {args.in_channels} input channel(s), {args.num_classes} "
+              f"classes (common's analysis, which every backend is tested against)\n")
+        print(summary.flops_table(blocks, args.in_channels, args.resize, args.num_classes, batch_norm, args.hidden))
+        return
+    for name in args.backends:
+        vgg = loading.backend(name)
+        model = vgg.VGG(blocks, image_size=args.resize, batch_norm=batch_norm, hidden=args.hidden)
+        shape = layouts.shape_from_nchw((1, 1, args.resize, args.resize), vgg.LAYOUT)
+        print(f"== {name} ({vgg.LAYOUT}), {vgg.parameter_count(model):,} parameters")
+        vgg.print_layer_summary(model, shape)
+
+
+def _writable_out(out: Path, resume: bool) -> Path:
+    """Create ``out`` and prove it writable; refuse to overwrite a previous run unless resuming."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise OSError(f"--out {out} is not writable ({exc.strerror or exc})") from None
+    if not resume and checkpoint.latest(out / "checkpoints"):
+        raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    return out
+
+
+def _world_args(args: argparse.Namespace) -> tuple[int, int]:
+    """(worker processes, devices per process) after checking what this backend's engines allow; a
+    worker started by a launcher (ours, torchrun, a cluster's) takes the process count from its env."""
+    launched = distributed.launched_size(args.backend)
+    if launched > 1 and args.workers not in (1, launched):
+        raise distributed.DistributedError(
+            f"--workers {args.workers} but the launcher started {launched} workers; leave --workers out")
+    workers = launched if launched > 1 else args.workers
+    distributed.check_request(args.backend, workers, args.devices, args.device)
+    return workers, args.devices
+
+
+def _train(args: argparse.Namespace) -> int:
+    blocks, batch_norm = arch.parse(args.arch)
+    arch.check_resolution(blocks, args.resize)
+    recipe = training.Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                             momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+                             warmup_epochs=args.warmup_epochs)
+    workers, devices = _world_args(args)
+    threads = distributed.threads_per_worker(workers, devices, args.threads)
+    launcher = workers > 1 and distributed.launched_size(args.backend) == 1
+    if workers * devices > 1:  # every worker must get an equal share of every batch: check before starting
+        images = fashion_mnist.load_split("train", args.data_dir, verify=not args.no_verify)[0]
+        count = min(len(images), args.limit) if args.limit else len(images)
+        distributed.check_split(workers * devices, args.batch_size, count)
+    if launcher:
+        if args.port:
+            launch.check_port(args.port)
+        if args.device != "cpu":  # a missing GPU is refused here, once, rather than in every worker
+            loading.backend(args.backend).init_distributed(devices=devices, device=args.device)
+        _writable_out(Path(args.out), args.resume)
+        print(f"vgg train: {args.backend} on {workers} worker processes x {devices} device(s), {threads} "
+              f"thread(s) each, launched by {backends.BACKENDS[args.backend].launcher}")
+        return launch.launch(args.backend, "common.tools.cli", args.argv, workers, threads=threads, port=args.port,
+                             prog="vgg train")
+    launch.die_with_parent()
+    os.environ.setdefault("VGG_THREADS", str(threads))
+    vgg = loading.backend(args.backend)
+    world = vgg.init_distributed(devices=devices, device=args.device)
+    out = _writable_out(Path(args.out), args.resume)
+    data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
+                                  limit=args.limit, verify=not args.no_verify)
+    model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm, hidden=args.hidden)
+    if world.is_chief:
+        print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize}, "
+              f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")
+        print(f"vgg train: {world.describe()}")
+        settings = {k: v for k, v in vars(args).items() if k not in ("run", "argv")}
+        settings["world"] = {"processes": world.processes, "devices": world.devices, "threads": world.threads,
+                             "engine": world.engine}
+        atomic.write_text(out / "run.json", json.dumps(settings, indent=1))
+    history = vgg.train(model, data, **{k: getattr(recipe, k) for k in training.Recipe.__dataclass_fields__},
+                        checkpoint_dir=out / "checkpoints", resume=args.resume, progress=not args.no_progress)
+    if world.is_chief:
+        history.save(out)
+        model_path = vgg.save(model, out / f"model{vgg.MODEL_SUFFIX}")
+        print(f"vgg train: wrote {out / 'history.json'}, history.csv, history.png and {model_path.name}")
+    return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    blocks, batch_norm = arch.parse(args.arch)
+    arch.check_resolution(blocks, args.resize)
+    if args.workers > 1:
+        return _parity_workers(args)
+    modules = {name: loading.backend(name) for name in args.backends}
+    if args.onnx:
+        return _parity_onnx(args, modules, blocks, batch_norm)
+    if len(modules) < 2:
+        raise ValueError(f"--backends {','.join(args.backends)}: parity needs at least two backends")
+    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}, "
+          f"{args.steps} SGD steps at lr {args.lr:g}, dropout off; backends {', '.join(modules)}")
+    matrices = parity.run(modules, blocks, args.resize, batch=args.batch, steps=args.steps, lr=args.lr,
+                          seed=args.seed, log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm,
+                          hidden=args.hidden)
+    for quantity, cells in matrices.items():
+        print("\n" + parity.format_matrix(cells, quantity))
+    ok = parity.passed(matrices)
+    print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
+    return 0 if ok else 1
+
+
+def _parity_onnx(args: argparse.Namespace, modules: dict, blocks, batch_norm: bool) -> int:
+    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}: one set of weights "
+          f"exported to ONNX by {', '.join(modules)}, run in ONNX Runtime")
+    cells = parity_onnx.run(modules, blocks, args.resize, batch=args.batch, seed=args.seed, out=args.out,
+                            log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm, hidden=args.hidden)
+    print("\n" + parity.format_matrix(cells, "logits"))
+    ok = parity.passed({"logits": cells})
+    print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
+    return 0 if ok else 1
+
+
+def _parity_workers(args: argparse.Namespace) -> int:
+    for name in args.backends:
+        loading.backend(name)  # a missing framework is a one-line error before anything starts
+    distributed.check_split(args.workers, args.batch, args.batch)
+    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, global batch {args.batch}, one process vs "
+          f"{args.workers} worker processes (and {args.workers} devices of one process where the framework has "
+          f"that); backends {', '.join(args.backends)}")
+    report = parity_distributed.run(args.backends, args.arch, args.resize, args.workers, batch=args.batch,
+                                    seed=args.seed, log=lambda m: print(m, file=sys.stderr), hidden=args.hidden)
+    print("\n" + parity_distributed.format_report(report))
+    ok = parity_distributed.passed(report)
+    print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL or FAILED"))
+    return 0 if ok else 1
+
+
+def _compare(args: argparse.Namespace) -> int:
+    blocks = arch.parse(args.arch)[0]
+    for size in args.resize:
+        arch.check_resolution(blocks, size)
+    out = Path(args.out or f"reports/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    _writable_out(out, resume=True)
+    command = "vgg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else \
+        "vgg compare"
+    for w in args.workers:
+        if w < 1:
+            raise distributed.DistributedError(f"--workers {w} is not allowed: every count must be at least 1")
+        distributed.check_split(w, args.batch_size, args.batch_size)
+    report = compare.run(args.backends, args.arch, args.resize, args.batch_size, args.seconds, args.train_epochs,
+                         out, data_dir=args.data_dir, verify=not args.no_verify, command=command,
+                         workers=args.workers, pythons=args.python, hidden=args.hidden)
+    print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
+    return 0 if any("error" not in row for row in report["rows"]) else 1
+
+
+def _check_images(data_dir: str | None, vgg, model, count: int = 64):
+    """Real test images for checking an export, in the model's layout; None (a random batch) if the model
+    is not a Fashion-MNIST one or the data is not on this machine."""
+    if model.in_channels != 1:
+        return None
+    try:
+        test = fashion_mnist.load_split("test", data_dir, download=False)[0][:count]
+    except (OSError, ValueError) as exc:
+        print(f"vgg export: no Fashion-MNIST test images ({exc}); checking on random images", file=sys.stderr)
+        return None
+    return layouts.with_channels(batches.to_float(test, model.image_size), vgg.LAYOUT)
+
+
+def _export(args: argparse.Namespace) -> int:
+    vgg, model = models.live(args.model, args.backend, args.arch, args.resize)
+    backend = vgg.__name__.removeprefix("vgg_")
+    out = Path(args.out) if args.out else Path(args.model).with_name(
+        "model" + formats.export_suffix(backend, args.format))
+    formats.check_export_path(out, backend, args.format)
+    check = _check_images(args.data_dir, vgg, model)
+    print(f"vgg export: {backend} {args.format} -> {out}")
+    done = vgg.export(model, out, format=args.format, images=check)
+    source = "Fashion-MNIST test images" if check is not None else "random images"
+    print(f"vgg export: wrote {done.path} ({done.bytes / 1e6:.1f} MB) in {done.seconds:.1f} s; reloaded, it matches "
+          f"the live model to {done.difference:.1e} (relative) on {done.checked} {source}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    for flag, value in (("--top", args.top), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} {value} is not allowed: it must be at least 1")
+    files = image_files.expand(args.images)
+    opened = models.open_model(args.model, args.backend, args.arch, args.resize)
+    for result in predict.classify(opened, files, top=args.top, batch_size=args.batch_size,
+                                   progress=not args.json and sys.stderr.isatty()):
+        if args.json:
+            print(json.dumps(result))
+        else:
+            best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+            print(f"{result['file']}: {best}")
+    return 0
+
+
+_HIDDEN_HELP = "width of the two hidden dense layers (default 4096, the paper's; narrower for quick runs)"
+
+
+def _positive(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected a positive integer")
+        return value
+    return parse
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resize {text!r}: expected sizes like 224,96,56") from None
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        return sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers {text!r}: expected counts like 1,2") from None
+
+
+def _pythons(text: str) -> dict[str, str]:
+    """``--python jax=.venv-modern/bin/python,mxnet=.venv/bin/python``, or one path for every backend."""
+    chosen = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        if name and name not in backends.NAMES:
+            raise argparse.ArgumentTypeError(f"--python {item!r}: unknown backend {name!r}; "
+                                             f"choose from {','.join(backends.NAMES)}")
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise argparse.ArgumentTypeError(f"--python {item!r}: {path!r} is not an executable file")
+        path = os.path.abspath(path)  # children start in the project's folder
+        chosen.update({name: path} if name else dict.fromkeys(backends.NAMES, path))
+    return chosen
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in backends.NAMES:
+            raise argparse.ArgumentTypeError(f"unknown backend {name!r}; choose from {','.join(backends.NAMES)}")
+    return names
+
+
+def _parents() -> tuple[argparse.ArgumentParser, ...]:
+    """The options several sub-commands share, each defined once: the backends to run, the model (arch and
+    head width), the data folder, and what a canonical .safetensors model file needs to be built."""
+    several = argparse.ArgumentParser(add_help=False)
+    several.add_argument("--backends", type=_backend_list, default=list(backends.NAMES),
+                         help=f"comma-separated, from {','.join(backends.NAMES)} (default: all)")
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--arch", default="small", choices=arch.CHOICES)
+    model.add_argument("--hidden", type=_positive("--hidden"), default=arch.HIDDEN, help=_HIDDEN_HELP)
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST files "
+                                                       "(default: $VGG_DATA_DIR, cache, system copy)")
+    weights = argparse.ArgumentParser(add_help=False)
+    weights.add_argument("--backend", default=None, choices=backends.NAMES, help="for a .safetensors --model")
+    weights.add_argument("--arch", default=None, choices=arch.CHOICES,
+                         help="for a .safetensors --model (default small)")
+    weights.add_argument("--resize", type=int, default=None, help="for a .safetensors --model (default 224)")
+    return several, model, data, weights
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``vgg`` command's parser (the docs' command lines are checked against it)."""
+    several, model, data, weights = _parents()
+    p = argparse.ArgumentParser(prog="vgg", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("summary", parents=[several, model], help="print every backend's layer table for one arch")
+    s.set_defaults(arch="vgg11")
+    s.add_argument("--resize", type=int, default=224, help="input side in pixels")
+    s.add_argument("--flops", action="store_true", help="per layer: output shape, parameters and FLOPs, and the "
+                   "convolutional vs fully connected split (no framework needed)")
+    s.add_argument("--family", action="store_true", help="one line per configuration A-E: layers, parameters, FLOPs")
+    s.add_argument("--in-channels", type=_positive("--in-channels"), default=1,
+                   help="with --flops or --family (3 for the paper)")
+    s.add_argument("--num-classes", type=_positive("--num-classes"), default=10,
+                   help="with --flops or --family (1000 for the paper)")
+    s.set_defaults(run=_summary)
+
+    q = sub.add_parser("parity", parents=[several, model],
+                       help="compare logits, gradients and SGD steps between every pair of backends")
+    q.add_argument("--resize", type=int, default=56, help="input side in pixels (default 56)")
+    q.add_argument("--batch", type=int, default=8, help="images per batch")
+    q.add_argument("--steps", type=int, default=5, help="plain SGD steps of the trajectory check")
+    q.add_argument("--lr", type=float, default=0.05)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--workers", type=int, default=1, help="compare one process with W worker processes "
+                   "(and W devices of one process) of every framework's data-parallel engine")
+    q.add_argument("--onnx", action="store_true", help="export one set of weights to ONNX from every backend and "
+                   "compare the files in ONNX Runtime, with each other and the NumPy oracle")
+    q.add_argument("--out", default=None, help="with --onnx: keep the ONNX files in this folder")
+    q.set_defaults(run=_parity)
+
+    e = sub.add_parser("export", parents=[weights, data],
+                       help="write a trained model for serving: the framework's own format or ONNX",
+                       description="Export a model for serving and check the file: it is reloaded (ONNX in ONNX "
+                       "Runtime) and compared with the live model on Fashion-MNIST test images before it is "
+                       "put in place.")
+    e.add_argument("--model", required=True, help="a model file from vgg train (backend from its suffix) or a "
+                   "canonical .safetensors (with --backend, --arch, --resize)")
+    e.add_argument("--format", default="native", choices=formats.FORMATS,
+                   help="native: .pt2 (torch), .savedmodel (tf), .jax_export (jax), .mxnet (mxnet); onnx: .onnx")
+    e.add_argument("--out", default=None, help="the file or folder to write (default: model.<suffix> beside --model)")
+    e.set_defaults(run=_export)
+
+    r = sub.add_parser("predict", parents=[weights], help="classify image files with any model file",
+                       description="Classify PNG/JPEG files (or folders of them): grayscale, resized as the "
+                       "loader resizes, top-k classes with probabilities per file.")
+    r.add_argument("--model", required=True, help="a vgg train model, a native export, an .onnx file (run in "
+                   "ONNX Runtime) or a canonical .safetensors (with --backend, --arch, --resize)")
+    r.add_argument("images", nargs="+", help="image files or folders of them")
+    r.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    r.set_defaults(run=_predict)
+
+    c = sub.add_parser("compare", parents=[several, model, data],
+                       help="measure the backends side by side (the main job)")
+    c.add_argument("--resize", type=_sizes, default=[224, 96, 56], help="image sides, e.g. 224,96,56")
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--seconds", type=float, default=20, help="measuring time per backend and size")
+    c.add_argument("--train-epochs", type=int, default=0, help="also train K epochs and report test accuracy")
+    c.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
+    c.add_argument("--out", default=None, help="report folder (default reports/compare-<time>)")
+    c.add_argument("--workers", type=_counts, default=[1],
+                   help="worker counts, e.g. 1,2: a row per count on each framework's data-parallel engine")
+    c.add_argument("--python", type=_pythons, default={}, metavar="BACKEND=PYTHON,...",
+                   help="the interpreter of the environment that has a backend, e.g. "
+                        "jax=.venv-modern/bin/python (default: this one)")
+    c.set_defaults(run=_compare)
+
+    t = sub.add_parser("train", parents=[model, data], help="train one backend on Fashion-MNIST", description=(
+        "Train VGG on Fashion-MNIST. Defaults are the book's recipe (plain SGD, lr 0.05, batch 128); "
+        "the recipe that reaches 0.91+ at 56x56 is --momentum 0.9 --lr 0.02 --schedule cosine --warmup-epochs 1."))
+    t.add_argument("--backend", required=True, choices=backends.NAMES)
+    t.add_argument("--resize", type=int, default=224, help="image side after bilinear resizing (default 224)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--lr", type=float, default=0.05, help="(peak) learning rate")
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--momentum", type=float, default=0.0)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--schedule", default="constant", choices=training.SCHEDULES)
+    t.add_argument("--warmup-epochs", type=float, default=0.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-verify", action="store_true",
+                   help="accept IDX files whose checksum is not Fashion-MNIST's (your own data)")
+    t.add_argument("--limit", type=int, default=None, help="use only the first N training examples")
+    t.add_argument("--out", required=True, help="run folder: history, plot, model, checkpoints")
+    t.add_argument("--resume", action="store_true", help="continue from the last complete epoch in --out")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (summary lines only)")
+    t.add_argument("--workers", type=int, default=1,
+                   help="data-parallel worker processes on this machine, each on the framework's own engine")
+    t.add_argument("--devices", type=int, default=1,
+                   help="devices inside each process (tf, jax, mxnet; CPU devices here, GPUs where present)")
+    t.add_argument("--device", default="cpu", choices=distributed.DEVICE_KINDS)
+    t.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores / workers)")
+    t.add_argument("--port", type=int, default=None,
+                   help="the coordinator's loopback port for --workers (default: a free one)")
+    t.set_defaults(run=_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.argv = argv  # what a launcher passes on to each worker
+    try:
+        status = args.run(args)
+    except training.TrainingDiverged as exc:
+        print(f"vgg {args.command}: error: {exc}", file=sys.stderr)
+        return 3
+    except BrokenPipeError:  # the reader went away (`vgg predict ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (arch.ArchError, backends.BackendError, export_flow.ExportError, ValueError, OSError) as exc:
+        print(f"vgg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vgg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return status or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Numerical parity of the backends: one set of canonical weights in, logits, gradients and short SGD
+trajectories out, compared pairwise and against the NumPy oracle. Used by the tests and ``vgg parity``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+from common.core import canonical, layouts, oracle, tolerances
+from common.core.arch import HIDDEN
+from common.runtime import training
+
+ORACLE = "numpy"
+
+
+def without_zero_gradients(gradients: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop the biases of convolutions followed by a batch norm: in training mode the batch mean removes
+    any constant, so their gradient is zero and what a backend returns is float32 rounding."""
+    norms = [k.split(".")[1] for k in gradients if k.startswith("features.") and k.endswith(".weight")
+             and gradients[k].ndim == 1]  # a batch norm's scale is the only 1-d weight
+    before = {f"features.{int(i) - 1}.bias" for i in norms}
+    return {k: v for k, v in gradients.items() if k not in before}
+
+
+def backend_outputs(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
+                    images: np.ndarray, labels: np.ndarray, batch_norm: bool = False) -> dict:
+    """Logits, gradients and the export of ``weights`` after import, for one backend module; with batch
+    norm also training mode's logits and gradients and the running statistics that forward leaves."""
+    model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1], batch_norm=batch_norm, dropout=0.0,
+                    hidden=canonical.hidden_of(weights))
+    vgg.import_weights(model, weights)
+    x = layouts.images_from_nchw(images, vgg.LAYOUT)
+    out = {"logits": vgg.predict(model, x), "gradients": vgg.loss_gradients(model, x, labels),
+           "export": vgg.export_weights(model)}
+    if batch_norm:
+        logits, gradients = vgg.training_outputs(model, x, labels)
+        out.update({"train logits": logits, "train gradients": without_zero_gradients(gradients),
+                    "running statistics": canonical.running_statistics(vgg.export_weights(model))})
+    return out
+
+
+def oracle_outputs(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False) -> dict:
+    """The NumPy oracle's logits; with batch norm also training mode's and the running statistics after it."""
+    out = {"logits": oracle.forward(dict(weights), arch, images, batch_norm)}
+    if batch_norm:
+        after = dict(weights)
+        out["train logits"] = oracle.forward(after, arch, images, batch_norm, training=True)
+        out["running statistics"] = canonical.running_statistics(after)
+    return out
+
+
+def oracle_statistics(weights: dict[str, np.ndarray], arch, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Running statistics after one training forward per batch with the weights held fixed (lr 0)."""
+    after = dict(weights)
+    for images, _ in batches:
+        oracle.forward(after, arch, images, batch_norm=True, training=True)
+    return canonical.running_statistics(after)
+
+
+def trajectory(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
+               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05, batch_norm: bool = False) -> dict:
+    """Plain SGD from ``weights`` with dropout off, one step per NCHW batch, through the backend's own
+    training step: the loss of every step and the canonical weights (and running statistics) afterwards."""
+    model = vgg.VGG(arch, image_size=image_size, in_channels=batches[0][0].shape[1], dropout=0.0,
+                    batch_norm=batch_norm, hidden=canonical.hidden_of(weights))
+    vgg.import_weights(model, weights)
+    engine = vgg.Engine(model, training.Recipe(batch_size=len(batches[0][1])))  # each step takes its lr
+    engine.reseed(0)
+    losses = [engine.step(*vgg.to_tensor(layouts.images_from_nchw(x, vgg.LAYOUT), y), lr)[0] for x, y in batches]
+    return {"losses": np.array(losses), "trained": vgg.export_weights(model)}
+
+
+def trajectory_difference(a: dict, b: dict) -> float:
+    """Worst of the per-step relative loss differences and the relative differences of the final weights."""
+    steps = max(tolerances.relative(x, y) for x, y in zip(a["losses"], b["losses"]))
+    return max(steps, tolerances.relative_tree(a["trained"], b["trained"]))
+
+
+def oracle_logits(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False) -> np.ndarray:
+    return oracle.forward(dict(weights), arch, images, batch_norm)
+
+
+def matrix(results: dict[str, dict], quantity: str) -> dict[tuple[str, str], float]:
+    """Relative difference of ``quantity`` for every ordered pair of result names."""
+    relative = tolerances.relative if "logits" in quantity else tolerances.relative_tree
+    diff = {"trajectory": trajectory_difference}.get(quantity, relative)
+    return {(a, b): diff(results[a][quantity], results[b][quantity])
+            for a in results for b in results if a != b and quantity in results[a] and quantity in results[b]}
+
+
+def format_matrix(cells: dict[tuple[str, str], float], quantity: str) -> str:
+    """A Markdown table of the pairwise differences, each cell marked pass/FAIL against the tolerance."""
+    names = list(dict.fromkeys([a for a, _ in cells] + [b for _, b in cells]))
+    tol = tolerances.TOLERANCES[quantity]
+    lines = [f"{quantity} (max relative difference, tolerance {tol:g})", "",
+             "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for a in names:
+        row = ["—" if a == b else (f"{cells[a, b]:.1e} " + ("pass" if cells[a, b] <= tol else "FAIL"))
+               for b in names]
+        lines.append(f"| {a} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, steps: int = 5,
+        lr: float = 0.05, seed: int = 0, log=lambda _: None, batch_norm: bool = False,
+        hidden: int = HIDDEN) -> dict[str, dict[tuple[str, str], float]]:
+    """Every parity check on every ordered pair of ``modules`` (name -> backend), plus the oracle's.
+
+    Random weights (non-zero biases, so no exact ReLU/max-pool ties) are imported into the first backend
+    and *its export* goes to all the others. With batch norm, the running statistics after ``steps``
+    training steps at lr 0 (weights held, so the oracle can follow) are compared too. Returns quantity ->
+    pair -> relative difference.
+    """
+    first = next(iter(modules.values()))
+    source = first.VGG(arch, image_size=image_size, seed=seed, batch_norm=batch_norm, hidden=hidden)
+    first.import_weights(
+        source, canonical.random_weights(arch, image_size=image_size, seed=seed, batch_norm=batch_norm,
+                                         hidden=hidden))
+    weights = first.export_weights(source)
+    images, labels = tolerances.fixed_batch(arch, image_size, batch, seed=seed)
+    batches = [tolerances.fixed_batch(arch, image_size, batch, seed=seed + 1 + i) for i in range(steps)]
+    results = {ORACLE: oracle_outputs(weights, arch, images, batch_norm)}
+    if batch_norm:
+        results[ORACLE]["statistics after steps"] = oracle_statistics(weights, arch, batches)
+    for name, vgg in modules.items():
+        log(f"parity: {name} ...")
+        results[name] = backend_outputs(vgg, weights, arch, image_size, images, labels, batch_norm)
+        results[name]["trajectory"] = trajectory(vgg, weights, arch, image_size, batches, lr, batch_norm)
+        if batch_norm:
+            held = trajectory(vgg, weights, arch, image_size, batches, 0.0, batch_norm)["trained"]
+            results[name]["statistics after steps"] = canonical.running_statistics(held)
+    return {quantity: matrix(results, quantity) for quantity in tolerances.TOLERANCES
+            if any(quantity in r for r in results.values())}
+
+
+def passed(matrices: dict[str, dict[tuple[str, str], float]]) -> bool:
+    return all(diff <= tolerances.TOLERANCES[q] for q, cells in matrices.items() for diff in cells.values())
