@@ -13,6 +13,7 @@ from helpers import ABSENT, ACTIVE, REFERENCE, load_backend
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "backend(name): the test needs this backend (e.g. a case only it has)")
+    config.addinivalue_line("markers", "gpu: the GPU path; skips without a GPU (benchmarks/gpu_check.sh runs them)")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

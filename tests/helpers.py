@@ -16,6 +16,7 @@ from common.core import backends
 from common.data import fashion_mnist
 from common.tools import loading
 
+ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_ALL = os.environ.get("VGG_REQUIRE_ALL_BACKENDS") == "1"
 EXPECT_ABSENT = [name for name in os.environ.get("VGG_EXPECT_ABSENT", "").split(",") if name]
 for _name in EXPECT_ABSENT:

@@ -95,3 +95,15 @@ def test_a_backend_loads_no_tool(name):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_release_0_1_module_names_still_import_with_a_warning():
+    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            "try:\n    import common.arch\nexcept DeprecationWarning as w:\n    print(w)\n"
+            "warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "import common.arch, common.cli, common.core.arch, common.tools.cli\n"
+            "from common import data\n"
+            "assert common.arch is common.core.arch and common.cli is common.tools.cli and data.load\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "common.arch moved to common.core.arch" in proc.stdout

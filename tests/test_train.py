@@ -128,6 +128,15 @@ def test_resume_refuses_another_run(backend, arrays, tmp_path):
         fit(backend, arrays, epochs=2, checkpoint_dir=tmp_path, resume=True)
 
 
+def test_a_checkpoint_from_before_precision_resumes(backend, arrays, tmp_path):
+    """A run recorded before ``precision`` was a config field ran in float32: it resumes as fp32."""
+    fit(backend, arrays, epochs=1, checkpoint_dir=tmp_path)
+    arrays_, meta = checkpoint.read(checkpoint.path_for(tmp_path, 1))
+    del meta["run"]["precision"]
+    checkpoint.write(tmp_path, 1, arrays_, meta)
+    assert fit(backend, arrays, epochs=2, checkpoint_dir=tmp_path, resume=True)[1]["epoch"] == [1, 2]
+
+
 def test_absurd_lr_stops_with_the_last_checkpoint_intact(backend, arrays, tmp_path):
     fit(backend, arrays, epochs=1, checkpoint_dir=tmp_path)
     good = checkpoint.path_for(tmp_path, 1).read_bytes()

@@ -23,6 +23,7 @@ from common.core import atomic
 from common.serving import export_flow, formats
 from common.serving.optional import require
 from vgg_jax.model import LAYOUT, NAME, VGG, predict
+from vgg_jax.weights import export_weights, import_weights
 
 _BLOB = "exported.bin"
 #: tf2onnx 1.17's newest opset (the jax2tf route); jax2onnx writes its own default
@@ -86,6 +87,7 @@ def export(model: VGG, path: str | Path, format: str = "native",
     """Write ``model`` for serving (``format`` native: a ``.jax_export`` folder; onnx: ``.onnx``), reload it
     and check it against the live model on ``images`` (NHWC; default a fixed random batch) before it
     appears at ``path``."""
+    model = export_flow.float32_master(model, VGG, export_weights, import_weights)
     model.eval()  # dropout off in the traced graph; the model stays in eval mode, as after predict
     writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
     return export_flow.run(model, path, format, NAME, LAYOUT, writers, lambda p: load_exported(p)[0],

@@ -9,11 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from common.core import backends, summary
+from common.core import backends, precision, summary
 from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, feature_size, layers_of
 from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
-from common.runtime import inference
+from common.runtime import capability, inference
+from vgg_jax.distributed import current
 
 NAME = "jax"
 LAYOUT = backends.BACKENDS[NAME].layout
@@ -64,8 +65,9 @@ class BatchNorm(nnx.BatchNorm):
     ``num_batches_tracked``; Flax updates the running variance with the biased batch variance, so each
     training call corrects that to PyTorch's unbiased update."""
 
-    def __init__(self, channels: int, *, rngs: nnx.Rngs) -> None:
-        super().__init__(channels, momentum=TORCH_BN.decay, epsilon=TORCH_BN.eps, use_fast_variance=False, rngs=rngs)
+    def __init__(self, channels: int, *, dtype: jnp.dtype | None = None, rngs: nnx.Rngs) -> None:
+        super().__init__(channels, momentum=TORCH_BN.decay, epsilon=TORCH_BN.eps, use_fast_variance=False,
+                         dtype=dtype, rngs=rngs)
         self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -80,10 +82,11 @@ class BatchNorm(nnx.BatchNorm):
 
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
               layers: Sequence[int | str] | None = None, batch_norm: bool = False, *,
-              rngs: nnx.Rngs | None = None) -> nnx.Sequential:
+              dtype: jnp.dtype | None = None, rngs: nnx.Rngs | None = None) -> nnx.Sequential:
     """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'SAME' padding) each followed by batch
     normalisation if ``batch_norm``, then ReLU, and by local response normalisation where ``layers`` has
-    ``"lrn"``; then 2x2 max pooling."""
+    ``"lrn"``; then 2x2 max pooling. ``dtype``: Flax's computation dtype of every layer (float32 parameters
+    either way; without it Flax promotes a bfloat16 input back to float32)."""
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     made = []
     kinds = block_layers(num_convs, layers)
@@ -93,9 +96,9 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
             made.append(local_response_norm)
             continue
         made.append(nnx.Conv(in_channels, out_channels, kernel_size=(k, k), padding="SAME",
-                             kernel_init=_XAVIER, rngs=rngs))
+                             kernel_init=_XAVIER, dtype=dtype, param_dtype=jnp.float32, rngs=rngs))
         if batch_norm:
-            made.append(BatchNorm(out_channels, rngs=rngs))
+            made.append(BatchNorm(out_channels, dtype=dtype, rngs=rngs))
         made.append(nnx.relu)
         in_channels = out_channels
     return nnx.Sequential(*made, max_pool_pairwise if batch_norm else max_pool)
@@ -110,18 +113,26 @@ class VGG(Configured, nnx.Sequential):
     def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
         config = ModelConfig.of(arch, *args, **options)
         arch, dropout, batch_norm, hidden = config.arch, config.dropout, config.batch_norm, config.hidden
+        capability.announce(NAME, config.precision, current().device)
+        dtype = jnp.dtype(precision.get(config.precision).compute)  # on every layer, parameters float32
         rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
         blocks, channels = [], config.in_channels
         for block in arch:
-            blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, rngs=rngs))
+            blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, dtype=dtype, rngs=rngs))
             channels = block[1]
         flat = channels * feature_size(arch, config.image_size) ** 2
+
+        def dense(n_in: int, n_out: int) -> nnx.Linear:
+            return nnx.Linear(n_in, n_out, kernel_init=_XAVIER, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
         super().__init__(
             *blocks, flatten,
-            nnx.Linear(flat, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
-            nnx.Linear(hidden, hidden, kernel_init=_XAVIER, rngs=rngs), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
-            nnx.Linear(hidden, config.num_classes, kernel_init=_XAVIER, rngs=rngs))
+            dense(flat, hidden), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
+            dense(hidden, hidden), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
+            dense(hidden, config.num_classes))
         self.config = config
+        # float32 products in full float32 unless tf32 is asked for (JAX's GPU default is TensorFloat-32)
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if config.precision == "tf32" else "highest")
 
 
 def _kind(layer) -> str:
@@ -157,8 +168,9 @@ def parameter_count(model: VGG) -> int:
 
 @nnx.jit
 def eval_logits(model: VGG, images: jax.Array) -> jax.Array:
-    """The jitted forward pass, in whatever mode ``model`` is (predict and evaluate set eval)."""
-    return model(images)
+    """The jitted forward pass, in whatever mode ``model`` is (predict and evaluate set eval); the logits in
+    float32 whatever the model's compute dtype."""
+    return model(images).astype(jnp.float32)
 
 
 def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray:

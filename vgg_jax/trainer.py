@@ -11,7 +11,7 @@ import numpy as np
 import optax
 from flax import nnx, serialization
 
-from common.core import atomic, backends
+from common.core import atomic, backends, precision
 from common.core.config import ModelConfig
 from common.runtime import training
 from common.runtime.distributed import World
@@ -36,12 +36,32 @@ def _train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, labels:
     optimizer.opt_state.hyperparams["learning_rate"][...] = lr  # a traced value: no retrace per lr
 
     def loss_fn(model: VGG) -> tuple[jax.Array, jax.Array]:
-        logits = model(images)
+        logits = model(images).astype(jnp.float32)  # the loss and its softmax in float32
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
     return loss, (logits.argmax(-1) == labels).sum()
+
+
+@nnx.jit
+def _scaled_train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
+                       lr: jax.Array, scale: jax.Array, finite_steps: jax.Array) -> tuple[jax.Array, ...]:
+    """:func:`_train_step` with fp16's dynamic loss scaling (common.core.precision's rule): gradients of
+    the scaled loss, unscaled; a step with an inf or NaN gradient leaves model and optimizer as they were."""
+    optimizer.opt_state.hyperparams["learning_rate"][...] = lr
+
+    def loss_fn(model: VGG) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        logits = model(images).astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss * scale, (loss, logits)
+
+    (_, (loss, logits)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    grads = jax.tree.map(lambda g: g / scale, grads)
+    finite = jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
+    nnx.cond(finite, lambda m, o, g: o.update(m, g), lambda m, o, g: None, model, optimizer, grads)
+    scale, finite_steps = precision.next_loss_scale(scale, finite_steps, finite, jnp.where)
+    return loss, (logits.argmax(-1) == labels).sum(), scale, finite_steps
 
 
 def _flat(state: nnx.State, prefix: str) -> dict[str, np.ndarray]:
@@ -76,6 +96,9 @@ class Engine:
             learning_rate=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
         self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.dropouts = [m for m in model.layers if isinstance(m, nnx.Dropout)]
+        # fp16's loss scale and its count of finite steps (host values between steps; None otherwise)
+        self.loss_scale = (jnp.float32(precision.LOSS_SCALING.initial), jnp.int32(0)) \
+            if precision.get(model.config.precision).loss_scaling else None
         self._replicate()
 
     def _replicate(self) -> None:
@@ -99,20 +122,28 @@ class Engine:
 
     def step(self, images, labels, lr: float) -> tuple[float, int]:
         self.model.train()
-        loss, correct = _train_step(self.model, self.optimizer, self._put(images), self._put(labels),
-                                    jnp.float32(lr))
+        batch = (self.model, self.optimizer, self._put(images), self._put(labels), jnp.float32(lr))
+        if self.loss_scale is None:
+            loss, correct = _train_step(*batch)
+        else:
+            loss, correct, *self.loss_scale = _scaled_train_step(*batch, *self.loss_scale)
         return float(loss), int(correct)
 
     def evaluate(self, batches) -> float:
         return _evaluate(self.model, batches, lambda x: self._put(x, sharded=False))
 
     def state(self) -> dict[str, np.ndarray]:
+        scaling = dict(zip(precision.LOSS_SCALE_KEYS, map(np.asarray, self.loss_scale or ())))
         return {**_flat(nnx.state(self.model, _SAVED), "model."),
-                **_flat(nnx.state(self.optimizer), "optimizer.")}
+                **_flat(nnx.state(self.optimizer), "optimizer."), **scaling}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         _restore(self.model, arrays, "model.", "checkpoint", _SAVED)
-        _restore(self.optimizer, arrays, "optimizer.", "checkpoint")
+        scaling = {k: arrays[k] for k in precision.LOSS_SCALE_KEYS if k in arrays}
+        _restore(self.optimizer, {k: v for k, v in arrays.items() if k not in scaling}, "optimizer.", "checkpoint")
+        if self.loss_scale is not None and scaling:
+            self.loss_scale = (jnp.float32(scaling[precision.LOSS_SCALE_KEYS[0]]),
+                               jnp.int32(scaling[precision.LOSS_SCALE_KEYS[1]]))
         self._replicate()
 
 

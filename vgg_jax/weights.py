@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-from common.core import canonical
+from common.core import canonical, precision
 from common.runtime import inference
 from vgg_jax.model import LAYOUT, VGG, BatchNorm
 
@@ -59,11 +60,14 @@ def load_weights(model: VGG, path: str | Path) -> None:
 def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
 
+    scale = precision.gradient_scale(model.config.precision)  # fp16's, as a training step scales
+
     def loss(m: VGG) -> tuple[jnp.ndarray, jnp.ndarray]:
-        logits = m(jnp.asarray(images))
-        return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(labels)).mean(), logits
+        logits = m(jnp.asarray(images)).astype(jnp.float32)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(labels)).mean() * scale, logits
 
     grads, logits = nnx.grad(loss, has_aux=True)(model)
+    grads = jax.tree.map(lambda g: g / scale, grads)
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     twin = export_weights(nnx.merge(graphdef, grads, rest))  # a twin whose parameters hold the gradients
     statistics = canonical.running_statistics(twin)  # the twin's own, not gradients

@@ -22,6 +22,7 @@ from common.serving import export_flow, formats
 from common.serving.optional import require
 from vgg_mxnet.framework import gluon, mx
 from vgg_mxnet.model import LAYOUT, NAME, VGG, predict
+from vgg_mxnet.weights import export_weights, import_weights
 
 _PREFIX = "model"
 _SYMBOL, _PARAMS = f"{_PREFIX}-symbol.json", f"{_PREFIX}-0000.params"
@@ -96,6 +97,7 @@ def export(model: VGG, path: str | Path, format: str = "native",
     """Write ``model`` for serving (``format`` native: a ``.mxnet`` folder of symbol and params; onnx:
     ``.onnx``), reload it and check it against the live model on ``images`` (NCHW; default a fixed
     random batch) before it appears at ``path``."""
+    model = export_flow.float32_master(model, VGG, export_weights, import_weights)
     writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
     return export_flow.run(model, path, format, NAME, LAYOUT, writers, lambda p: load_exported(p)[0],
                     lambda x: predict(model, x), images)

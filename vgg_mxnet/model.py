@@ -11,7 +11,7 @@ from common.core import backends, summary
 from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, feature_size, layers_of
 from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
-from common.runtime import inference
+from common.runtime import capability, inference
 from vgg_mxnet.framework import gluon, mx
 
 nn = gluon.nn
@@ -91,6 +91,7 @@ class VGG(Configured, nn.HybridSequential):
     def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
         config = ModelConfig.of(arch, *args, **options)
         arch, dropout, batch_norm, hidden = config.arch, config.dropout, config.batch_norm, config.hidden
+        capability.announce(NAME, config.precision)  # fp32 only: refuses the others, and says why
         super().__init__()
         mx.random.seed(config.seed)  # Gluon initialisers draw from MXNet's global generator
         channels = config.in_channels

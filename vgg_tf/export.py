@@ -13,6 +13,7 @@ from common.serving import export_flow, formats
 from common.serving.optional import require
 from vgg_tf.framework import tf
 from vgg_tf.model import LAYOUT, NAME, VGG, predict
+from vgg_tf.weights import export_weights, import_weights
 
 #: tf2onnx 1.17's newest opset
 ONNX_OPSET = 18
@@ -55,6 +56,7 @@ def export(model: VGG, path: str | Path, format: str = "native",
     """Write ``model`` for serving (``format`` native: a ``.savedmodel`` folder; onnx: ``.onnx``), reload it
     and check it against the live model on ``images`` (NHWC; default a fixed random batch) before it
     appears at ``path``."""
+    model = export_flow.float32_master(model, VGG, export_weights, import_weights)
     writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
     return export_flow.run(model, path, format, NAME, LAYOUT, writers, lambda p: load_exported(p)[0],
                     lambda x: predict(model, x), images)

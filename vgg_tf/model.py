@@ -8,16 +8,18 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from common.core import backends, summary
+from common.core import backends, precision, summary
 from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, layers_of
 from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
-from common.runtime import inference
-from vgg_tf.distributed import scope
+from common.runtime import capability, inference
+from vgg_tf.distributed import current, scope
 from vgg_tf.framework import keras, tf
 
 NAME = "tf"
 LAYOUT = backends.BACKENDS[NAME].layout
+#: compute dtype -> the Keras dtype policy of mixed precision in that dtype
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 _KINDS = {keras.Sequential: "block", keras.layers.Flatten: "flatten", keras.layers.Dense: "dense",
           keras.layers.ReLU: "relu", keras.layers.Dropout: "dropout"}
 
@@ -57,21 +59,24 @@ class BatchNorm(keras.layers.BatchNormalization):
 
 
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              layers: Sequence[int | str] | None = None, batch_norm: bool = False) -> keras.Sequential:
+              layers: Sequence[int | str] | None = None, batch_norm: bool = False,
+              dtype: str | None = None) -> keras.Sequential:
     """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'same' padding) each followed by batch
     normalisation if ``batch_norm``, then ReLU (the convolution's activation without), and by local response
-    normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling; built."""
+    normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling; built. ``dtype``: every layer's Keras
+    dtype policy (``"mixed_bfloat16"``: bfloat16 compute over float32 variables)."""
     kinds = block_layers(num_convs, layers)
     check_batch_norm(batch_norm, kinds)
-    made = []
+    L, made = keras.layers, []
     for k in kinds:
         if k == LRN:
-            made.append(LocalResponseNorm())
+            made.append(LocalResponseNorm(dtype=dtype))
         elif batch_norm:
-            made += [keras.layers.Conv2D(out_channels, k, padding="same"), BatchNorm(), keras.layers.ReLU()]
+            made += [L.Conv2D(out_channels, k, padding="same", dtype=dtype), BatchNorm(dtype=dtype),
+                     L.ReLU(dtype=dtype)]
         else:
-            made.append(keras.layers.Conv2D(out_channels, k, padding="same", activation="relu"))
-    block = keras.Sequential([*made, keras.layers.MaxPooling2D(2, strides=2)])
+            made.append(L.Conv2D(out_channels, k, padding="same", activation="relu", dtype=dtype))
+    block = keras.Sequential([*made, L.MaxPooling2D(2, strides=2, dtype=dtype)])
     block.build((None, None, None, in_channels))
     return block
 
@@ -98,18 +103,33 @@ class VGG(Configured, keras.Sequential):
     def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
         config = ModelConfig.of(arch, *args, **options)
         arch, dropout, batch_norm, hidden = config.arch, config.dropout, config.batch_norm, config.hidden
+        capability.announce(NAME, config.precision, current().device)
+        # each layer's own dtype policy, never the process-global one, so no other model is touched
+        dtype = POLICIES[precision.get(config.precision).compute]
         with scope(), _global_seed(config.seed):  # mirrored variables under tf.distribute (vgg_tf.distributed)
             blocks, channels = [], config.in_channels
             for block in arch:
-                blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
+                blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, dtype))
                 channels = block[1]
             L = keras.layers
             super().__init__([
-                keras.Input((config.image_size, config.image_size, config.in_channels)), *blocks, L.Flatten(),
-                L.Dense(hidden), L.ReLU(), L.Dropout(dropout),
-                L.Dense(hidden), L.ReLU(), L.Dropout(dropout),
-                L.Dense(config.num_classes)])
+                keras.Input((config.image_size, config.image_size, config.in_channels)), *blocks,
+                L.Flatten(dtype=dtype),
+                L.Dense(hidden, dtype=dtype), L.ReLU(dtype=dtype), L.Dropout(dropout, dtype=dtype),
+                L.Dense(hidden, dtype=dtype), L.ReLU(dtype=dtype), L.Dropout(dropout, dtype=dtype),
+                L.Dense(config.num_classes, dtype=dtype)])
         self.config = config
+        set_tf32(config.precision == "tf32")
+
+
+def set_tf32(enabled: bool) -> None:
+    """TensorFloat-32 products on a GPU: on only for tf32 (TensorFlow turns them on by default)."""
+    tf.config.experimental.enable_tensor_float_32_execution(enabled)
+
+
+def logits_of(model: VGG, images, training: bool = False):
+    """The model's logits in float32, whatever its compute dtype: the loss and softmax stay float32."""
+    return tf.cast(model(images, training=training), tf.float32)
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:
@@ -133,8 +153,7 @@ def parameter_count(model: VGG) -> int:
 
 def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits for NumPy ``images`` (N, H, W, C), dropout off, computed ``batch_size`` at a time."""
-    return inference.predict_batches(model, images, LAYOUT, lambda x: model(x, training=False).numpy(),
-                                     batch_size)
+    return inference.predict_batches(model, images, LAYOUT, lambda x: logits_of(model, x).numpy(), batch_size)
 
 
 vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn = (builder(VGG, name) for name in BUILDERS)

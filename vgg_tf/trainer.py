@@ -9,13 +9,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from common.core import atomic, backends
+from common.core import atomic, backends, precision
 from common.core.config import ModelConfig
 from common.runtime import distributed, training
 from common.runtime.distributed import World
 from vgg_tf import distributed as dist
 from vgg_tf.framework import keras, tf
-from vgg_tf.model import NAME, VGG
+from vgg_tf.model import NAME, VGG, logits_of
 
 MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
 JIT_COMPILE = False  # XLA on CPU: see Engine's docstring
@@ -59,6 +59,11 @@ class Engine:
         with dist.scope():
             self.buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.trainable] \
                 if recipe.momentum else []
+            # fp16's dynamic loss scaling (common.core.precision's rule, GradScaler's): scale and the count
+            # of finite steps, the same in every replica
+            self.loss_scale = None if not precision.get(model.config.precision).loss_scaling else [
+                tf.Variable(value, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                for value in (tf.constant(precision.LOSS_SCALING.initial, tf.float32), tf.constant(0, tf.int64))]
         step = self._replica_step if self.strategy is None else self._distributed_step
         self._step = tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
 
@@ -68,19 +73,30 @@ class Engine:
         (all-reduced) gradients are the global batch's mean gradient. Returns loss sum and correct count."""
         labels = tf.cast(labels, tf.int64)
         with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
+            logits = logits_of(self.model, images, training=True)
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             loss = tf.reduce_sum(per_example) / global_n
-        grads = tape.gradient(loss, self.trainable)
+            scale = self.loss_scale[0] if self.loss_scale else None
+            scaled = loss * scale if scale is not None else loss
+        grads = tape.gradient(scaled, self.trainable)
         if self.strategy is not None:
             grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
+        finite = True
+        if scale is not None:  # unscale; a step with an inf or NaN gradient changes nothing but the scale
+            grads = [g / scale for g in grads]
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
         for i, (v, g) in enumerate(zip(self.trainable, grads)):
             if self.weight_decay:
                 g = g + self.weight_decay * v.value
             if self.momentum:
-                self.buffers[i].assign(self.momentum * self.buffers[i] + g)
+                self.buffers[i].assign(tf.where(finite, self.momentum * self.buffers[i] + g, self.buffers[i]))
                 g = self.buffers[i]
-            v.assign_sub(lr * g)  # in a replica: this replica's copy, which every replica updates alike
+            # in a replica: this replica's copy, which every replica updates alike
+            v.assign_sub(tf.where(finite, lr * g, tf.zeros_like(g)) if scale is not None else lr * g)
+        if scale is not None:
+            for variable, value in zip(self.loss_scale, precision.next_loss_scale(
+                    scale, self.loss_scale[1], finite, tf.where)):
+                variable.assign(tf.cast(value, variable.dtype))
         return tf.reduce_sum(per_example), tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == labels, tf.int32))
 
     def _distributed_step(self, images, labels, lr: tf.Tensor, global_n: tf.Tensor) -> list[tf.Tensor]:
@@ -139,6 +155,8 @@ class Engine:
         arrays = {f"model.{k}": np.asarray(v.numpy()) for k, v in self.named.items()}
         for v, buf in zip(self.trainable, self.buffers):
             arrays[f"optimizer.{self.names[id(v)]}.momentum"] = buf.numpy()
+        for key, variable in zip(precision.LOSS_SCALE_KEYS, self.loss_scale or ()):
+            arrays[key] = np.asarray(variable.numpy())
         return arrays
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -147,6 +165,9 @@ class Engine:
             key = f"optimizer.{self.names[id(v)]}.momentum"
             if key in arrays:
                 buf.assign(arrays[key])
+        for key, variable in zip(precision.LOSS_SCALE_KEYS, self.loss_scale or ()):
+            if key in arrays:
+                variable.assign(tf.cast(arrays[key], variable.dtype))
 
 
 def _set_variables(model: VGG, arrays: dict[str, np.ndarray], source: str) -> None:

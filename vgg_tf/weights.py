@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.core import canonical
+from common.core import canonical, precision
 from common.runtime import inference
 from vgg_tf.framework import keras, tf
-from vgg_tf.model import LAYOUT, VGG, BatchNorm
+from vgg_tf.model import LAYOUT, VGG, BatchNorm, logits_of
 
 
 def _layers(model: VGG, kind: type) -> list:
@@ -65,11 +65,13 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
             x = tf.convert_to_tensor(images)
             for layer in model.layers:
                 x = x if isinstance(layer, keras.layers.Dropout) else layer(x, training=True)
-            logits = x
+            logits = tf.cast(x, tf.float32)
         else:
-            logits = model(images, training=False)
+            logits = logits_of(model, images)
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-    grads = iter(g.numpy() for g in tape.gradient(loss, variables))
+        scale = precision.gradient_scale(model.config.precision)  # fp16's, as a training step scales
+        scaled = loss * scale
+    grads = iter(g.numpy() / scale for g in tape.gradient(scaled, variables))
     pairs = [[(next(grads), next(grads)) for _ in group] for group in [*layers, norms]]
     return logits.numpy(), canonical.to_canonical(model, *pairs[:2], LAYOUT, pairs[2])
 

@@ -8,12 +8,17 @@ import numpy as np
 import torch
 
 from common.data import loader
+from vgg_torch.distributed import current
 from vgg_torch.model import LAYOUT
 
 
 def to_tensor(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-copy views of the NumPy batch."""
-    return torch.from_numpy(images), torch.from_numpy(labels)
+    """Zero-copy views of the NumPy batch; under ``--device gpu`` in pinned host memory, so the training
+    step's copy to the GPU runs asynchronously (``non_blocking``)."""
+    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+    if current().device == "gpu":
+        return images.pin_memory(), labels.pin_memory()
+    return images, labels
 
 
 load_fashion_mnist = partial(loader.load, layout=LAYOUT, to_tensor=to_tensor)

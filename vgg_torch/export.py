@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from common.serving import export_flow, formats
 from common.serving.optional import require
 from vgg_torch.model import LAYOUT, NAME, VGG, predict
+from vgg_torch.weights import export_weights, import_weights
 
 _EXTRA_FILE = formats.METADATA_FILE
 #: the opset docs/export.md names, pinned rather than left to the exporter's default of the day
@@ -71,6 +73,9 @@ def export(model: VGG, path: str | Path, format: str = "native",
            images: np.ndarray | None = None) -> export_flow.Exported:
     """Write ``model`` for serving (``format`` native: ``.pt2``; onnx: ``.onnx``), reload it and check it
     against the live model on ``images`` (NCHW; default a fixed random batch) before it appears at ``path``."""
+    model = export_flow.float32_master(model, VGG, export_weights, import_weights)
+    if next(model.parameters()).device.type != "cpu":  # an export is traced and checked on the CPU
+        model = copy.deepcopy(model).cpu()
     model.eval()  # dropout off in the traced graph; the model stays in eval mode, as after predict
     writers = {"native": functools.partial(_write_native, model), "onnx": functools.partial(_write_onnx, model)}
     return export_flow.run(model, path, format, NAME, LAYOUT, writers, lambda p: load_exported(p)[0],

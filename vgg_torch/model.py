@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from common.core import backends, summary
+from common.core import backends, precision, summary
 from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_batch_norm, feature_size, layers_of
 from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN
-from common.runtime import inference
+from common.runtime import capability, inference
+from vgg_torch import distributed as dist
 
 NAME = "torch"
 LAYOUT = backends.BACKENDS[NAME].layout
@@ -71,10 +73,11 @@ class VGG(Configured, nn.Sequential):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     nn.init.xavier_uniform_(module.weight)
                     nn.init.zeros_(module.bias)
-        # The logical layout stays NCHW; channels-last memory is oneDNN's native convolution layout on CPU,
-        # so no reorder runs around each convolution.
-        self.to(memory_format=torch.channels_last)
+        # The logical layout stays NCHW; channels-last memory is oneDNN's (and cuDNN's tensor cores') native
+        # convolution layout, so no reorder runs around each convolution.
+        self.to(device=device(), memory_format=torch.channels_last)
         self.config = config
+        capability.announce(NAME, config.precision, dist.current().device)
 
 
 def layer_summary(model: VGG, input_shape: tuple[int, ...], verbose: bool = False) -> list[tuple[str, tuple]]:
@@ -97,12 +100,36 @@ def parameter_count(model: VGG) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def device() -> torch.device:
+    """Where this process's models and batches live: its CUDA device under ``--device gpu`` (one per
+    process, as DDP runs), else the CPU."""
+    world = dist.current()
+    return torch.device("cuda", torch.cuda.current_device()) if world.device == "gpu" else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def computing(model: VGG) -> Iterator[None]:
+    """The model's precision around a forward pass: ``torch.autocast`` to bf16 or fp16 for convolutions and
+    products (float32 weights stay the master copy), and TensorFloat-32 products on a GPU only for tf32."""
+    p = precision.get(model.config.precision)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = p.name == "tf32"
+    if not p.mixed:
+        yield
+        return
+    with torch.autocast(device().type, dtype=getattr(torch, p.compute)):
+        yield
+
+
 def predict(model: VGG, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits for NumPy ``images`` (N, C, H, W), dropout off, computed ``batch_size`` at a time."""
+    """Logits (float32) for NumPy ``images`` (N, C, H, W), dropout off, computed ``batch_size`` at a time."""
     model.eval()
-    with torch.inference_mode():
-        return inference.predict_batches(model, images, LAYOUT, lambda x: model(torch.from_numpy(x)).numpy(),
-                                         batch_size)
+    where = next(model.parameters()).device
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x).to(where)).float().cpu().numpy()
+
+    with torch.inference_mode(), computing(model):
+        return inference.predict_batches(model, images, LAYOUT, forward, batch_size)
 
 
 vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn = (builder(VGG, name) for name in BUILDERS)

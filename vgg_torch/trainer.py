@@ -10,12 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.core import atomic, backends
+from common.core import atomic, backends, precision
 from common.core.config import ModelConfig
 from common.runtime import distributed, training
 from common.runtime.distributed import World
 from vgg_torch import distributed as dist
-from vgg_torch.model import NAME, VGG
+from vgg_torch.model import NAME, VGG, computing
 
 MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
 
@@ -29,10 +29,17 @@ class Engine:
     def __init__(self, model: VGG, recipe: training.Recipe, world: World | None = None) -> None:
         self.model = model
         self.world = world or dist.current()
-        self.net = torch.nn.parallel.DistributedDataParallel(model) if self.world.processes > 1 else model
+        self.device = next(model.parameters()).device
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids) \
+            if self.world.processes > 1 else model
         self.params = dict(model.named_parameters())  # checkpoint keys by parameter name, as in every backend
         self.optimizer = torch.optim.SGD(self.params.values(), lr=recipe.lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
+        # fp16's dynamic loss scaling: torch's own GradScaler (scale, unscale, skip a non-finite step, grow
+        # and shrink); a no-op for every other precision
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=precision.get(model.config.precision).loss_scaling)
 
     def reseed(self, seed: int) -> None:
         torch.manual_seed(distributed.worker_seed(seed, self.world.rank))  # dropout: the global generator
@@ -41,11 +48,15 @@ class Engine:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits = self.net(images)
-        loss = F.cross_entropy(logits, labels)
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        with computing(self.model):
+            logits = self.net(images)
+            loss = F.cross_entropy(logits.float(), labels)  # the loss and its softmax in float32
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         correct = int((logits.argmax(1) == labels).sum())
         if self.world.processes == 1:
             return loss.item(), correct
@@ -56,11 +67,15 @@ class Engine:
         return evaluate(self.model, batches)
 
     def state(self) -> dict[str, np.ndarray]:
-        arrays = {f"model.{k}": v.numpy() for k, v in self.model.state_dict().items()}
+        arrays = {f"model.{k}": v.cpu().numpy() for k, v in self.model.state_dict().items()}
         for name, p in self.params.items():
             buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
-                arrays[f"optimizer.{name}.momentum"] = buf.numpy()
+                arrays[f"optimizer.{name}.momentum"] = buf.cpu().numpy()
+        if self.scaler.is_enabled():
+            kept = self.scaler.state_dict()
+            for key, value in zip(precision.LOSS_SCALE_KEYS, (kept["scale"], kept["_growth_tracker"])):
+                arrays[key] = np.asarray(value)
         return arrays
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -69,7 +84,11 @@ class Engine:
             # a checkpoint written before the buffers were keyed by name has them by index
             buf = arrays.get(f"optimizer.{name}.momentum", arrays.get(f"optimizer.{i}.momentum_buffer"))
             if buf is not None:
-                self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(buf)
+                self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(buf).to(self.device)
+        if self.scaler.is_enabled() and precision.LOSS_SCALE_KEYS[0] in arrays:
+            scale, steps = (arrays[key] for key in precision.LOSS_SCALE_KEYS)
+            self.scaler.load_state_dict({**self.scaler.state_dict(), "scale": float(scale),
+                                         "_growth_tracker": int(steps)})
 
 
 train = partial(training.train, NAME, Engine)
@@ -79,15 +98,17 @@ train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; a
 def evaluate(model: VGG, data) -> float:
     """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
     model.eval()
-    with torch.inference_mode():
+    where = next(model.parameters()).device
+    with torch.inference_mode(), computing(model):
         return training.accuracy(training.test_batches(data),
-                                 lambda x, y: (model(x).argmax(1) == y).sum().item())
+                                 lambda x, y: (model(x.to(where)).argmax(1) == y.to(where)).sum().item())
 
 
 def save(model: VGG, path: str | Path) -> Path:
     """Save config and ``state_dict`` with ``torch.save`` (atomically)."""
     buf = io.BytesIO()
-    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, buf)
+    torch.save({"config": model.config.to_dict(), "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}},
+               buf)
     return atomic.write_bytes(path, buf.getvalue())
 
 
@@ -95,5 +116,5 @@ def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     model = VGG(ModelConfig.from_dict(blob["config"], str(path)))
-    model.load_state_dict(blob["state_dict"])
+    model.load_state_dict(blob["state_dict"])  # copied onto the model's device
     return model

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.core import canonical
+from common.core import canonical, precision
 from common.runtime import inference
-from vgg_torch.model import LAYOUT, VGG
+from vgg_torch.model import LAYOUT, VGG, computing
 
 
 def _layers(model: VGG, kind: type) -> list[nn.Module]:
@@ -23,9 +23,11 @@ _NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 def export_weights(model: VGG) -> dict[str, np.ndarray]:
     """The model's weights (and batch norms' running statistics) under torchvision's names and layouts."""
-    pairs = [[(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in _layers(model, kind)]
-             for kind in (nn.Conv2d, nn.Linear)]
-    norms = [tuple(getattr(m, k).detach().numpy().copy() for k in _NORM) for m in _layers(model, nn.BatchNorm2d)]
+    def host(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy().copy()
+
+    pairs = [[(host(m.weight), host(m.bias)) for m in _layers(model, kind)] for kind in (nn.Conv2d, nn.Linear)]
+    norms = [tuple(host(getattr(m, k)) for k in _NORM) for m in _layers(model, nn.BatchNorm2d)]
     return canonical.to_canonical(model, *pairs, LAYOUT, norms)
 
 
@@ -55,12 +57,20 @@ def load_weights(model: VGG, path: str | Path) -> None:
 def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
     model.zero_grad(set_to_none=True)
-    logits = model(torch.from_numpy(images))
-    F.cross_entropy(logits, torch.from_numpy(np.asarray(labels, np.int64))).backward()
-    pairs = [[(m.weight.grad.numpy().copy(), m.bias.grad.numpy().copy()) for m in _layers(model, kind)]
+    where = next(model.parameters()).device
+    scale = precision.gradient_scale(model.config.precision)  # fp16's, as a training step scales
+    with computing(model):
+        logits = model(torch.from_numpy(images).to(where)).float()  # the loss in float32
+        loss = F.cross_entropy(logits, torch.from_numpy(np.asarray(labels, np.int64)).to(where))
+    (loss * scale).backward()
+
+    def host(grad: torch.Tensor) -> np.ndarray:
+        return (grad / scale).cpu().numpy()
+
+    pairs = [[(host(m.weight.grad), host(m.bias.grad)) for m in _layers(model, kind)]
              for kind in (nn.Conv2d, nn.Linear, nn.BatchNorm2d)]
     model.zero_grad(set_to_none=True)
-    return logits.detach().numpy(), canonical.to_canonical(model, *pairs[:2], LAYOUT, pairs[2])
+    return logits.detach().cpu().numpy(), canonical.to_canonical(model, *pairs[:2], LAYOUT, pairs[2])
 
 
 def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -26,6 +26,12 @@ class BackendInfo:
     threads: str  # how ``vgg compare`` gives it the machine's cores
     pythons: tuple[tuple[int, int], tuple[int, int] | None, str] = ((3, 10), None, "")  # oldest, first not, why
     in_process_devices: bool = True  # whether one process can drive several devices (``--devices``)
+    #: how its CPU build computes bf16 and fp16 products: "onednn" (native kernels where the CPU has bf16
+    #: instructions, emulated and far slower where it has not), "upcast" (in float32, rounded to the format:
+    #: right numbers, no speed-up) or "none" (not offered; the reason is in ``mixed_why``)
+    cpu_mixed: str = "onednn"
+    mixed_why: str = ""
+    gpu: bool = True  # whether its pip build can run on an NVIDIA GPU
 
 
 BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
@@ -39,11 +45,14 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
     BackendInfo("jax", "vgg_jax", "jax", ("jax", "jaxlib", "flax", "optax"), "NHWC", ".msgpack", ".jax_export",
                 "jax.distributed + Mesh/NamedSharding (gloo on CPU)", "vgg launcher",
                 "XLA CPU defaults (all cores), OMP_NUM_THREADS=cores",
-                ((3, 11), None, "JAX 0.7+ and Flax 0.12+ need Python 3.11 or newer")),
+                ((3, 11), None, "JAX 0.7+ and Flax 0.12+ need Python 3.11 or newer"), cpu_mixed="upcast"),
     BackendInfo("mxnet", "vgg_mxnet", "mxnet", ("mxnet",), "NCHW", ".params", ".mxnet",
                 "kvstore dist_sync (scheduler, server, workers)", "vgg launcher",
                 "OMP_NUM_THREADS=cores (read at import)",
-                ((3, 10), (3, 13), "MXNet 1.9.1 needs NumPy 1, which has no wheels for Python 3.13+")),
+                ((3, 10), (3, 13), "MXNet 1.9.1 needs NumPy 1, which has no wheels for Python 3.13+"),
+                cpu_mixed="none", gpu=False,
+                mixed_why="MXNet's AMP does nothing under the NumPy-compatible API (npx.set_np()) vgg_mxnet uses, and "
+                          "its oneDNN has no bf16 without AVX-512 BF16 instructions"),
 )}
 NAMES = tuple(BACKENDS)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from common.core.precision import check as check_precision
 from common.core.arch import HIDDEN, Arch, check_model_args
 
 
@@ -26,10 +27,12 @@ class ModelConfig:
     seed: int = 0  # the weights' initialisation; with dropout=0 a model is a function of this config alone
     batch_norm: bool = False
     hidden: int = HIDDEN  # the width of the classifier's two hidden dense layers
+    precision: str = "fp32"  # how it computes (common.core.precision); its weights stay float32 in every file
 
     def __post_init__(self) -> None:
         blocks = check_model_args(self.arch, self.num_classes, self.in_channels, self.image_size, self.dropout,
                                   self.batch_norm, self.hidden)
+        check_precision(self.precision)
         object.__setattr__(self, "arch", blocks)
 
     @classmethod

@@ -12,6 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from common.core.arch import LRN, layers_of, validate
 from common.core.canonical import DENSE
 from common.core.normalization import PAPER_LRN, TORCH_BN
+from common.core.precision import PRECISIONS, round_to
 
 
 def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -59,9 +60,19 @@ def max_pool2x2(x: np.ndarray) -> np.ndarray:
 
 
 def forward(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False,
-            training: bool = False) -> np.ndarray:
+            training: bool = False, precision: str = "fp32") -> np.ndarray:
     """Logits of a VGG with canonical ``weights`` for NCHW ``images``, dropout off. With ``training``, batch
-    norms use the batch's statistics and update the running ones in ``weights`` (a training step's forward)."""
+    norms use the batch's statistics and update the running ones in ``weights`` (a training step's forward).
+
+    ``precision`` bf16 or fp16 is the rounding oracle of mixed precision: every convolution's and dense
+    layer's inputs, weights and bias are rounded to the format where an autocast casts them, the product is
+    accumulated in float64, and its output is rounded again (round to nearest even), as the low-precision
+    kernels' outputs are; ReLU and max pooling keep values exact. fp32 is the plain float64 forward."""
+    mixed = PRECISIONS[precision].mixed
+
+    def low(a: np.ndarray) -> np.ndarray:
+        return round_to(a, precision) if mixed else np.asarray(a, np.float64)
+
     x = np.asarray(images, dtype=np.float64)
     index = 0
     for block in validate(arch):
@@ -70,8 +81,7 @@ def forward(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm
                 x = local_response_norm(x)
                 index += 1
                 continue
-            x = conv(x, weights[f"features.{index}.weight"].astype(np.float64),
-                     weights[f"features.{index}.bias"].astype(np.float64))
+            x = low(conv(low(x), low(weights[f"features.{index}.weight"]), low(weights[f"features.{index}.bias"])))
             if batch_norm:
                 prefix = f"features.{index + 1}."
                 tensors = {k[len(prefix):]: v.astype(np.float64) if v.dtype.kind == "f" else v
@@ -84,7 +94,7 @@ def forward(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm
         index += 1
     x = x.reshape(len(x), -1)
     for i, name in enumerate(DENSE):
-        x = x @ weights[f"{name}.weight"].T.astype(np.float64) + weights[f"{name}.bias"]
+        x = low(low(x) @ low(weights[f"{name}.weight"]).T + low(weights[f"{name}.bias"]))
         if i < len(DENSE) - 1:
             x = np.maximum(x, 0)
     return x

@@ -31,3 +31,12 @@ def fixed_batch(arch, image_size: int, batch: int = 4, in_channels: int = 1, num
     rng = np.random.default_rng(seed)
     images = rng.random((batch, in_channels, image_size, image_size), dtype=np.float32)
     return images, rng.integers(0, num_classes, batch).astype(np.int64)
+
+
+def relative_l2(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """||a - b|| over the larger of ||a|| and ||b||, every tensor of the two trees as one vector: the gradient
+    measure of reduced precision, where a ReLU or max-pool choice that rounding flips moves one element a lot
+    and the whole little."""
+    diff = sum(float(np.sum((np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)) ** 2)) for k in a)
+    size = max(sum(float(np.sum(np.asarray(t[k], np.float64) ** 2)) for k in a) for t in (a, b))
+    return float(np.sqrt(diff / max(size, 1e-24)))

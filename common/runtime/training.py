@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.core.arch import HIDDEN
+from common.core.config import ModelConfig
 from common.runtime import checkpoint, distributed
 from common.runtime.distributed import World
 from common.runtime.history import History
@@ -130,8 +130,9 @@ def _resume(engine: Engine, folder: Path, recipe: Recipe, run: dict, log: Callab
         log(f"no checkpoint in {folder}: starting from epoch 1")
         return 0, History()
     arrays, meta = checkpoint.read(path)
-    # a checkpoint written before ``hidden`` was recorded has the paper's width
-    saved = {"hidden": HIDDEN} | meta["run"] | {k: v for k, v in meta["recipe"].items() if k != "epochs"}
+    # a checkpoint written before a config field was recorded has that field's default
+    defaults = {f.name: f.default for f in fields(ModelConfig) if f.default is not MISSING}
+    saved = defaults | meta["run"] | {k: v for k, v in meta["recipe"].items() if k != "epochs"}
     wanted = json.loads(json.dumps(run | {k: v for k, v in asdict(recipe).items() if k != "epochs"}))
     differs = sorted(k for k in wanted if saved.get(k) != wanted[k])
     if differs:

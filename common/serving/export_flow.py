@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -45,6 +45,16 @@ def check_images(model, layout: str, images: np.ndarray | None) -> np.ndarray:
         nchw, _ = tolerances.fixed_batch(model.arch, model.image_size, batch=4, in_channels=model.in_channels)
         images = layouts.images_from_nchw(nchw, layout)
     return np.asarray(images, np.float32)
+
+
+def float32_master(model, build: Callable, export_weights: Callable, import_weights: Callable):
+    """``model`` itself in fp32, else a float32 twin built from its master weights: an export holds float32
+    whatever precision the model trains in (``--precision`` never changes a file format)."""
+    if model.config.precision == "fp32":
+        return model
+    twin = build(replace(model.config, precision="fp32"))
+    import_weights(twin, export_weights(model))
+    return twin
 
 
 def run(model, path: str | Path, fmt: str, backend: str, layout: str,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-from common.core import arch, atomic, backends, layouts, summary
+from common.core import arch, atomic, backends, layouts, precision, summary
+from common.core.precision import PrecisionError, PrecisionWarning
 from common.data import batches, fashion_mnist
-from common.runtime import checkpoint, distributed, training
+from common.runtime import capability, checkpoint, distributed, training
 from common.serving import export_flow, formats, image_files
 from common.tools import compare, launch, loading, models, parity, parity_distributed, parity_onnx, predict
 
@@ -71,6 +75,7 @@ def _train(args: argparse.Namespace) -> int:
                              momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                              warmup_epochs=args.warmup_epochs)
     workers, devices = _world_args(args)
+    note = capability.check(args.backend, args.precision, args.device)  # a refusal comes before anything is written
     threads = distributed.threads_per_worker(workers, devices, args.threads)
     launcher = workers > 1 and distributed.launched_size(args.backend) == 1
     if workers * devices > 1:  # every worker must get an equal share of every batch: check before starting
@@ -94,9 +99,11 @@ def _train(args: argparse.Namespace) -> int:
     out = _writable_out(Path(args.out), args.resume)
     data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
                                   limit=args.limit, verify=not args.no_verify)
-    model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm, hidden=args.hidden)
+    with _noted(note, "vgg train", world.is_chief):
+        model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm, hidden=args.hidden,
+                        precision=args.precision)
     if world.is_chief:
-        print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize}, "
+        print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize} in {args.precision}, "
               f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")
         print(f"vgg train: {world.describe()}")
         settings = {k: v for k, v in vars(args).items() if k not in ("run", "argv")}
@@ -115,21 +122,26 @@ def _train(args: argparse.Namespace) -> int:
 def _parity(args: argparse.Namespace) -> int:
     blocks, batch_norm = arch.parse(args.arch)
     arch.check_resolution(blocks, args.resize)
+    if args.precision != "fp32" and (args.workers > 1 or args.onnx):
+        raise ValueError(f"--precision {args.precision} is for the in-process comparison: --workers and --onnx "
+                         "compare float32 (exports are made from the float32 master weights)")
     if args.workers > 1:
         return _parity_workers(args)
+    notes = [capability.check(name, args.precision) for name in args.backends]
     modules = {name: loading.backend(name) for name in args.backends}
     if args.onnx:
         return _parity_onnx(args, modules, blocks, batch_norm)
     if len(modules) < 2:
         raise ValueError(f"--backends {','.join(args.backends)}: parity needs at least two backends")
-    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize}, batch {args.batch}, "
+    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize} in {args.precision}, batch {args.batch}, "
           f"{args.steps} SGD steps at lr {args.lr:g}, dropout off; backends {', '.join(modules)}")
-    matrices = parity.run(modules, blocks, args.resize, batch=args.batch, steps=args.steps, lr=args.lr,
-                          seed=args.seed, log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm,
-                          hidden=args.hidden)
+    with _noted("; ".join(n for n in notes if n), "vgg parity"):
+        matrices = parity.run(modules, blocks, args.resize, batch=args.batch, steps=args.steps, lr=args.lr,
+                              seed=args.seed, log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm,
+                              hidden=args.hidden, precision=args.precision)
     for quantity, cells in matrices.items():
-        print("\n" + parity.format_matrix(cells, quantity))
-    ok = parity.passed(matrices)
+        print("\n" + parity.format_matrix(cells, quantity, args.precision))
+    ok = parity.passed(matrices, args.precision)
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
     return 0 if ok else 1
 
@@ -164,17 +176,31 @@ def _compare(args: argparse.Namespace) -> int:
     blocks = arch.parse(args.arch)[0]
     for size in args.resize:
         arch.check_resolution(blocks, size)
-    out = Path(args.out or f"reports/compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    _writable_out(out, resume=True)
     command = "vgg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else \
         "vgg compare"
     for w in args.workers:
         if w < 1:
             raise distributed.DistributedError(f"--workers {w} is not allowed: every count must be at least 1")
         distributed.check_split(w, args.batch_size, args.batch_size)
+    notes = {}
+    for name in args.backends:  # a refused pair is left out with its reason; the others run
+        for p in args.precision:
+            try:
+                notes[name, p] = capability.check(name, p)
+            except PrecisionError as exc:
+                notes[name, p] = exc
+    for note in dict.fromkeys(str(n) for n in notes.values() if n):
+        print(f"vgg compare: note: {note}", file=sys.stderr)
+    if all(isinstance(n, PrecisionError) for n in notes.values()):
+        raise PrecisionError(f"--precision {','.join(args.precision)}: no backend of {','.join(args.backends)} "
+                             "can run it here (see the notes above)")
+    out = Path(args.out or f"reports/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    _writable_out(out, resume=True)
     report = compare.run(args.backends, args.arch, args.resize, args.batch_size, args.seconds, args.train_epochs,
                          out, data_dir=args.data_dir, verify=not args.no_verify, command=command,
-                         workers=args.workers, pythons=args.python, hidden=args.hidden)
+                         workers=args.workers, pythons=args.python, hidden=args.hidden,
+                         precisions=args.precision,
+                         refused={k: str(v) for k, v in notes.items() if isinstance(v, PrecisionError)})
     print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
     return 0 if any("error" not in row for row in report["rows"]) else 1
 
@@ -224,6 +250,29 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 _HIDDEN_HELP = "width of the two hidden dense layers (default 4096, the paper's; narrower for quick runs)"
+
+
+_PRECISION_HELP = ("fp32 (float32, TF32 off), bf16 or fp16 (mixed: low-precision products over float32 master "
+                   "weights; fp16 with loss scaling), tf32 (a GPU's TensorFloat-32 products)")
+
+
+@contextlib.contextmanager
+def _noted(note: str | None, prog: str, say: bool = True) -> Iterator[None]:
+    """Print a precision's note as one line (when ``say``), and keep its warning from repeating it."""
+    if note and say:
+        print(f"{prog}: note: {note}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        yield
+
+
+def _precisions(text: str) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    for name in names or [text]:
+        if name not in precision.NAMES:
+            raise argparse.ArgumentTypeError(f"--precision {text!r}: unknown precision {name!r}; choose from "
+                                             f"{','.join(precision.NAMES)}")
+    return names
 
 
 def _positive(flag: str):
@@ -287,17 +336,19 @@ def _parents() -> tuple[argparse.ArgumentParser, ...]:
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST files "
                                                        "(default: $VGG_DATA_DIR, cache, system copy)")
+    low = argparse.ArgumentParser(add_help=False)
+    low.add_argument("--precision", default="fp32", choices=precision.NAMES, help=_PRECISION_HELP)
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--backend", default=None, choices=backends.NAMES, help="for a .safetensors --model")
     weights.add_argument("--arch", default=None, choices=arch.CHOICES,
                          help="for a .safetensors --model (default small)")
     weights.add_argument("--resize", type=int, default=None, help="for a .safetensors --model (default 224)")
-    return several, model, data, weights
+    return several, model, data, weights, low
 
 
 def parser() -> argparse.ArgumentParser:
     """The ``vgg`` command's parser (the docs' command lines are checked against it)."""
-    several, model, data, weights = _parents()
+    several, model, data, weights, low = _parents()
     p = argparse.ArgumentParser(prog="vgg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", parents=[several, model], help="print every backend's layer table for one arch")
@@ -312,7 +363,7 @@ def parser() -> argparse.ArgumentParser:
                    help="with --flops or --family (1000 for the paper)")
     s.set_defaults(run=_summary)
 
-    q = sub.add_parser("parity", parents=[several, model],
+    q = sub.add_parser("parity", parents=[several, model, low],
                        help="compare logits, gradients and SGD steps between every pair of backends")
     q.add_argument("--resize", type=int, default=56, help="input side in pixels (default 56)")
     q.add_argument("--batch", type=int, default=8, help="images per batch")
@@ -352,6 +403,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", parents=[several, model, data],
                        help="measure the backends side by side (the main job)")
     c.add_argument("--resize", type=_sizes, default=[224, 96, 56], help="image sides, e.g. 224,96,56")
+    c.add_argument("--precision", type=_precisions, default=["fp32"], metavar="fp32,bf16,...",
+                   help="a row per precision, each with its speed-up over the backend's fp32 row; " + _PRECISION_HELP)
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seconds", type=float, default=20, help="measuring time per backend and size")
     c.add_argument("--train-epochs", type=int, default=0, help="also train K epochs and report test accuracy")
@@ -364,7 +417,7 @@ def parser() -> argparse.ArgumentParser:
                         "jax=.venv-modern/bin/python (default: this one)")
     c.set_defaults(run=_compare)
 
-    t = sub.add_parser("train", parents=[model, data], help="train one backend on Fashion-MNIST", description=(
+    t = sub.add_parser("train", parents=[model, data, low], help="train one backend on Fashion-MNIST", description=(
         "Train VGG on Fashion-MNIST. Defaults are the book's recipe (plain SGD, lr 0.05, batch 128); "
         "the recipe that reaches 0.91+ at 56x56 is --momentum 0.9 --lr 0.02 --schedule cosine --warmup-epochs 1."))
     t.add_argument("--backend", required=True, choices=backends.NAMES)

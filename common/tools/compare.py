@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from common.core import arch
+from common.core.config import ModelConfig
 from common.runtime import distributed
 from common.runtime.machine import cores
 from common.tools import launch, loading
@@ -68,28 +69,37 @@ def _child(args: list[str], timeout: float, python: str = sys.executable) -> tup
 def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, seconds: float, train_epochs: int,
         out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
         log=print, workers: list[int] = (1,), pythons: dict[str, str] | None = None,
-        hidden: int = arch.HIDDEN) -> dict:
-    """Measure every backend at every size, one child each; rows of failed children carry their error.
+        hidden: int = arch.HIDDEN, precisions: list[str] = ("fp32",),
+        refused: dict[tuple[str, str], str] | None = None) -> dict:
+    """Measure every backend at every size and precision, one child each; rows of failed children carry
+    their error, and a (backend, precision) pair in ``refused`` gets its reason as its row without running.
 
     ``pythons`` maps a backend to the interpreter of the environment that has it (default: this one)."""
     pythons = {name: (pythons or {}).get(name, sys.executable) for name in names}
+    blocks, batch_norm = arch.parse(arch_name)
+    refused = refused or {}
     report = {"command": command, "arch": arch_name, "hidden": hidden, "batch_size": batch_size, "seconds": seconds,
-              "train_epochs": train_epochs, "machine": machine(), "pythons": pythons,
+              "precisions": list(precisions), "train_epochs": train_epochs, "machine": machine(), "pythons": pythons,
               "matmul_runs": {"before": _ceiling(pythons)}, "rows": []}
     merge_ceilings(report)  # measured again after the rows: shared machines drift by tens of percent
     ceiling = {"gflop_s": report["matmul_gflop_s"]}
     log(f"float32 matmul ceiling: {ceiling['gflop_s']:.0f} GFLOP/s ({engines(report['matmul_by_engine'])}); "
         f"{cores()} cores for every backend")
-    log(f"{'backend':8} {'size':>5} {'W':>3} {'train ex/s':>11} {'infer ex/s':>11} {'GFLOP/s':>8} {'%ceil':>6} "
-        f"{'build s':>8} {'1st step s':>10} {'RSS MB':>7}" + (f" {'test acc':>8}" if train_epochs else ""))
-    for name, size, w in itertools.product(names, sizes, sorted(workers)):
-        print(f"measuring {name} at {size}x{size} with {w} worker(s) ...", end="\r", file=sys.stderr, flush=True)
-        args = ["--worker", name, "--arch", arch_name, "--size", str(size), "--batch-size", str(batch_size),
-                "--seconds", str(seconds), "--train-epochs", str(train_epochs if w == 1 else 0),
-                "--hidden", str(hidden)]
+    log(f"{'backend':8} {'size':>5} {'prec':>5} {'W':>3} {'train ex/s':>11} {'infer ex/s':>11} {'GFLOP/s':>8} "
+        f"{'%ceil':>6} {'build s':>8} {'1st step s':>10} {'RSS MB':>7}" + (f" {'test acc':>8}" if train_epochs else ""))
+    for name, size, p, w in itertools.product(names, sizes, precisions, sorted(workers)):
+        if (name, p) in refused:
+            report["rows"].append({"backend": name, "size": size, "precision": p, "workers": w,
+                                   "error": refused[name, p], "env": {"executable": pythons[name]}})
+            continue
+        print(f"measuring {name} at {size}x{size} in {p} with {w} worker(s) ...", end="\r", file=sys.stderr,
+              flush=True)
+        config = ModelConfig(blocks, image_size=size, batch_norm=batch_norm, hidden=hidden, precision=p)
+        args = ["--worker", name, "--config", json.dumps(config.to_dict()), "--batch-size", str(batch_size),
+                "--seconds", str(seconds), "--train-epochs", str(train_epochs if w == 1 else 0)]
         if w > 1:  # every worker takes the same number of steps: about --seconds at one process's pace
-            one = next((r for r in report["rows"] if (r["backend"], r["size"], r.get("workers")) == (name, size, 1)
-                        and "error" not in r), None)
+            one = next((r for r in report["rows"] if (r["backend"], r["size"], r.get("precision"), r.get("workers"))
+                        == (name, size, p, 1) and "error" not in r), None)
             steps = max(3, round(seconds * one["train_ex_s"] / batch_size)) if one else 10
             args += ["--launch", str(w), "--steps", str(steps)]
         args += ["--data-dir", data_dir] if data_dir else []
@@ -101,11 +111,12 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
             row, err = None, f"timed out after {budget:.0f} s"
         print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
         if row is None:
-            row = {"backend": name, "size": size, "workers": w, "error": err, "env": {"executable": pythons[name]}}
-            log(f"{name:8} {size:>5} {w:>3} failed: {err}")
+            row = {"backend": name, "size": size, "precision": p, "workers": w, "error": err,
+                   "env": {"executable": pythons[name]}}
+            log(f"{name:8} {size:>5} {p:>5} {w:>3} failed: {err}")
         else:
             row["batch_size"] = batch_size
-            log(f"{name:8} {size:>5} {w:>3} {row['train_ex_s']:11.1f} "
+            log(f"{name:8} {size:>5} {p:>5} {w:>3} {row['train_ex_s']:11.1f} "
                 f"{(format(row['infer_ex_s'], '11.1f') if 'infer_ex_s' in row else '—'.rjust(11))} "
                 f"{row['train_gflop_s']:8.1f} {100 * row['train_gflop_s'] / ceiling['gflop_s']:5.0f}% "
                 f"{row['build_s']:8.2f} {row['first_step_s']:10.2f} {row['peak_rss_mb']:7.0f}"
@@ -128,8 +139,7 @@ def _main() -> None:
     p = argparse.ArgumentParser(description="a vgg compare child process (internal)")
     p.add_argument("--ceiling", metavar="BACKENDS", help="measure the matmul ceiling with these")
     p.add_argument("--worker")
-    p.add_argument("--arch", default="small")
-    p.add_argument("--size", type=int, default=56)
+    p.add_argument("--config", type=json.loads, help="the model's ModelConfig, as JSON")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--train-epochs", type=int, default=0)
@@ -137,7 +147,6 @@ def _main() -> None:
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--launch", type=int, default=1, help="run the worker as this many data-parallel processes")
     p.add_argument("--steps", type=int, default=None, help="a fixed number of timed steps")
-    p.add_argument("--hidden", type=int, default=arch.HIDDEN)
     a = p.parse_args()
     if a.launch > 1:
         argv = sys.argv[1:]
@@ -149,8 +158,8 @@ def _main() -> None:
     if a.ceiling:
         print(json.dumps(matmul_ceiling(a.ceiling.split(","))))
         return
-    row = measure(a.worker, a.arch, a.size, a.batch_size, a.seconds, a.data_dir, not a.no_verify,
-                  a.train_epochs, a.steps, a.hidden)
+    row = measure(a.worker, ModelConfig.from_dict(a.config, "--config"), a.batch_size, a.seconds, a.data_dir,
+                  not a.no_verify, a.train_epochs, a.steps)
     if loading.backend(a.worker).current_world().is_chief:
         print(json.dumps(row))
 

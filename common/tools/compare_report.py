@@ -33,23 +33,35 @@ def merge_ceilings(report: dict) -> None:
                                **{when: run["by_engine"].get(best) for when, run in runs.items()}}
 
 
+def speedup(row: dict, rows: list[dict]) -> float | None:
+    """A row's training throughput over its backend's fp32 row at the same size and worker count."""
+    key = (row["backend"], row["size"], row.get("workers", 1))
+    base = next((r for r in rows if "error" not in r and r.get("precision", "fp32") == "fp32"
+                 and (r["backend"], r["size"], r.get("workers", 1)) == key), None)
+    return row["train_ex_s"] / base["train_ex_s"] if base else None
+
+
 def _table(report: dict) -> str:
-    """The Markdown table of a report."""
+    """The Markdown table of a report: a row per backend, size, precision and worker count."""
     ceiling = report["matmul_gflop_s"]
     trained = report["train_epochs"]
-    lines = ["| backend | size | workers x threads | train ex/s | infer ex/s | GFLOP/s (train) | "
-             "% of matmul ceiling | build s | first step s | peak RSS MB |" + (" test acc |" if trained else ""),
-             "|---" * (11 if trained else 10) + "|"]
+    lines = ["| backend | size | precision | workers x threads | train ex/s | vs fp32 | infer ex/s | GFLOP/s (train) | "
+             "% of fp32 matmul ceiling | logits vs float64 oracle | build s | first step s | peak RSS MB |"
+             + (" test acc |" if trained else ""),
+             "|---" * (14 if trained else 13) + "|"]
     for r in report["rows"]:
         if "error" in r:
-            lines.append(f"| {r['backend']} | {r['size']} | {r.get('workers', 1)} | failed: {r['error']} |"
-                         + " |" * 6 + (" |" if trained else ""))
+            lines.append(f"| {r['backend']} | {r['size']} | {r.get('precision', 'fp32')} | {r.get('workers', 1)} | "
+                         f"failed: {r['error']} |" + " |" * 8 + (" |" if trained else ""))
             continue
         infer = f"{r['infer_ex_s']:.1f}" if "infer_ex_s" in r else "—"
-        lines.append(f"| {r['backend']} | {r['size']} | {r.get('workers', 1)} x {r.get('threads')} | "
-                     f"{r['train_ex_s']:.1f} | {infer} | "
-                     f"{r['train_gflop_s']:.1f} | {100 * r['train_gflop_s'] / ceiling:.0f} % | {r['build_s']:.2f} | "
-                     f"{r['first_step_s']:.2f} | {r['peak_rss_mb']:.0f} |"
+        gain = speedup(r, report["rows"])
+        error = f"{r['parity_error']:.1e}" if "parity_error" in r else "—"
+        lines.append(f"| {r['backend']} | {r['size']} | {r.get('precision', 'fp32')} | "
+                     f"{r.get('workers', 1)} x {r.get('threads')} | {r['train_ex_s']:.1f} | "
+                     f"{f'{gain:.2f}x' if gain else '—'} | {infer} | "
+                     f"{r['train_gflop_s']:.1f} | {100 * r['train_gflop_s'] / ceiling:.0f} % | {error} | "
+                     f"{r['build_s']:.2f} | {r['first_step_s']:.2f} | {r['peak_rss_mb']:.0f} |"
                      + (f" {r['test_acc']:.3f} |" if trained and "test_acc" in r else " — |" if trained else ""))
     return "\n".join(lines)
 
@@ -57,10 +69,11 @@ def _table(report: dict) -> str:
 def scaling(rows: list[dict]) -> list[dict]:
     """For every row with W > 1 workers: its throughput against the one-process row of the same backend
     and size (both use all cores), and the scaling efficiency T_W / (W x T_1)."""
-    single = {(r["backend"], r["size"]): r for r in rows if "error" not in r and r.get("workers", 1) == 1}
+    single = {(r["backend"], r["size"], r.get("precision")): r for r in rows
+              if "error" not in r and r.get("workers", 1) == 1}
     out = []
     for r in rows:
-        one = single.get((r["backend"], r["size"]))
+        one = single.get((r["backend"], r["size"], r.get("precision")))
         if "error" in r or r.get("workers", 1) == 1 or one is None:
             continue
         relative = r["train_ex_s"] / one["train_ex_s"]
@@ -93,6 +106,11 @@ def _charts(report: dict, out: Path) -> list[Path]:
     paths = []
     if not rows:
         return paths
+    several = len({r.get("precision", "fp32") for r in rows}) > 1
+
+    def bar(r: dict) -> str:  # a bar per backend, and per precision where the report has several
+        return f"{r['backend']} {r.get('precision', 'fp32')}" if several else r["backend"]
+
     names = list(dict.fromkeys(r["backend"] for r in rows))
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     for key, label, stem in (("train_ex_s", "training examples/s", "train_throughput"),
@@ -101,8 +119,9 @@ def _charts(report: dict, out: Path) -> list[Path]:
         fig = Figure(figsize=(3.2 * len(sizes), 3), dpi=110)
         axes = fig.subplots(1, len(sizes), squeeze=False)
         for ax, size in zip(axes[0], sizes):
-            values = {r["backend"]: r[key] for r in rows if r["size"] == size}
-            ax.bar(list(values), list(values.values()), color=[f"C{names.index(n)}" for n in values])
+            shown = [r for r in rows if r["size"] == size]
+            ax.bar([bar(r) for r in shown], [r[key] for r in shown],
+                   color=[f"C{names.index(r['backend'])}" for r in shown])
             ax.set_title(f"{size}x{size}")
             ax.set_ylabel(label)
         fig.tight_layout()

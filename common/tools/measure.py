@@ -7,10 +7,13 @@ import itertools
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
-from common.core import arch, backends, layouts, summary
+from common.core import backends, layouts, oracle, summary, tolerances
+from common.core.config import ModelConfig
+from common.core.precision import PrecisionWarning
 from common.data.batches import to_float
 from common.runtime import training
 from common.runtime.machine import cores, peak_rss_mb
@@ -53,9 +56,11 @@ def matmul_ceiling(names: list[str], size: int = CEILING_SIZE, repeats: int = 3)
     return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples, "size": size}
 
 
-def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: float, data_dir: str | None,
-            verify: bool, train_epochs: int, steps: int | None = None, hidden: int = arch.HIDDEN) -> dict:
-    """One child's work: build, first step, training and inference throughput, peak memory (and training).
+def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, data_dir: str | None,
+            verify: bool, train_epochs: int, steps: int | None = None) -> dict:
+    """One child's work on the model ``config`` describes (its size and precision): build, first step,
+    training and inference throughput, the logits' distance from the float64 oracle, peak memory (and
+    training).
 
     Launched as W workers, every worker takes its shard of each global batch and all take ``steps`` steps
     (a time limit would let them disagree on when to stop, and a collective would wait forever);
@@ -64,12 +69,15 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
     began = time.perf_counter()
     vgg = loading.backend(backend)
     world = vgg.init_distributed()  # threads: cores for one process, cores / W for each of W workers
-    row = {"backend": backend, "size": size, "workers": world.processes, "threads": world.threads,
-           "engine": world.engine, "import_s": time.perf_counter() - began, "env": backends.environment(backend)}
-    blocks, batch_norm = arch.parse(arch_name)
+    size, blocks = config.image_size, config.arch
+    row = {"backend": backend, "size": size, "precision": config.precision, "workers": world.processes,
+           "threads": world.threads, "engine": world.engine, "import_s": time.perf_counter() - began,
+           "env": backends.environment(backend)}
     data = vgg.load_fashion_mnist(batch_size, resize=size, data_dir=data_dir, verify=verify, drop_last=True)
     began = time.perf_counter()
-    model = vgg.VGG(blocks, image_size=size, batch_norm=batch_norm, hidden=hidden)
+    with warnings.catch_warnings():  # the parent printed the precision's note once
+        warnings.simplefilter("ignore", PrecisionWarning)
+        model = vgg.VGG(config)
     row["build_s"] = time.perf_counter() - began
     engine = vgg.Engine(
         model, training.Recipe(lr=0.01, momentum=0.9, batch_size=batch_size))
@@ -87,7 +95,8 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
         done += 1
     row["train_ex_s"] = done * batch_size / (time.perf_counter() - began)
     row["train_gflop_s"] = row["train_ex_s"] * summary.flop_count(blocks, image_size=size, training=True,
-                                                                  batch_norm=batch_norm, hidden=hidden) / 1e9
+                                                                  batch_norm=config.batch_norm,
+                                                                  hidden=config.hidden) / 1e9
     row["comm_ms"] = communication_ms()
     if world.distributed:
         row["peak_rss_mb"] = peak_rss_mb()
@@ -99,8 +108,12 @@ def measure(backend: str, arch_name: str, size: int, batch_size: int, seconds: f
         vgg.predict(model, images, batch_size)
         calls += 1
     row["infer_ex_s"] = calls * len(images) / (time.perf_counter() - began)
+    nchw = layouts.with_channels(to_float(data.test.images[:4], size), "NCHW")
+    row["parity_error"] = tolerances.relative(  # the trained weights' logits against float64's
+        vgg.predict(model, layouts.images_from_nchw(nchw, vgg.LAYOUT)),
+        oracle.forward(vgg.export_weights(model), blocks, nchw, config.batch_norm))
     if train_epochs:
-        model = vgg.VGG(blocks, image_size=size, batch_norm=batch_norm, hidden=hidden)
+        model = vgg.VGG(config)
         history = vgg.train(model, data, epochs=train_epochs, batch_size=batch_size, progress=False,
                             log=lambda line: print(f"{backend} @{size}: {line}", file=sys.stderr, flush=True),
                             **{**RECIPE, "warmup_epochs": RECIPE["warmup_epochs"] if train_epochs > 1 else 0})

@@ -8,6 +8,7 @@ from types import ModuleType
 import numpy as np
 
 from common.core import canonical, layouts, oracle, tolerances
+from common.core import precision as precisions
 from common.core.arch import HIDDEN
 from common.runtime import training
 
@@ -24,11 +25,12 @@ def without_zero_gradients(gradients: dict[str, np.ndarray]) -> dict[str, np.nda
 
 
 def backend_outputs(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
-                    images: np.ndarray, labels: np.ndarray, batch_norm: bool = False) -> dict:
+                    images: np.ndarray, labels: np.ndarray, batch_norm: bool = False,
+                    precision: str = "fp32") -> dict:
     """Logits, gradients and the export of ``weights`` after import, for one backend module; with batch
     norm also training mode's logits and gradients and the running statistics that forward leaves."""
     model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1], batch_norm=batch_norm, dropout=0.0,
-                    hidden=canonical.hidden_of(weights))
+                    hidden=canonical.hidden_of(weights), precision=precision)
     vgg.import_weights(model, weights)
     x = layouts.images_from_nchw(images, vgg.LAYOUT)
     out = {"logits": vgg.predict(model, x), "gradients": vgg.loss_gradients(model, x, labels),
@@ -40,9 +42,11 @@ def backend_outputs(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image
     return out
 
 
-def oracle_outputs(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False) -> dict:
-    """The NumPy oracle's logits; with batch norm also training mode's and the running statistics after it."""
-    out = {"logits": oracle.forward(dict(weights), arch, images, batch_norm)}
+def oracle_outputs(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False,
+                   precision: str = "fp32") -> dict:
+    """The NumPy oracle's logits (rounded as ``precision`` rounds); with batch norm also training mode's and
+    the running statistics after it."""
+    out = {"logits": oracle.forward(dict(weights), arch, images, batch_norm, precision=precision)}
     if batch_norm:
         after = dict(weights)
         out["train logits"] = oracle.forward(after, arch, images, batch_norm, training=True)
@@ -59,11 +63,12 @@ def oracle_statistics(weights: dict[str, np.ndarray], arch, batches: list[tuple[
 
 
 def trajectory(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
-               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05, batch_norm: bool = False) -> dict:
+               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05, batch_norm: bool = False,
+               precision: str = "fp32") -> dict:
     """Plain SGD from ``weights`` with dropout off, one step per NCHW batch, through the backend's own
     training step: the loss of every step and the canonical weights (and running statistics) afterwards."""
     model = vgg.VGG(arch, image_size=image_size, in_channels=batches[0][0].shape[1], dropout=0.0,
-                    batch_norm=batch_norm, hidden=canonical.hidden_of(weights))
+                    batch_norm=batch_norm, hidden=canonical.hidden_of(weights), precision=precision)
     vgg.import_weights(model, weights)
     engine = vgg.Engine(model, training.Recipe(batch_size=len(batches[0][1])))  # each step takes its lr
     engine.reseed(0)
@@ -71,28 +76,30 @@ def trajectory(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size
     return {"losses": np.array(losses), "trained": vgg.export_weights(model)}
 
 
-def trajectory_difference(a: dict, b: dict) -> float:
-    """Worst of the per-step relative loss differences and the relative differences of the final weights."""
+def trajectory_difference(a: dict, b: dict, tree=tolerances.relative_tree) -> float:
+    """Worst of the per-step relative loss differences and the difference of the final weights (``tree``)."""
     steps = max(tolerances.relative(x, y) for x, y in zip(a["losses"], b["losses"]))
-    return max(steps, tolerances.relative_tree(a["trained"], b["trained"]))
+    return max(steps, tree(a["trained"], b["trained"]))
 
 
 def oracle_logits(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False) -> np.ndarray:
     return oracle.forward(dict(weights), arch, images, batch_norm)
 
 
-def matrix(results: dict[str, dict], quantity: str) -> dict[tuple[str, str], float]:
-    """Relative difference of ``quantity`` for every ordered pair of result names."""
-    relative = tolerances.relative if "logits" in quantity else tolerances.relative_tree
-    diff = {"trajectory": trajectory_difference}.get(quantity, relative)
+def matrix(results: dict[str, dict], quantity: str, precision: str = "fp32") -> dict[tuple[str, str], float]:
+    """Relative difference of ``quantity`` for every ordered pair of result names; in reduced precision the
+    gradients' and trained weights' as a relative L2 norm (see common.core.precision.bounds)."""
+    tree = tolerances.relative_l2 if precisions.get(precision).mixed else tolerances.relative_tree
+    relative = tolerances.relative if "logits" in quantity else tree
+    diff = {"trajectory": lambda x, y: trajectory_difference(x, y, tree)}.get(quantity, relative)
     return {(a, b): diff(results[a][quantity], results[b][quantity])
             for a in results for b in results if a != b and quantity in results[a] and quantity in results[b]}
 
 
-def format_matrix(cells: dict[tuple[str, str], float], quantity: str) -> str:
+def format_matrix(cells: dict[tuple[str, str], float], quantity: str, precision: str = "fp32") -> str:
     """A Markdown table of the pairwise differences, each cell marked pass/FAIL against the tolerance."""
     names = list(dict.fromkeys([a for a, _ in cells] + [b for _, b in cells]))
-    tol = tolerances.TOLERANCES[quantity]
+    tol = precisions.bounds(precision)[quantity]
     lines = [f"{quantity} (max relative difference, tolerance {tol:g})", "",
              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for a in names:
@@ -104,8 +111,9 @@ def format_matrix(cells: dict[tuple[str, str], float], quantity: str) -> str:
 
 def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, steps: int = 5,
         lr: float = 0.05, seed: int = 0, log=lambda _: None, batch_norm: bool = False,
-        hidden: int = HIDDEN) -> dict[str, dict[tuple[str, str], float]]:
-    """Every parity check on every ordered pair of ``modules`` (name -> backend), plus the oracle's.
+        hidden: int = HIDDEN, precision: str = "fp32") -> dict[str, dict[tuple[str, str], float]]:
+    """Every parity check on every ordered pair of ``modules`` (name -> backend), plus the oracle's (at
+    ``precision``: the backends' mixed precision against the rounding oracle, common.core.precision).
 
     Random weights (non-zero biases, so no exact ReLU/max-pool ties) are imported into the first backend
     and *its export* goes to all the others. With batch norm, the running statistics after ``steps``
@@ -120,19 +128,21 @@ def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, s
     weights = first.export_weights(source)
     images, labels = tolerances.fixed_batch(arch, image_size, batch, seed=seed)
     batches = [tolerances.fixed_batch(arch, image_size, batch, seed=seed + 1 + i) for i in range(steps)]
-    results = {ORACLE: oracle_outputs(weights, arch, images, batch_norm)}
+    results = {ORACLE: oracle_outputs(weights, arch, images, batch_norm, precision)}
     if batch_norm:
         results[ORACLE]["statistics after steps"] = oracle_statistics(weights, arch, batches)
     for name, vgg in modules.items():
         log(f"parity: {name} ...")
-        results[name] = backend_outputs(vgg, weights, arch, image_size, images, labels, batch_norm)
-        results[name]["trajectory"] = trajectory(vgg, weights, arch, image_size, batches, lr, batch_norm)
+        results[name] = backend_outputs(vgg, weights, arch, image_size, images, labels, batch_norm, precision)
+        results[name]["trajectory"] = trajectory(vgg, weights, arch, image_size, batches, lr, batch_norm, precision)
         if batch_norm:
-            held = trajectory(vgg, weights, arch, image_size, batches, 0.0, batch_norm)["trained"]
+            held = trajectory(vgg, weights, arch, image_size, batches, 0.0, batch_norm, precision)["trained"]
             results[name]["statistics after steps"] = canonical.running_statistics(held)
-    return {quantity: matrix(results, quantity) for quantity in tolerances.TOLERANCES
+    return {quantity: matrix(results, quantity, precision) for quantity in tolerances.TOLERANCES
             if any(quantity in r for r in results.values())}
 
 
-def passed(matrices: dict[str, dict[tuple[str, str], float]]) -> bool:
-    return all(diff <= tolerances.TOLERANCES[q] for q, cells in matrices.items() for diff in cells.values())
+def passed(matrices: dict[str, dict[tuple[str, str], float]], precision: str = "fp32") -> bool:
+    """Whether every difference is within ``precision``'s bound for its quantity."""
+    bounds = precisions.bounds(precision)
+    return all(diff <= bounds[q] for q, cells in matrices.items() for diff in cells.values())

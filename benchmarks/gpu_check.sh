@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The GPU path, checked in one run of at most 8 minutes where a GPU is available (the device machines have
+# torch and JAX for CUDA, no TensorFlow or MXNet, and no package registry):
+#   bash benchmarks/gpu_check.sh OUT_DIR
+# 1. the GPU tests (tests/test_gpu.py: logits against the float64 oracle with TF32 off, bf16 against the
+#    rounding oracle, a bf16 training step on the device) for torch and JAX;
+# 2. one epoch of `vgg train --device gpu` per backend on made-up Fashion-MNIST-shaped data (the machine has
+#    no copy of the real files), fp32 and bf16;
+# 3. the bf16 and fp32 (TF32 off and on) training step at 224x224, examples/s, for torch and JAX.
+# Everything it prints goes to OUT_DIR/gpu_check.log too; on a machine without a GPU each part says so.
+# The project's small pure-Python dependencies may be missing there (no registry): fetch them here first,
+#   pip download -d wheelhouse tqdm threadpoolctl matplotlib
+# and carry the (git-ignored) wheelhouse/ folder with the tree; this script installs from it offline.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+exec > >(tee "$out/gpu_check.log") 2>&1
+PY=${PYTHON:-python}
+echo "== $(date -u +%FT%TZ); $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
+if [ -d wheelhouse ]; then
+  "$PY" -m pip install -q --no-index --find-links wheelhouse tqdm threadpoolctl matplotlib \
+    || echo "(could not install the carried wheels)"
+fi
+"$PY" -m pip install -q --no-deps -e . 2>/dev/null || echo "(pip install --no-deps -e . failed; running from the tree)"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} VGG_EXPECT_ABSENT=tf,mxnet
+
+echo "== 1. GPU tests"
+timeout 240 "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider -rs 2>&1 | tail -15
+
+echo "== 2. one epoch of vgg train --device gpu (made-up data, 2048 examples)"
+data=$(mktemp -d)
+"$PY" -c "import sys; sys.path.insert(0, 'tests'); from tiny_data import fake_files; from pathlib import Path; fake_files(Path(sys.argv[1]), n_train=2048, n_test=512)" "$data"
+for backend in torch jax; do
+  for precision in fp32 bf16; do
+    timeout 120 "$PY" -m common.tools.cli train --backend "$backend" --device gpu --precision "$precision" \
+      --arch small --resize 56 --epochs 1 --batch-size 128 --data-dir "$data" --no-verify --no-progress \
+      --out "$out/train-$backend-$precision" 2>&1 | grep -E "^(vgg train|epoch)" || echo "$backend $precision: exit ${PIPESTATUS[0]}"
+  done
+done
+
+echo "== 3. the training step at 224x224, batch 64 (examples/s after 3 warm-up steps, 10 timed)"
+timeout 180 "$PY" - <<'PYCODE'
+import time, warnings
+import numpy as np
+from common.core import arch
+from common.core.precision import PrecisionWarning
+from common.runtime.training import Recipe
+from common.tools import loading
+warnings.simplefilter("ignore", PrecisionWarning)
+for name in ("torch", "jax"):
+    try:
+        vgg = loading.backend(name)
+        if name == "torch":
+            import torch
+            if not torch.cuda.is_available():
+                print("torch: no CUDA device"); continue
+            vgg.init_distributed(device="gpu")
+            sync = torch.cuda.synchronize
+        else:
+            import jax
+            if not [d for d in jax.devices() if d.platform == "gpu"]:
+                print("jax: no GPU"); continue
+            sync = lambda: None  # the step returns host floats: already synchronised
+        for precision in ("fp32", "tf32", "bf16"):
+            model = vgg.VGG(arch.small(), image_size=224, hidden=4096, precision=precision)
+            engine = vgg.Engine(model, Recipe(batch_size=64, momentum=0.9))
+            engine.reseed(0)
+            x = np.random.default_rng(0).random((64, 1, 224, 224), dtype=np.float32)
+            x = x if vgg.LAYOUT == "NCHW" else x.transpose(0, 2, 3, 1).copy()
+            y = np.random.default_rng(1).integers(0, 10, 64)
+            batch = vgg.to_tensor(x, y)
+            for _ in range(3):
+                engine.step(*batch, 0.01)
+            sync()
+            began = time.perf_counter()
+            for _ in range(10):
+                engine.step(*batch, 0.01)
+            sync()
+            print(f"{name} {precision}: {640 / (time.perf_counter() - began):.0f} examples/s")
+    except Exception as exc:  # one line per failure; the rest still runs
+        print(f"{name}: failed: {type(exc).__name__}: {exc}")
+PYCODE
+echo "== done; results in $out"

@@ -1,0 +1,170 @@
+"""The precision axis (common/core/precision.py): each backend's own mixed-precision mechanism really runs
+(activations in the format inside the network, master weights float32), agrees with the rounding oracle
+and with the reference backend, scales fp16's loss, and a precision a backend or machine cannot run is
+refused in one line with nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from common.core import arch, canonical, layouts, oracle, precision, tolerances
+from common.core.backends import BACKENDS
+from common.core.precision import PrecisionError, PrecisionWarning
+from common.runtime import capability
+from common.runtime.training import Recipe
+from helpers import ACTIVE, ROOT, with_reference
+from tiny_data import HIDDEN
+
+MIXED = ("bf16", "fp16")
+
+
+def _runs_mixed(backend) -> None:
+    if BACKENDS[backend.NAME].cpu_mixed == "none":
+        pytest.skip(f"{backend.NAME} runs fp32 only (its refusal is tested below)")
+
+
+def _build(backend, name: str):
+    _runs_mixed(backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)  # this CPU may run the format slowly: said elsewhere
+        return backend.VGG(arch.TINY, image_size=32, hidden=HIDDEN, dropout=0.0, precision=name)
+
+
+def _first_block_dtype(backend, model, x: np.ndarray) -> str:
+    """The dtype of the first block's output for ``x``, as the framework computed it inside the network."""
+    if backend.NAME == "torch":
+        import torch
+
+        from vgg_torch.model import computing
+        with torch.no_grad(), computing(model):
+            return str(model[0](torch.from_numpy(x)).dtype).removeprefix("torch.")
+    out = model.layers[0](x)
+    return out.dtype.name if backend.NAME == "tf" else str(out.dtype)
+
+
+@pytest.mark.parametrize("name", MIXED)
+def test_the_format_really_runs_inside_the_network(backend, name):
+    """A setting that silently does nothing fails here: the convolutions' output is in the format, the
+    weights stay float32, and the logits come back float32."""
+    model = _build(backend, name)
+    x = layouts.images_from_nchw(tolerances.fixed_batch(arch.TINY, 32, 2)[0], backend.LAYOUT)
+    assert _first_block_dtype(backend, model, x) == precision.get(name).compute
+    assert backend.predict(model, x).dtype == np.float32
+    assert all(v.dtype == np.float32 for k, v in backend.export_weights(model).items() if "num_batches" not in k)
+    fp32 = _build(backend, "fp32")
+    assert _first_block_dtype(backend, fp32, x) == "float32"  # and a float32 model beside it is untouched
+
+
+def test_bf16_agrees_with_the_rounding_oracle_and_the_reference(backend, reference):
+    from common.tools import parity
+    _runs_mixed(backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)
+        matrices = parity.run(with_reference(backend, reference), arch.small(), 32, batch=4, steps=2,
+                              hidden=HIDDEN, precision="bf16")
+    assert parity.passed(matrices, "bf16"), {q: max(c.values()) for q, c in matrices.items()}
+    assert any(parity.ORACLE in pair for pair in matrices["logits"])
+
+
+def test_the_rounding_oracle_rounds_to_nearest_even():
+    x = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9, -2.0 ** -100, np.inf])
+    assert precision.round_to(x, "bf16").tolist() == [1.0, 1.0, 1 + 2 ** -6, 1.0, -2.0 ** -100, np.inf]
+    assert precision.round_to(np.array([1 + 2 ** -11]), "fp16").tolist() == [1.0]
+    weights = canonical.random_weights(arch.TINY, image_size=32, hidden=HIDDEN)
+    images = tolerances.fixed_batch(arch.TINY, 32, 2)[0]
+    exact, low = (oracle.forward(dict(weights), arch.TINY, images, precision=p) for p in ("fp32", "bf16"))
+    assert 0 < tolerances.relative(low, exact) <= precision.bounds("bf16")["logits"]
+
+
+@pytest.mark.parametrize("name", MIXED)
+def test_a_step_in_the_format_trains_and_checkpoints_its_loss_scale(backend, name):
+    model = _build(backend, name)
+    engine = backend.Engine(model, Recipe(batch_size=4, momentum=0.9))
+    engine.reseed(0)
+    images, labels = tolerances.fixed_batch(arch.TINY, 32, 4)
+    loss, _ = engine.step(*backend.to_tensor(layouts.images_from_nchw(images, backend.LAYOUT), labels), 0.01)
+    assert np.isfinite(loss)
+    state = engine.state()
+    scaled = precision.get(name).loss_scaling
+    assert (precision.LOSS_SCALE_KEYS[0] in state) == scaled
+    if scaled:
+        assert float(state[precision.LOSS_SCALE_KEYS[0]]) == precision.LOSS_SCALING.initial
+        again = backend.Engine(_build(backend, name), Recipe(batch_size=4, momentum=0.9))
+        again.load_state({**state, precision.LOSS_SCALE_KEYS[0]: np.asarray(1024.0),
+                          precision.LOSS_SCALE_KEYS[1]: np.asarray(7)})
+        restored = again.state()
+        assert float(restored[precision.LOSS_SCALE_KEYS[0]]) == 1024.0
+        assert int(restored[precision.LOSS_SCALE_KEYS[1]]) == 7
+
+
+def test_an_fp16_step_that_overflows_is_skipped_and_shrinks_the_scale(backend):
+    model = _build(backend, "fp16")
+    engine = backend.Engine(model, Recipe(batch_size=4, momentum=0.9))
+    engine.reseed(0)
+    huge = {precision.LOSS_SCALE_KEYS[0]: np.asarray(3e38), precision.LOSS_SCALE_KEYS[1]: np.asarray(5)}
+    engine.load_state({**engine.state(), **huge})
+    before = backend.export_weights(model)
+    images, labels = tolerances.fixed_batch(arch.TINY, 32, 4)
+    engine.step(*backend.to_tensor(layouts.images_from_nchw(images, backend.LAYOUT), labels), 0.01)
+    after = backend.export_weights(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # skipped
+    state = engine.state()
+    assert float(state[precision.LOSS_SCALE_KEYS[0]]) == pytest.approx(3e38 * precision.LOSS_SCALING.backoff)
+    assert int(state[precision.LOSS_SCALE_KEYS[1]]) == 0
+
+
+def test_an_export_of_a_mixed_model_is_float32(backend, tmp_path):
+    from common.serving import export_flow
+    model = _build(backend, "bf16")
+    master = export_flow.float32_master(model, backend.VGG, backend.export_weights, backend.import_weights)
+    assert master.config.precision == "fp32" and master.config.arch == model.config.arch
+    x = layouts.images_from_nchw(tolerances.fixed_batch(arch.TINY, 32, 2)[0], backend.LAYOUT)
+    assert tolerances.relative(backend.predict(master, x), backend.predict(model, x)) <= 4 * 2 ** -8
+
+
+def test_what_a_machine_or_backend_cannot_run_is_refused_or_said():
+    with pytest.raises(PrecisionError, match="TensorFloat-32 and means nothing on a CPU"):
+        capability.check("torch", "tf32")
+    with pytest.raises(PrecisionError, match="mxnet runs fp32 only"):
+        capability.check("mxnet", "bf16")
+    with pytest.raises(PrecisionError, match="no GPU build"):
+        capability.check("mxnet", "fp32", "gpu")
+    assert "emulated" in capability.check("torch", "bf16", flags={"avx2", "fma"})
+    assert capability.check("torch", "bf16", flags={"avx512f", "avx512_bf16"}) is None
+    assert "no speed-up" in capability.check("jax", "bf16")
+    assert "fp16 is for GPUs" in capability.check("tf", "fp16", flags={"avx512_bf16"})
+    with pytest.raises(PrecisionError, match="precision 'int8' is not one of fp32, bf16, fp16, tf32"):
+        precision.get("int8")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "torch", "--precision", "tf32"], "means nothing on a CPU: use fp32 here"),
+    (["--backend", "mxnet", "--precision", "bf16"], "mxnet runs fp32 only"),
+    (["--backend", "torch", "--device", "gpu"], "--device gpu but no GPU is visible"),
+])
+def test_train_refuses_in_one_line_and_writes_nothing(argv, message, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "common.tools.cli", "train", *argv, "--arch", "tiny",
+                           "--resize", "32", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("vgg train")]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-1500:]
+    assert not out.exists()
+
+
+def test_parity_command_in_bf16_prints_an_all_pass_matrix(capsys):
+    from common.tools import cli
+    names = [n for n in ACTIVE if n != "mxnet"]
+    if len(names) < 2:
+        pytest.skip("vgg parity compares two or more backends that run bf16")
+    status = cli.main(["parity", "--precision", "bf16", "--arch", "tiny", "--resize", "32", "--hidden", str(HIDDEN),
+                       "--batch", "4", "--steps", "2", "--backends", ",".join(names)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out
+    assert "in bf16" in captured.out and "vgg parity: all pass" in captured.out
+    assert f"tolerance {precision.bounds('bf16')['logits']:g}" in captured.out
