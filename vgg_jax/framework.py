@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
+
+from common.core.precision import PrecisionError
+
+#: the XLA flag that turns off XLA:CPU's YNNPACK fusions (jaxlib 0.8 and later)
+NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 
 
 def set_threads(count: int) -> None:
@@ -16,4 +23,14 @@ def matmul(a):
     return lambda: product(t, t).block_until_ready()
 
 
-__all__ = ["matmul", "set_threads"]
+def check_bf16() -> None:
+    """Refuse bf16 on a CPU where XLA's YNNPACK fusions are on: with jaxlib 0.12.0.1 they turned the small
+    VGG's jitted bf16 forward into NaN (eager and float16 were right), and ``XLA_FLAGS`` must say otherwise
+    before JAX starts, so the refusal says how."""
+    version = tuple(int(p) for p in jax.__version__.split(".")[:2])
+    if version >= (0, 8) and jax.default_backend() == "cpu" and NO_YNN not in os.environ.get("XLA_FLAGS", ""):
+        raise PrecisionError(f"jax {jax.__version__} bf16 on a CPU: XLA's YNNPACK fusions compute NaN logits for "
+                             f"this model; start with XLA_FLAGS={NO_YNN} (they are off then), or use fp32")
+
+
+__all__ = ["check_bf16", "matmul", "set_threads"]

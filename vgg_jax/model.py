@@ -15,6 +15,7 @@ from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 from common.runtime import capability, inference
 from vgg_jax.distributed import current
+from vgg_jax.framework import check_bf16
 
 NAME = "jax"
 LAYOUT = backends.BACKENDS[NAME].layout
@@ -114,6 +115,8 @@ class VGG(Configured, nnx.Sequential):
         config = ModelConfig.of(arch, *args, **options)
         arch, dropout, batch_norm, hidden = config.arch, config.dropout, config.batch_norm, config.hidden
         capability.announce(NAME, config.precision, current().device)
+        if config.precision == "bf16":
+            check_bf16()
         dtype = jnp.dtype(precision.get(config.precision).compute)  # on every layer, parameters float32
         rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
         blocks, channels = [], config.in_channels

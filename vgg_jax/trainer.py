@@ -44,6 +44,14 @@ def _train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, labels:
     return loss, (logits.argmax(-1) == labels).sum()
 
 
+def _apply(model: VGG, optimizer: nnx.Optimizer, grads) -> None:
+    optimizer.update(model, grads)
+
+
+def _skip(model: VGG, optimizer: nnx.Optimizer, grads) -> None:
+    """A step with an inf or NaN gradient: model and optimizer stay as they were."""
+
+
 @nnx.jit
 def _scaled_train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
                        lr: jax.Array, scale: jax.Array, finite_steps: jax.Array) -> tuple[jax.Array, ...]:
@@ -59,7 +67,7 @@ def _scaled_train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, 
     (_, (loss, logits)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     grads = jax.tree.map(lambda g: g / scale, grads)
     finite = jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
-    nnx.cond(finite, lambda m, o, g: o.update(m, g), lambda m, o, g: None, model, optimizer, grads)
+    nnx.cond(finite, _apply, _skip, model, optimizer, grads)
     scale, finite_steps = precision.next_loss_scale(scale, finite_steps, finite, jnp.where)
     return loss, (logits.argmax(-1) == labels).sum(), scale, finite_steps
 
