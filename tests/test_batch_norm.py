@@ -8,6 +8,7 @@ import pytest
 
 from common.core import arch, canonical, layouts, summary, tolerances
 from common.core.arch import ArchError
+from common.core.config import ModelConfig
 from common.tools import cli, parity
 from helpers import with_reference
 from tiny_data import HIDDEN
@@ -68,7 +69,8 @@ def test_batch_norm_means_the_same_everywhere(backend, reference):
     running statistics after one training forward and after three compiled training steps at lr 0 (weights
     held, so the oracle can follow) against the oracle."""
     backends = with_reference(backend, reference)
-    matrices = parity.run(backends, BLOCKS, SIZE, batch=4, steps=3, batch_norm=True, hidden=HIDDEN)
+    matrices = parity.run(backends, ModelConfig(BLOCKS, image_size=SIZE, batch_norm=True, hidden=HIDDEN), batch=4,
+                          steps=3)
     assert parity.passed(matrices), {q: max(c.values()) for q, c in matrices.items()}
     for quantity in ("logits", "train logits", "running statistics", "statistics after steps"):
         assert sum(parity.ORACLE in pair for pair in matrices[quantity]) == 2 * len(backends), quantity

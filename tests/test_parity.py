@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from common.core import arch, canonical, layouts, tolerances
+from common.core.config import ModelConfig
 from common.core.backends import NAMES
 from common.tools import parity
 from helpers import ACTIVE, load_backend, with_reference
@@ -104,7 +105,7 @@ def test_sgd_trajectories_agree(backend, reference):
     blocks, size = arch.small(), 56
     weights = canonical.random_weights(blocks, image_size=size, seed=11, hidden=HIDDEN)
     batches = [tolerances.fixed_batch(blocks, size, 8, seed=s) for s in range(5)]
-    runs = {name: parity.trajectory(vgg, weights, blocks, size, batches)
+    runs = {name: parity.trajectory(vgg, ModelConfig(blocks, image_size=size, hidden=HIDDEN), weights, batches)
             for name, vgg in with_reference(backend, reference).items()}
     assert all(run["losses"].shape == (5,) and np.isfinite(run["losses"]).all() for run in runs.values())
     for pair, diff in parity.matrix(runs, "trajectory").items():
@@ -128,7 +129,8 @@ def test_every_layer_kind_agrees_everywhere(backend, reference):
     """An arch with Table 1's other layers (A-LRN's normalisation, C's 1x1 convolutions): logits against the
     oracle, loss gradients and two SGD steps against the reference backend's, from one set of weights."""
     blocks = ((1, 8, (3, "lrn")), (2, 16, (3, 1)), (2, 32, (3, 1)))
-    matrices = parity.run(with_reference(backend, reference), blocks, 32, batch=4, steps=2, hidden=HIDDEN)
+    matrices = parity.run(with_reference(backend, reference), ModelConfig(blocks, image_size=32, hidden=HIDDEN),
+                          batch=4, steps=2)
     assert parity.passed(matrices), {q: max(c.values()) for q, c in matrices.items()}
     assert any(parity.ORACLE in pair for pair in matrices["logits"])
 

@@ -15,6 +15,7 @@ import pytest
 
 from common.core import arch, canonical, layouts, oracle, precision, tolerances
 from common.core.backends import BACKENDS
+from common.core.config import ModelConfig
 from common.core.precision import PrecisionError, PrecisionWarning
 from common.runtime import capability
 from common.runtime.training import Recipe
@@ -69,8 +70,8 @@ def test_bf16_agrees_with_the_rounding_oracle_and_the_reference(backend, referen
     _build(backend, "bf16")  # skips where the backend refuses bf16 on this machine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionWarning)
-        matrices = parity.run(with_reference(backend, reference), arch.small(), 32, batch=4, steps=2,
-                              hidden=HIDDEN, precision="bf16")
+        config = ModelConfig(arch.small(), image_size=32, hidden=HIDDEN, precision="bf16")
+        matrices = parity.run(with_reference(backend, reference), config, batch=4, steps=2)
     assert parity.passed(matrices, "bf16"), {q: max(c.values()) for q, c in matrices.items()}
     assert any(parity.ORACLE in pair for pair in matrices["logits"])
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from common.core import arch, atomic, backends, layouts, precision, summary
+from common.core.config import ModelConfig
 from common.core.precision import PrecisionError, PrecisionWarning
 from common.data import batches, fashion_mnist
 from common.runtime import capability, checkpoint, distributed, training
@@ -136,9 +137,10 @@ def _parity(args: argparse.Namespace) -> int:
     print(f"vgg parity: {args.arch} at {args.resize}x{args.resize} in {args.precision}, batch {args.batch}, "
           f"{args.steps} SGD steps at lr {args.lr:g}, dropout off; backends {', '.join(modules)}")
     with _noted("; ".join(n for n in notes if n), "vgg parity"):
-        matrices = parity.run(modules, blocks, args.resize, batch=args.batch, steps=args.steps, lr=args.lr,
-                              seed=args.seed, log=lambda m: print(m, file=sys.stderr), batch_norm=batch_norm,
-                              hidden=args.hidden, precision=args.precision)
+        config = ModelConfig(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm,
+                             hidden=args.hidden, precision=args.precision)
+        matrices = parity.run(modules, config, batch=args.batch, steps=args.steps, lr=args.lr,
+                              log=lambda m: print(m, file=sys.stderr))
     for quantity, cells in matrices.items():
         print("\n" + parity.format_matrix(cells, quantity, args.precision))
     ok = parity.passed(matrices, args.precision)

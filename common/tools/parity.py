@@ -3,13 +3,14 @@ trajectories out, compared pairwise and against the NumPy oracle. Used by the te
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import ModuleType
 
 import numpy as np
 
 from common.core import canonical, layouts, oracle, tolerances
 from common.core import precision as precisions
-from common.core.arch import HIDDEN
+from common.core.config import ModelConfig
 from common.runtime import training
 
 ORACLE = "numpy"
@@ -24,18 +25,22 @@ def without_zero_gradients(gradients: dict[str, np.ndarray]) -> dict[str, np.nda
     return {k: v for k, v in gradients.items() if k not in before}
 
 
-def backend_outputs(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
-                    images: np.ndarray, labels: np.ndarray, batch_norm: bool = False,
-                    precision: str = "fp32") -> dict:
+def _model(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.ndarray]):
+    """``config``'s model in ``vgg`` with dropout off, holding ``weights``."""
+    model = vgg.VGG(replace(config, dropout=0.0, hidden=canonical.hidden_of(weights)))
+    vgg.import_weights(model, weights)
+    return model
+
+
+def backend_outputs(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.ndarray], images: np.ndarray,
+                    labels: np.ndarray) -> dict:
     """Logits, gradients and the export of ``weights`` after import, for one backend module; with batch
     norm also training mode's logits and gradients and the running statistics that forward leaves."""
-    model = vgg.VGG(arch, image_size=image_size, in_channels=images.shape[1], batch_norm=batch_norm, dropout=0.0,
-                    hidden=canonical.hidden_of(weights), precision=precision)
-    vgg.import_weights(model, weights)
+    model = _model(vgg, config, weights)
     x = layouts.images_from_nchw(images, vgg.LAYOUT)
     out = {"logits": vgg.predict(model, x), "gradients": vgg.loss_gradients(model, x, labels),
            "export": vgg.export_weights(model)}
-    if batch_norm:
+    if config.batch_norm:
         logits, gradients = vgg.training_outputs(model, x, labels)
         out.update({"train logits": logits, "train gradients": without_zero_gradients(gradients),
                     "running statistics": canonical.running_statistics(vgg.export_weights(model))})
@@ -62,14 +67,11 @@ def oracle_statistics(weights: dict[str, np.ndarray], arch, batches: list[tuple[
     return canonical.running_statistics(after)
 
 
-def trajectory(vgg: ModuleType, weights: dict[str, np.ndarray], arch, image_size: int,
-               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05, batch_norm: bool = False,
-               precision: str = "fp32") -> dict:
+def trajectory(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.ndarray],
+               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05) -> dict:
     """Plain SGD from ``weights`` with dropout off, one step per NCHW batch, through the backend's own
     training step: the loss of every step and the canonical weights (and running statistics) afterwards."""
-    model = vgg.VGG(arch, image_size=image_size, in_channels=batches[0][0].shape[1], dropout=0.0,
-                    batch_norm=batch_norm, hidden=canonical.hidden_of(weights), precision=precision)
-    vgg.import_weights(model, weights)
+    model = _model(vgg, config, weights)
     engine = vgg.Engine(model, training.Recipe(batch_size=len(batches[0][1])))  # each step takes its lr
     engine.reseed(0)
     losses = [engine.step(*vgg.to_tensor(layouts.images_from_nchw(x, vgg.LAYOUT), y), lr)[0] for x, y in batches]
@@ -109,36 +111,36 @@ def format_matrix(cells: dict[tuple[str, str], float], quantity: str, precision:
     return "\n".join(lines)
 
 
-def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, steps: int = 5,
-        lr: float = 0.05, seed: int = 0, log=lambda _: None, batch_norm: bool = False,
-        hidden: int = HIDDEN, precision: str = "fp32") -> dict[str, dict[tuple[str, str], float]]:
-    """Every parity check on every ordered pair of ``modules`` (name -> backend), plus the oracle's (at
-    ``precision``: the backends' mixed precision against the rounding oracle, common.core.precision).
+def run(modules: dict[str, ModuleType], config: ModelConfig, batch: int = 8, steps: int = 5, lr: float = 0.05,
+        log=lambda _: None) -> dict[str, dict[tuple[str, str], float]]:
+    """Every parity check of the model ``config`` describes (its seed seeds weights and batches) on every
+    ordered pair of ``modules`` (name -> backend), plus the oracle's (at ``config.precision``: the backends'
+    mixed precision against the rounding oracle, common.core.precision).
 
     Random weights (non-zero biases, so no exact ReLU/max-pool ties) are imported into the first backend
     and *its export* goes to all the others. With batch norm, the running statistics after ``steps``
     training steps at lr 0 (weights held, so the oracle can follow) are compared too. Returns quantity ->
     pair -> relative difference.
     """
+    arch, size, seed = config.arch, config.image_size, config.seed
     first = next(iter(modules.values()))
-    source = first.VGG(arch, image_size=image_size, seed=seed, batch_norm=batch_norm, hidden=hidden)
-    first.import_weights(
-        source, canonical.random_weights(arch, image_size=image_size, seed=seed, batch_norm=batch_norm,
-                                         hidden=hidden))
-    weights = first.export_weights(source)
-    images, labels = tolerances.fixed_batch(arch, image_size, batch, seed=seed)
-    batches = [tolerances.fixed_batch(arch, image_size, batch, seed=seed + 1 + i) for i in range(steps)]
-    results = {ORACLE: oracle_outputs(weights, arch, images, batch_norm, precision)}
-    if batch_norm:
+    random = canonical.random_weights(arch, config.in_channels, size, config.num_classes, seed=seed,
+                                      batch_norm=config.batch_norm, hidden=config.hidden)
+    weights = first.export_weights(_model(first, config, random))
+    images, labels = tolerances.fixed_batch(arch, size, batch, config.in_channels, config.num_classes, seed)
+    batches = [tolerances.fixed_batch(arch, size, batch, config.in_channels, config.num_classes, seed + 1 + i)
+               for i in range(steps)]
+    results = {ORACLE: oracle_outputs(weights, arch, images, config.batch_norm, config.precision)}
+    if config.batch_norm:
         results[ORACLE]["statistics after steps"] = oracle_statistics(weights, arch, batches)
     for name, vgg in modules.items():
         log(f"parity: {name} ...")
-        results[name] = backend_outputs(vgg, weights, arch, image_size, images, labels, batch_norm, precision)
-        results[name]["trajectory"] = trajectory(vgg, weights, arch, image_size, batches, lr, batch_norm, precision)
-        if batch_norm:
-            held = trajectory(vgg, weights, arch, image_size, batches, 0.0, batch_norm, precision)["trained"]
+        results[name] = backend_outputs(vgg, config, weights, images, labels)
+        results[name]["trajectory"] = trajectory(vgg, config, weights, batches, lr)
+        if config.batch_norm:
+            held = trajectory(vgg, config, weights, batches, 0.0)["trained"]
             results[name]["statistics after steps"] = canonical.running_statistics(held)
-    return {quantity: matrix(results, quantity, precision) for quantity in tolerances.TOLERANCES
+    return {quantity: matrix(results, quantity, config.precision) for quantity in tolerances.TOLERANCES
             if any(quantity in r for r in results.values())}
 
 
