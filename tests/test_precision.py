@@ -162,6 +162,22 @@ def test_train_refuses_in_one_line_and_writes_nothing(argv, message, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["parity", "--backends", "torch,jax", "--device", "gpu"],
+    ["compare", "--backends", "torch", "--device", "gpu"],
+])
+def test_a_gpu_request_without_a_gpu_is_one_line_and_writes_nothing(argv, tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = ["--out", str(tmp_path / "report")] if argv[0] == "compare" else []
+    proc = subprocess.run([sys.executable, "-m", "common.tools.cli", *argv, "--arch", "tiny", "--resize", "32", *out],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(f"vgg {argv[0]}")]
+    assert proc.returncode == 2 and len(lines) == 1 and "no GPU is visible" in lines[0], proc.stderr[-1500:]
+    assert not (tmp_path / "report").exists()
+
+
 def test_parity_command_in_bf16_prints_an_all_pass_matrix(capsys):
     from common.tools import cli
     names = [n for n in ACTIVE if BACKENDS[n].cpu_mixed != "none" and not _refuses_bf16(n)]

@@ -17,6 +17,12 @@ def set_threads(count: int) -> None:
     """Nothing to do at run time: XLA's CPU client sizes its pool when it starts (XLA_FLAGS)."""
 
 
+def device_name(device: str) -> str:
+    """The first GPU's kind under ``gpu``, else ``cpu``."""
+    gpus = [d for d in jax.devices() if d.platform == "gpu"] if device == "gpu" else []
+    return gpus[0].device_kind if gpus else device
+
+
 def matmul(a):
     """A function computing ``a @ a`` in JAX (jitted), for the machine's float32 ceiling."""
     t, product = jnp.asarray(a), jax.jit(jnp.matmul)
@@ -33,4 +39,4 @@ def check_bf16() -> None:
                              f"this model; start with XLA_FLAGS={NO_YNN} (they are off then), or use fp32")
 
 
-__all__ = ["check_bf16", "matmul", "set_threads"]
+__all__ = ["check_bf16", "device_name", "matmul", "set_threads"]

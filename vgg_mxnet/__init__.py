@@ -5,7 +5,7 @@ from vgg_mxnet.data import from_arrays, load_fashion_mnist, to_tensor
 from vgg_mxnet.distributed import communication_timer, current as current_world, init_distributed
 from vgg_mxnet.export import export, load_exported
 from common.runtime import contract
-from vgg_mxnet.framework import matmul, set_threads
+from vgg_mxnet.framework import device_name, matmul, set_threads
 from vgg_mxnet.model import (LAYOUT, NAME, VGG, layer_summary, parameter_count, predict, print_layer_summary, vgg11,
                              vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, vgg_block)
 from vgg_mxnet.trainer import MODEL_SUFFIX, Engine, evaluate, load, save, train

@@ -30,10 +30,15 @@ def set_threads(count: int) -> None:
     """Nothing to do at run time: MXNet's OpenMP pool reads OMP_NUM_THREADS at import (set above)."""
 
 
+def device_name(device: str) -> str:
+    """``cpu``: MXNet's pip wheel has no GPU build (``--device gpu`` is refused before this is asked)."""
+    return device
+
+
 def matmul(a):
     """A function computing ``a @ a`` in MXNet, for the machine's float32 ceiling."""
     t = mx.np.array(a)
     return lambda: mx.np.dot(t, t).wait_to_read()
 
 
-__all__ = ["gluon", "matmul", "mx", "npx", "set_threads"]
+__all__ = ["device_name", "gluon", "matmul", "mx", "npx", "set_threads"]

@@ -29,10 +29,18 @@ def set_threads(count: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
+def device_name(device: str) -> str:
+    """The first GPU's name under ``gpu``, else ``cpu``."""
+    if device != "gpu":
+        return "cpu"
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "gpu"
+
+
 def matmul(a):
     """A function computing ``a @ a`` in TensorFlow, for the machine's float32 ceiling."""
     t = tf.constant(a)
     return lambda: tf.linalg.matmul(t, t).numpy()
 
 
-__all__ = ["keras", "matmul", "set_threads", "tf"]
+__all__ = ["device_name", "keras", "matmul", "set_threads", "tf"]

@@ -3,7 +3,7 @@
 
 from vgg_torch import framework  # noqa: F401  (first: see its docstring)
 from common.runtime import contract
-from vgg_torch.framework import matmul, set_threads
+from vgg_torch.framework import device_name, matmul, set_threads
 from vgg_torch.distributed import communication_timer, current as current_world, init_distributed
 from vgg_torch.data import from_arrays, load_fashion_mnist, to_tensor
 from vgg_torch.model import (LAYOUT, NAME, VGG, layer_summary, parameter_count, predict, print_layer_summary,

@@ -34,10 +34,15 @@ def set_threads(count: int) -> None:
     torch.set_num_threads(count)
 
 
+def device_name(device: str) -> str:
+    """The GPU's name under ``gpu`` (the current CUDA device), else ``cpu``."""
+    return torch.cuda.get_device_name() if device == "gpu" else "cpu"
+
+
 def matmul(a):
     """A function computing ``a @ a`` in torch, for the machine's float32 ceiling."""
     t = torch.from_numpy(a)
     return lambda: t @ t
 
 
-__all__ = ["matmul", "set_threads", "torch"]
+__all__ = ["device_name", "matmul", "set_threads", "torch"]

@@ -68,6 +68,7 @@ class Backend(Protocol):
     def current_world(self) -> World: ...
     def set_threads(self, count: int) -> None: ...  # the framework's own thread pools, before any work
     def matmul(self, a: np.ndarray) -> Callable[[], Any]: ...  # computes a @ a to completion: the ceiling
+    def device_name(self, device: str) -> str: ...  # what "cpu" or "gpu" is here, as reports name it
     def communication_timer(self, engine: Any) -> Callable[[], float | None]: ...  # ms per step, if reported
 
 

@@ -123,18 +123,22 @@ def _train(args: argparse.Namespace) -> int:
 def _parity(args: argparse.Namespace) -> int:
     blocks, batch_norm = arch.parse(args.arch)
     arch.check_resolution(blocks, args.resize)
-    if args.precision != "fp32" and (args.workers > 1 or args.onnx):
-        raise ValueError(f"--precision {args.precision} is for the in-process comparison: --workers and --onnx "
-                         "compare float32 (exports are made from the float32 master weights)")
+    if (args.precision != "fp32" or args.device != "cpu") and (args.workers > 1 or args.onnx):
+        raise ValueError(f"--precision {args.precision} --device {args.device}: --workers and --onnx compare "
+                         "float32 on the CPU (exports are made from the float32 master weights)")
     if args.workers > 1:
         return _parity_workers(args)
-    notes = [capability.check(name, args.precision) for name in args.backends]
+    notes = [capability.check(name, args.precision, args.device) for name in args.backends]
     modules = {name: loading.backend(name) for name in args.backends}
+    if args.device == "gpu":  # each backend on its GPU, or a one-line refusal before anything runs
+        for vgg in modules.values():
+            vgg.init_distributed(device="gpu")
     if args.onnx:
         return _parity_onnx(args, modules, blocks, batch_norm)
     if len(modules) < 2:
         raise ValueError(f"--backends {','.join(args.backends)}: parity needs at least two backends")
-    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize} in {args.precision}, batch {args.batch}, "
+    print(f"vgg parity: {args.arch} at {args.resize}x{args.resize} in {args.precision} on {args.device}, "
+          f"batch {args.batch}, "
           f"{args.steps} SGD steps at lr {args.lr:g}, dropout off; backends {', '.join(modules)}")
     with _noted("; ".join(n for n in notes if n), "vgg parity"):
         config = ModelConfig(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm,
@@ -188,9 +192,12 @@ def _compare(args: argparse.Namespace) -> int:
     for name in args.backends:  # a refused pair is left out with its reason; the others run
         for p in args.precision:
             try:
-                notes[name, p] = capability.check(name, p)
+                notes[name, p] = capability.check(name, p, args.device)
             except PrecisionError as exc:
                 notes[name, p] = exc
+    if args.device == "gpu":  # a missing GPU is one line here, before the report folder exists
+        for name in args.backends:
+            loading.backend(name).init_distributed(device="gpu")
     for note in dict.fromkeys(str(n) for n in notes.values() if n):
         print(f"vgg compare: note: {note}", file=sys.stderr)
     if all(isinstance(n, PrecisionError) for n in notes.values()):
@@ -201,7 +208,7 @@ def _compare(args: argparse.Namespace) -> int:
     report = compare.run(args.backends, args.arch, args.resize, args.batch_size, args.seconds, args.train_epochs,
                          out, data_dir=args.data_dir, verify=not args.no_verify, command=command,
                          workers=args.workers, pythons=args.python, hidden=args.hidden,
-                         precisions=args.precision,
+                         precisions=args.precision, device=args.device,
                          refused={k: str(v) for k, v in notes.items() if isinstance(v, PrecisionError)})
     print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
     return 0 if any("error" not in row for row in report["rows"]) else 1
@@ -340,17 +347,20 @@ def _parents() -> tuple[argparse.ArgumentParser, ...]:
                                                        "(default: $VGG_DATA_DIR, cache, system copy)")
     low = argparse.ArgumentParser(add_help=False)
     low.add_argument("--precision", default="fp32", choices=precision.NAMES, help=_PRECISION_HELP)
+    placed = argparse.ArgumentParser(add_help=False)
+    placed.add_argument("--device", default="cpu", choices=distributed.DEVICE_KINDS,
+                        help="cpu, or gpu: the process's GPU (refused in one line where there is none)")
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--backend", default=None, choices=backends.NAMES, help="for a .safetensors --model")
     weights.add_argument("--arch", default=None, choices=arch.CHOICES,
                          help="for a .safetensors --model (default small)")
     weights.add_argument("--resize", type=int, default=None, help="for a .safetensors --model (default 224)")
-    return several, model, data, weights, low
+    return several, model, data, weights, low, placed
 
 
 def parser() -> argparse.ArgumentParser:
     """The ``vgg`` command's parser (the docs' command lines are checked against it)."""
-    several, model, data, weights, low = _parents()
+    several, model, data, weights, low, placed = _parents()
     p = argparse.ArgumentParser(prog="vgg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", parents=[several, model], help="print every backend's layer table for one arch")
@@ -365,7 +375,7 @@ def parser() -> argparse.ArgumentParser:
                    help="with --flops or --family (1000 for the paper)")
     s.set_defaults(run=_summary)
 
-    q = sub.add_parser("parity", parents=[several, model, low],
+    q = sub.add_parser("parity", parents=[several, model, low, placed],
                        help="compare logits, gradients and SGD steps between every pair of backends")
     q.add_argument("--resize", type=int, default=56, help="input side in pixels (default 56)")
     q.add_argument("--batch", type=int, default=8, help="images per batch")
@@ -402,7 +412,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     r.set_defaults(run=_predict)
 
-    c = sub.add_parser("compare", parents=[several, model, data],
+    c = sub.add_parser("compare", parents=[several, model, data, placed],
                        help="measure the backends side by side (the main job)")
     c.add_argument("--resize", type=_sizes, default=[224, 96, 56], help="image sides, e.g. 224,96,56")
     c.add_argument("--precision", type=_precisions, default=["fp32"], metavar="fp32,bf16,...",

@@ -70,7 +70,7 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
         out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
         log=print, workers: list[int] = (1,), pythons: dict[str, str] | None = None,
         hidden: int = arch.HIDDEN, precisions: list[str] = ("fp32",),
-        refused: dict[tuple[str, str], str] | None = None) -> dict:
+        refused: dict[tuple[str, str], str] | None = None, device: str = "cpu") -> dict:
     """Measure every backend at every size and precision, one child each; rows of failed children carry
     their error, and a (backend, precision) pair in ``refused`` gets its reason as its row without running.
 
@@ -79,7 +79,8 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
     blocks, batch_norm = arch.parse(arch_name)
     refused = refused or {}
     report = {"command": command, "arch": arch_name, "hidden": hidden, "batch_size": batch_size, "seconds": seconds,
-              "precisions": list(precisions), "train_epochs": train_epochs, "machine": machine(), "pythons": pythons,
+              "precisions": list(precisions), "device": device, "train_epochs": train_epochs, "machine": machine(),
+              "pythons": pythons,
               "matmul_runs": {"before": _ceiling(pythons)}, "rows": []}
     merge_ceilings(report)  # measured again after the rows: shared machines drift by tens of percent
     ceiling = {"gflop_s": report["matmul_gflop_s"]}
@@ -96,7 +97,8 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
               flush=True)
         config = ModelConfig(blocks, image_size=size, batch_norm=batch_norm, hidden=hidden, precision=p)
         args = ["--worker", name, "--config", json.dumps(config.to_dict()), "--batch-size", str(batch_size),
-                "--seconds", str(seconds), "--train-epochs", str(train_epochs if w == 1 else 0)]
+                "--seconds", str(seconds), "--train-epochs", str(train_epochs if w == 1 else 0),
+                "--device", device]
         if w > 1:  # every worker takes the same number of steps: about --seconds at one process's pace
             one = next((r for r in report["rows"] if (r["backend"], r["size"], r.get("precision"), r.get("workers"))
                         == (name, size, p, 1) and "error" not in r), None)
@@ -140,6 +142,7 @@ def _main() -> None:
     p.add_argument("--ceiling", metavar="BACKENDS", help="measure the matmul ceiling with these")
     p.add_argument("--worker")
     p.add_argument("--config", type=json.loads, help="the model's ModelConfig, as JSON")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--train-epochs", type=int, default=0)
@@ -159,7 +162,7 @@ def _main() -> None:
         print(json.dumps(matmul_ceiling(a.ceiling.split(","))))
         return
     row = measure(a.worker, ModelConfig.from_dict(a.config, "--config"), a.batch_size, a.seconds, a.data_dir,
-                  not a.no_verify, a.train_epochs, a.steps)
+                  not a.no_verify, a.train_epochs, a.steps, a.device)
     if loading.backend(a.worker).current_world().is_chief:
         print(json.dumps(row))
 

@@ -185,6 +185,9 @@ def write_report(report: dict, out: Path) -> None:
           f"{m['date']}; {m['cores']} cores ({m['cpu']}); float32 matmul ceiling "
           f"{report['matmul_gflop_s']:.0f} GFLOP/s (the fastest {size}x{size} product: "
           f"{engines(report['matmul_by_engine'])}; {_spread(report['matmul_spread'])})", "",
+          *([f"On the GPU: {', '.join(sorted({r['device'] for r in report['rows'] if 'device' in r}))}; every "
+             "timed step ends by reading its loss on the host, which waits for the device.", ""]
+            if report.get("device") == "gpu" else []),
           _environments(report), "",
           "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _table(report), "",
           _scaling_table(report), ""]

@@ -57,7 +57,7 @@ def matmul_ceiling(names: list[str], size: int = CEILING_SIZE, repeats: int = 3)
 
 
 def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, data_dir: str | None,
-            verify: bool, train_epochs: int, steps: int | None = None) -> dict:
+            verify: bool, train_epochs: int, steps: int | None = None, device: str = "cpu") -> dict:
     """One child's work on the model ``config`` describes (its size and precision): build, first step,
     training and inference throughput, the logits' distance from the float64 oracle, peak memory (and
     training).
@@ -68,11 +68,11 @@ def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, 
     """
     began = time.perf_counter()
     vgg = loading.backend(backend)
-    world = vgg.init_distributed()  # threads: cores for one process, cores / W for each of W workers
+    world = vgg.init_distributed(device=device)  # threads: cores for one process, cores / W for each of W workers
     size, blocks = config.image_size, config.arch
     row = {"backend": backend, "size": size, "precision": config.precision, "workers": world.processes,
            "threads": world.threads, "engine": world.engine, "import_s": time.perf_counter() - began,
-           "env": backends.environment(backend)}
+           "env": backends.environment(backend), "device": vgg.device_name(device)}
     data = vgg.load_fashion_mnist(batch_size, resize=size, data_dir=data_dir, verify=verify, drop_last=True)
     began = time.perf_counter()
     with warnings.catch_warnings():  # the parent printed the precision's note once
