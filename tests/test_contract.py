@@ -4,6 +4,8 @@ backend provides the same names with the same meaning, and a model is its config
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from common.core import arch, backends, layouts, tolerances
 from common.core.config import ConfigError, ModelConfig
 from common.runtime import contract
 from common.runtime.training import Recipe
+from helpers import ROOT
 from tiny_data import HIDDEN
 
 
@@ -24,9 +27,14 @@ def test_a_backend_exports_exactly_the_contract(backend):
 
 
 def test_the_framework_hooks_work(backend):
-    backend.set_threads(1)
-    a = np.arange(16, dtype=np.float32).reshape(4, 4) / 16
-    backend.matmul(a)()  # runs to completion (what it returns is the framework's own)
+    """Thread settings come before any work (TensorFlow refuses them after), so they run in a fresh process."""
+    code = (f"import numpy as np, {backend.__name__} as vgg\n"
+            "vgg.set_threads(1)\n"
+            "a = np.arange(16, dtype=np.float32).reshape(4, 4) / 16\n"
+            "vgg.matmul(a)()\n"  # runs to completion (what it returns is the framework's own)
+            "print(vgg.device_name('cpu'))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "cpu", proc.stderr[-2000:]
     model = backend.VGG(arch.TINY, image_size=32, hidden=HIDDEN)
     engine = backend.Engine(model, Recipe(batch_size=4))
     assert backend.communication_timer(engine)() is None  # one process: nothing to report

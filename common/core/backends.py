@@ -31,7 +31,6 @@ class BackendInfo:
     #: right numbers, no speed-up) or "none" (not offered; the reason is in ``mixed_why``)
     cpu_mixed: str = "onednn"
     mixed_why: str = ""
-    gpu: bool = True  # whether its pip build can run on an NVIDIA GPU
 
 
 BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
@@ -50,7 +49,7 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
                 "kvstore dist_sync (scheduler, server, workers)", "vgg launcher",
                 "OMP_NUM_THREADS=cores (read at import)",
                 ((3, 10), (3, 13), "MXNet 1.9.1 needs NumPy 1, which has no wheels for Python 3.13+"),
-                cpu_mixed="none", gpu=False,
+                cpu_mixed="none",
                 mixed_why="MXNet's AMP does nothing under the NumPy-compatible API (npx.set_np()) vgg_mxnet uses, and "
                           "its oneDNN has no bf16 without AVX-512 BF16 instructions"),
 )}
