@@ -106,10 +106,8 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
 
 
 class VGG(Configured, nnx.Sequential):
-    """VGG as an ``nnx.Sequential`` (NHWC): the blocks of ``arch``, flatten, then
-    Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense; batch norms start at scale 1, shift 0 and
-    running statistics (0, 1). Its arguments are :class:`~common.core.config.ModelConfig`'s fields, or a
-    config itself, kept as ``model.config``."""
+    """VGG as an ``nnx.Sequential`` (NHWC); its arguments, their checks and
+    its layers are :class:`~common.core.config.ModelConfig`'s, kept as ``model.config``."""
 
     def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
         config = ModelConfig.of(arch, *args, **options)

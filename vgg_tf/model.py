@@ -95,10 +95,8 @@ def _global_seed(seed: int) -> Iterator[None]:
 
 
 class VGG(Configured, keras.Sequential):
-    """VGG as a ``keras.Sequential`` (NHWC): the blocks of ``arch``, flatten, then
-    Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense; batch norms start at scale 1, shift 0 and
-    running statistics (0, 1). Its arguments are :class:`~common.core.config.ModelConfig`'s fields, or a
-    config itself, kept as ``model.config``."""
+    """VGG as a ``keras.Sequential`` (NHWC); its arguments, their checks and
+    its layers are :class:`~common.core.config.ModelConfig`'s, kept as ``model.config``."""
 
     def __init__(self, arch: Arch | ModelConfig, *args, **options) -> None:
         config = ModelConfig.of(arch, *args, **options)

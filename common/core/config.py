@@ -17,7 +17,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelConfig:
     """What defines a VGG model in every backend: its arch and options, validated once here. The fields'
-    order is ``VGG(...)``'s positional order, so ``VGG(arch, 10, 1, 224)`` keeps working."""
+    order is ``VGG(...)``'s positional order, so ``VGG(arch, 10, 1, 224)`` keeps working. Every backend builds
+    the blocks of ``arch``, flatten, then Dense(hidden)-ReLU-Dropout-Dense(hidden)-ReLU-Dropout-Dense, with
+    batch norms starting at scale 1, shift 0 and running statistics (0, 1)."""
 
     arch: Arch
     num_classes: int = 10
