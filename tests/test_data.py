@@ -76,6 +76,8 @@ def test_checksum_mismatch_is_refused(tmp_path):
 
 
 def test_offline_error_lists_the_places_searched(tmp_path, monkeypatch):
+    (tmp_path / "given").mkdir()  # a folder that does not exist is refused before any search
+    (tmp_path / "env").mkdir()
     monkeypatch.setenv(fashion_mnist.ENV_VAR, str(tmp_path / "env"))
     with pytest.raises(DataError) as info:
         fashion_mnist.load_arrays(tmp_path / "given")
@@ -138,6 +140,7 @@ def test_download_with_wrong_content_is_not_kept(tmp_path, server, monkeypatch):
     root, url = server
     (root / f"{NAMES[0]}.gz").write_bytes(gzip.compress(b"not the data"))
     monkeypatch.setattr(fashion_mnist, "MIRRORS", (url,))
+    (tmp_path / "target").mkdir()
     with pytest.raises(DataError, match="wrong content"):
         fashion_mnist.load_arrays(tmp_path / "target")
     assert not any((tmp_path / "target").iterdir())

@@ -6,17 +6,29 @@ Lookup order, per file: ``data_dir`` (argument / ``--data-dir``), ``$VGG_DATA_DI
 IDX file. Verification is by the SHA-256 of the *uncompressed* content (Debian rewrote the gzip headers,
 so only that digest is the same everywhere), computed while reading and remembered per (path, size, mtime)
 so later runs do not hash again.
+
+A download trusts no network: HTTPS mirrors first, the compressed bytes capped at the known file size and
+the whole file at a time limit, decompression streamed with a cap at the known IDX size, nothing accepted
+after the gzip member, a unique temporary file renamed into place only once its SHA-256 matches, and a lock
+so that concurrent processes (the workers of a first multi-worker run) share one download. A folder the
+user names (``data_dir``, ``$VGG_DATA_DIR``) must exist: a misspelling is an error, never a new folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import http.client
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -40,9 +52,24 @@ FILES = {
 }
 SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-           "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
-TIMEOUT = 30  # seconds per connection attempt
+# name -> (bytes of the official .gz, bytes of its IDX content): a download is cut off past the first, its
+# decompression past the second
+SIZES = {
+    "train-images-idx3-ubyte": (26_421_880, 47_040_016),
+    "train-labels-idx1-ubyte": (29_515, 60_008),
+    "t10k-images-idx3-ubyte": (4_422_102, 7_840_016),
+    "t10k-labels-idx1-ubyte": (5_148, 10_008),
+}
+# Tried in order (like torchvision's ``mirrors``; assign your own tuple, or pass ``mirrors=`` to download).
+# Integrity is the pinned SHA-256, not the transport, so Zalando's plain-HTTP bucket stays last: where HTTPS
+# is blocked or intercepted it still works, and a tampering network can only make the download fail.
+MIRRORS = ("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+           "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+           "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/")
+TIMEOUT = 30  # seconds a connection or one read may wait
+TIME_LIMIT = 600  # seconds one file's download may take in all (the largest, 26 MB, at 44 kB/s)
+CHUNK = 1 << 16  # bytes read, or inflated, at a time
+LOCK = ".download.lock"  # in the download folder while a download runs
 
 
 def cache_dir() -> Path:
@@ -62,12 +89,38 @@ def search_dirs(data_dir: str | Path | None = None) -> list[tuple[str, Path]]:
     return places
 
 
+def data_folder(value: str | Path, what: str = "data_dir") -> Path:
+    """``value`` as a Path if it is an existing folder; refused in one line otherwise, so a misspelled
+    folder is never ignored nor created to download into."""
+    path = Path(value)
+    if not path.is_dir():
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise DataError(f"{what} {str(value)!r} {state}; it must name an existing folder (one holding the four "
+                        f"Fashion-MNIST files, or one to download them into)")
+    return path
+
+
+def check_named_folders(data_dir: str | Path | None = None) -> None:
+    """Refuse a ``data_dir`` or ``$VGG_DATA_DIR`` that names no existing folder."""
+    if data_dir is not None:
+        data_folder(data_dir)
+    if os.environ.get(ENV_VAR):
+        data_folder(os.environ[ENV_VAR], f"${ENV_VAR}")
+
+
+def _in(folder: Path, name: str) -> Path | None:
+    """``folder``'s ``name.gz`` or ``name``, whichever exists first, or None."""
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def find(name: str, data_dir: str | Path | None = None) -> Path | None:
     """The first existing ``name.gz`` or ``name`` in :func:`search_dirs`, or None."""
     for _, folder in search_dirs(data_dir):
-        for candidate in (folder / f"{name}.gz", folder / name):
-            if candidate.is_file():
-                return candidate
+        if found := _in(folder, name):
+            return found
     return None
 
 
@@ -116,57 +169,133 @@ def read_verified(path: Path, name: str, verify: bool = True) -> np.ndarray:
     return idx.decode(raw, str(path), ndim, count if verify else None)
 
 
-def _fetch(url: str, tmp: Path) -> str:
-    """Stream ``url`` into ``tmp`` (progress bar) and return the SHA-256 of its gunzipped content."""
-    inflate, digest = zlib.decompressobj(16 + zlib.MAX_WBITS), hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response, open(tmp, "wb") as out, \
-            tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
-                 desc=f"downloading {url.rsplit('/', 1)[-1]}", leave=False) as bar:
-        while chunk := response.read(1 << 20):
+class _Gunzip:
+    """Streaming gunzip that hashes what it inflates, refusing more than ``limit`` bytes of output (a gzip
+    bomb is stopped after ``limit``, never held in memory) and any byte after the gzip member."""
+
+    def __init__(self, limit: int) -> None:
+        self.inflate, self.digest = zlib.decompressobj(16 + zlib.MAX_WBITS), hashlib.sha256()
+        self.limit, self.size = limit, 0
+
+    def feed(self, data: bytes) -> None:
+        """Inflate ``data``, at most :data:`CHUNK` bytes of output at a time."""
+        while data:
+            if self.inflate.eof:
+                raise DataError("bytes follow the end of the gzip stream")
+            out = self.inflate.decompress(data, min(CHUNK, self.limit - self.size + 1))
+            self.size += len(out)
+            if self.size > self.limit:
+                raise DataError(f"it inflates to more than the {self.limit} bytes expected")
+            self.digest.update(out)
+            data = self.inflate.unconsumed_tail
+        if self.inflate.unused_data:
+            raise DataError("bytes follow the end of the gzip stream")
+
+    def sha256(self) -> str:
+        """The digest of the whole inflated content; refused if the gzip stream did not end."""
+        if not self.inflate.eof:
+            raise DataError("the gzip stream is truncated")
+        return self.digest.hexdigest()
+
+
+def _fetch(url: str, out: BinaryIO, name: str, time_limit: float) -> str:
+    """Stream ``url`` into ``out`` (progress bar) within ``name``'s known sizes and ``time_limit`` seconds;
+    return the SHA-256 of its gunzipped content."""
+    size, inflated = SIZES[name]
+    gunzip, received = _Gunzip(inflated), 0
+    deadline = time.monotonic() + time_limit
+    with urllib.request.urlopen(url, timeout=min(TIMEOUT, time_limit)) as response, \
+            tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {name}.gz", leave=False) as bar:
+        announced = response.headers.get("Content-Length", "")
+        if announced.isdigit() and int(announced) > size:
+            raise DataError(f"it announces {announced} bytes, more than the {size} bytes of {name}.gz")
+        while chunk := response.read1(min(CHUNK, size + 1 - received)):  # read1: one wait, not a full chunk
+            received += len(chunk)
+            if received > size:
+                raise DataError(f"it sent more than the {size} bytes of {name}.gz (cut off)")
+            if time.monotonic() > deadline:
+                raise DataError(f"it took more than {time_limit:g} s (cut off)")
             out.write(chunk)
-            digest.update(inflate.decompress(chunk))
+            gunzip.feed(chunk)
             bar.update(len(chunk))
-        digest.update(inflate.flush())
-        out.flush()
-        os.fsync(out.fileno())
-    return digest.hexdigest()
+    return gunzip.sha256()
 
 
-def download(name: str, folder: Path) -> Path:
-    """Fetch ``name.gz`` into ``folder``: temporary file, verify, rename; try each mirror in turn."""
-    failures = []
+def _fetch_verified(url: str, name: str, folder: Path, time_limit: float) -> Path:
+    """One mirror's try: into a unique temporary file in ``folder``, renamed to ``name.gz`` only if it verifies."""
     expected = FILES[name][0]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.gz"
-    for base in MIRRORS:
-        url = f"{base}{name}.gz"
-        tmp = folder / f".{name}.gz.download"
+
+    def fetch_into(tmp: str) -> None:
+        with open(tmp, "wb") as out:
+            actual = _fetch(url, out, name, time_limit)
+        if actual != expected:
+            raise DataError(f"wrong content (SHA-256 {actual}, expected {expected})")
+
+    path = atomic.write_with(folder / f"{name}.gz", fetch_into, suffix=".download")
+    _Verified().put(path, expected)
+    return path
+
+
+def _lock(path: Path) -> BinaryIO:
+    """``path`` opened and exclusively locked, once it is still the file at ``path`` (the holder before may
+    have removed it while this process waited: then lock the new one)."""
+    while True:
         try:
-            actual = _fetch(url, tmp)
-            if actual != expected:
-                failures.append(f"{url}: wrong content (SHA-256 {actual}, expected {expected})")
-                continue
-            os.replace(tmp, path)
-        except (urllib.error.URLError, OSError, zlib.error) as exc:
-            failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
-            continue
-        finally:
-            tmp.unlink(missing_ok=True)
-        _Verified().put(path, actual)
-        return path
+            lock = open(path, "ab")
+        except OSError as exc:
+            raise DataError(f"cannot download into {path.parent} ({exc.strerror or exc})") from None
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes, or the process ends
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
+                return lock
+        lock.close()
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s download lock: one process downloads, the others wait, then find its file."""
+    lock = _lock(folder / LOCK)
+    try:
+        yield
+    finally:  # removed while still held, so no lock file is left in a folder the user named
+        (folder / LOCK).unlink(missing_ok=True)
+        lock.close()
+
+
+def download(name: str, folder: Path, mirrors: Sequence[str] | None = None, *,
+             time_limit: float | None = None) -> Path:
+    """``folder``'s ``name.gz``, fetched from the first of ``mirrors`` (default :data:`MIRRORS`) that
+    serves the verified file within ``time_limit`` seconds (default :data:`TIME_LIMIT`), unless another
+    process already did while this one waited for the lock."""
+    time_limit = TIME_LIMIT if time_limit is None else time_limit
+    with _locked(folder):
+        if present := _in(folder, name):
+            return present
+        failures = []
+        for base in MIRRORS if mirrors is None else mirrors:
+            url = f"{base}{name}.gz"
+            try:
+                return _fetch_verified(url, name, folder, time_limit)
+            except (urllib.error.URLError, http.client.HTTPException, OSError, zlib.error, DataError) as exc:
+                failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
     raise DataError(f"could not download {name}.gz (" + "; ".join(failures) + ")")
 
 
 def locate(name: str, data_dir: str | Path | None = None, download_missing: bool = True) -> Path:
-    """Where ``name`` is, downloading it into the first writable place if it is nowhere."""
+    """Where ``name`` is, downloading it into the folder named (or the user cache) if it is nowhere."""
+    check_named_folders(data_dir)
     found = find(name, data_dir)
     if found is not None:
         return found
     searched = ", ".join(f"{label} {folder}" for label, folder in search_dirs(data_dir))
     if not download_missing:
         raise DataError(f"Fashion-MNIST file {name}(.gz) not found in {searched}; {INSTALL_HINT}")
-    target = search_dirs(data_dir)[0][1] if data_dir is not None or os.environ.get(ENV_VAR) \
-        else cache_dir() / "fashion-mnist"
+    if data_dir is not None or os.environ.get(ENV_VAR):
+        target = search_dirs(data_dir)[0][1]
+    else:
+        target = cache_dir() / "fashion-mnist"
+        with contextlib.suppress(OSError):  # ours to create, unlike a folder the user names; if it cannot
+            target.mkdir(parents=True, exist_ok=True)  # be, the download says so
     try:
         return download(name, target)
     except DataError as exc:
