@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
+from jax.interpreters import mlir
 
 from common.core import atomic
 from common.serving import export_flow, formats
@@ -28,6 +29,18 @@ from vgg_jax.weights import export_weights, import_weights
 _BLOB = "exported.bin"
 #: tf2onnx 1.17's newest opset (the jax2tf route); jax2onnx writes its own default
 TF2ONNX_OPSET = 18
+#: the operations in the StableHLO module of an export of a VGG with every layer kind (LRN, 1x1
+#: convolutions, batch norm); tests/test_untrusted_models.py checks real exports stay inside them
+STABLEHLO_OPS = frozenset({
+    "builtin.module", "func.call", "func.func", "func.return", "stablehlo.add", "stablehlo.broadcast_in_dim",
+    "stablehlo.case", "stablehlo.compare", "stablehlo.concatenate", "stablehlo.constant", "stablehlo.convert",
+    "stablehlo.convolution", "stablehlo.custom_call", "stablehlo.divide", "stablehlo.dot_general",
+    "stablehlo.dynamic_broadcast_in_dim", "stablehlo.dynamic_gather", "stablehlo.dynamic_reshape",
+    "stablehlo.get_dimension_size", "stablehlo.maximum", "stablehlo.multiply", "stablehlo.pad", "stablehlo.power",
+    "stablehlo.reduce", "stablehlo.reshape", "stablehlo.return", "stablehlo.rsqrt", "stablehlo.subtract"})
+#: the one custom call those make, jax.export's check of the batch size: any other target is native code of
+#: this process handed bytes from the file (a host callback's is a pointer)
+CUSTOM_CALLS = frozenset({"shape_assertion"})
 
 
 def _jax2onnx_route() -> bool:
@@ -67,18 +80,59 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
     tf2onnx.convert.from_function(function, input_signature=spec, opset=TF2ONNX_OPSET, output_path=str(path))
 
 
-def load_exported(path: str | Path) -> tuple[export_flow.Forward, dict]:
-    """``(forward, metadata)`` of a ``.jax_export`` folder written by :func:`export`: NHWC images to logits."""
+def _walk(operation, ops: set[str], targets: set[str]) -> None:
+    """Add the name of every operation nested in ``operation``, and every custom call's target."""
+    for region in operation.regions:
+        for block in region.blocks:
+            for inner in block.operations:
+                inner = inner.operation
+                ops.add(inner.name)
+                if inner.name == "stablehlo.custom_call":
+                    targets.add(mlir.ir.StringAttr(inner.attributes["call_target_name"]).value)
+                _walk(inner, ops, targets)
+
+
+def module_ops(exported: jax_export.Exported) -> tuple[set[str], set[str]]:
+    """``(operations, custom-call targets)`` of a deserialized export's StableHLO module, parsed, not run."""
+    with mlir.make_ir_context():
+        module = mlir.ir.Module.parse(exported.mlir_module())
+        ops, targets = {module.operation.name}, set()
+        _walk(module.operation, ops, targets)
+    return ops, targets
+
+
+def _deserialize(path: Path) -> jax_export.Exported:
+    """The blob of the export folder at ``path``, deserialized (a flatbuffer: nothing in it runs)."""
+    return jax_export.deserialize(bytearray((path / _BLOB).read_bytes()))
+
+
+def findings(path: Path, exported: jax_export.Exported | None = None) -> list[str]:
+    """The operations and custom calls of the export folder at ``path`` (``exported``, when already read)
+    that no export of a VGG has."""
+    ops, targets = module_ops(exported or _deserialize(path))
+    return formats.foreign(ops, STABLEHLO_OPS, "operation") + formats.foreign(targets, CUSTOM_CALLS, "custom call")
+
+
+def load_exported(path: str | Path, trust_model: bool = False) -> tuple[export_flow.Forward, dict]:
+    """``(forward, metadata)`` of a ``.jax_export`` folder written by :func:`export`: NHWC images to logits.
+
+    The blob is data (a flatbuffer holding StableHLO, no pickle), but the module can call native code
+    through custom calls; unless ``trust_model``, one with an operation outside :data:`STABLEHLO_OPS` or a
+    custom call outside :data:`CUSTOM_CALLS` is refused before it is compiled."""
     path = Path(path)
     if not (path / _BLOB).is_file() or not (path / formats.METADATA_FILE).is_file():
         raise formats.ModelFileError(f"{path} is not a jax.export folder written by vgg export "
                                      f"(needs {_BLOB} and {formats.METADATA_FILE})")
     meta = formats.loads((path / formats.METADATA_FILE).read_text(), path)
     try:
-        exported = jax_export.deserialize(bytearray((path / _BLOB).read_bytes()))
-    except Exception as exc:  # flatbuffer errors on a truncated or foreign blob
-        raise formats.ModelFileError(f"{path / _BLOB} is not a readable jax.export blob ({type(exc).__name__}: "
-                                     f"{str(exc)[:200]})") from None
+        exported = _deserialize(path)
+        if not trust_model and (found := findings(path, exported)):
+            raise formats.untrusted(path, found)
+    except formats.ModelFileError:
+        raise
+    except Exception as exc:  # flatbuffer or MLIR errors on a truncated or foreign blob
+        raise formats.ModelFileError(f"{path / _BLOB} is not a readable jax.export blob "
+                                     f"({formats.first_line(exc)})") from None
     return lambda images: np.asarray(exported.call(jnp.asarray(images, jnp.float32))), meta
 
 

@@ -179,6 +179,6 @@ def save(model: VGG, path: str | Path) -> Path:
 def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
     blob = serialization.msgpack_restore(Path(path).read_bytes())
-    model = VGG(ModelConfig.from_dict(blob["config"], str(path)))
+    model = VGG(ModelConfig.from_file(blob["config"], path))
     _restore(model, {k: np.asarray(v) for k, v in blob["params"].items()}, "", str(path), _SAVED)
     return model

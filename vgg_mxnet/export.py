@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import sys
 import types
 import warnings
@@ -29,6 +30,12 @@ _SYMBOL, _PARAMS = f"{_PREFIX}-symbol.json", f"{_PREFIX}-0000.params"
 _INPUT = "data"  # Gluon's name for a HybridBlock's input
 #: the newest opset mx2onnx has translations for, and the IR version that goes with ONNX Runtime
 ONNX_OPSET, ONNX_IR = 13, 8
+#: the operators in the symbol JSON of an export of a VGG with every layer kind (LRN, 1x1 convolutions,
+#: batch norm; "null" is an input or weight): MXNet runs whatever operator a symbol names, some of which
+#: read files (``_cvimread``) or call Python (``Custom``); tests/test_untrusted_models.py checks real
+#: exports stay inside these
+SYMBOL_OPS = frozenset({"Activation", "BatchNorm", "Convolution", "Dropout", "Flatten", "FullyConnected", "LRN",
+                        "Pooling", "null"})
 
 
 def _write_native(model: VGG, path: Path, meta: dict) -> None:
@@ -75,20 +82,41 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
     onnx.save(written, str(path))
 
 
-def load_exported(path: str | Path) -> tuple[export_flow.Forward, dict]:
-    """``(forward, metadata)`` of a ``.mxnet`` folder written by :func:`export`: NCHW images to logits."""
+def symbol_ops(path: str | Path) -> set[str]:
+    """Every operator the symbol JSON at ``path`` names, nested subgraphs included (a JSON parse only)."""
+    ops, graphs = set(), [json.loads(Path(path).read_text())]
+    while graphs:
+        for node in graphs.pop()["nodes"]:
+            ops.add(str(node["op"]))
+            graphs += node.get("subgraphs", [])
+    return ops
+
+
+def findings(path: Path) -> list[str]:
+    """The operators of the export folder at ``path`` that no export of a VGG has."""
+    return formats.foreign(symbol_ops(path / _SYMBOL), SYMBOL_OPS)
+
+
+def load_exported(path: str | Path, trust_model: bool = False) -> tuple[export_flow.Forward, dict]:
+    """``(forward, metadata)`` of a ``.mxnet`` folder written by :func:`export`: NCHW images to logits.
+
+    Unless ``trust_model``, a symbol naming an operator outside :data:`SYMBOL_OPS` is refused before MXNet
+    reads it."""
     path = Path(path)
     if not all((path / name).is_file() for name in (_SYMBOL, _PARAMS, formats.METADATA_FILE)):
         raise formats.ModelFileError(f"{path} is not an MXNet export written by vgg export "
                                      f"(needs {_SYMBOL}, {_PARAMS} and {formats.METADATA_FILE})")
     meta = formats.loads((path / formats.METADATA_FILE).read_text(), path)
     try:
+        if not trust_model and (found := findings(path)):
+            raise formats.untrusted(path, found)
         with warnings.catch_warnings():  # "Cannot decide type ... data: None": the input's type comes at call
             warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)
             block = gluon.SymbolBlock.imports(str(path / _SYMBOL), [_INPUT], str(path / _PARAMS))
-    except Exception as exc:  # MXNetError on a truncated or foreign file
-        raise formats.ModelFileError(f"{path} is not a readable MXNet export ({type(exc).__name__}: "
-                                     f"{str(exc).strip().splitlines()[0][:200]})") from None
+    except formats.ModelFileError:
+        raise
+    except Exception as exc:  # a foreign JSON; MXNetError on a truncated or foreign file
+        raise formats.ModelFileError(f"{path} is not a readable MXNet export ({formats.first_line(exc)})") from None
     return lambda images: block(mx.np.array(images, dtype=np.float32)).asnumpy(), meta
 
 

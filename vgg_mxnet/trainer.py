@@ -186,6 +186,6 @@ def load(path: str | Path) -> VGG:
     if _CONFIG_KEY not in arrays:
         raise ValueError(f"{path} has no model config: it was not written by vgg_mxnet.trainer.save")
     config = json.loads(arrays.pop(_CONFIG_KEY).asnumpy().tobytes().decode("utf-8"))
-    model = VGG(ModelConfig.from_dict(config, str(path)))
+    model = VGG(ModelConfig.from_file(config, path))
     _set_params(model, arrays, str(path))
     return model

@@ -223,6 +223,6 @@ def load(path: str | Path) -> VGG:
             config = json.loads(f.attrs["vgg_config"])
     except (OSError, KeyError) as exc:
         raise ValueError(f"{path} is not a model written by vgg_tf.save ({exc})") from None
-    model = VGG(ModelConfig.from_dict(config, str(path)))
+    model = VGG(ModelConfig.from_file(config, path))
     model.load_weights(path)
     return model

@@ -115,6 +115,6 @@ def save(model: VGG, path: str | Path) -> Path:
 def load(path: str | Path) -> VGG:
     """Rebuild a model written by :func:`save`."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = VGG(ModelConfig.from_dict(blob["config"], str(path)))
+    model = VGG(ModelConfig.from_file(blob["config"], path))
     model.load_state_dict(blob["state_dict"])  # copied onto the model's device
     return model

@@ -4,10 +4,29 @@ that model files, checkpoints and exports record, and that builds the same model
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from common.core.precision import check as check_precision
 from common.core.arch import HIDDEN, Arch, check_model_args
+from common.core.summary import parameter_count
+
+#: the largest image side the tools accept (twice the paper's largest test scale, 512): a resize costs
+#: size x side per axis, and a model's first dense layer grows with size squared
+MAX_IMAGE_SIZE = 1024
+#: seeds run from 0 to this in all four frameworks (Keras's set_random_seed refuses 2**32)
+MAX_SEED = 2**32 - 1
+#: the most a config read from a file may ask for besides MAX_IMAGE_SIZE (far above any VGG, far below what
+#: exhausts a machine), so that a forged file is refused before anything is built: hidden width, classes,
+#: input channels, convolutions per block, channels per convolution, and parameters in all
+MAX_HIDDEN = 65536
+MAX_CLASSES = 100_000
+MAX_IN_CHANNELS = 64
+MAX_CONVS = 16
+MAX_CHANNELS = 8192
+MAX_PARAMETERS = 1_000_000_000
+#: bytes of one float32 weight: every model file holds its parameters as float32
+WEIGHT_BYTES = 4
 
 
 class ConfigError(ValueError):
@@ -56,17 +75,71 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "the file") -> ModelConfig:
         """Inverse of :meth:`to_dict`. A field a file written before it existed leaves out takes its default
-        (so an old file keeps loading); an unknown field is refused rather than dropped."""
+        (so an old file keeps loading); an unknown field is refused rather than dropped, and so is a config
+        beyond the ``MAX_*`` bounds (:func:`check_bounds`)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: its model config is {type(data).__name__}, not a mapping of fields")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown or "arch" not in data:
             what = f"unknown field(s) {', '.join(unknown)}" if unknown else "no arch"
             raise ConfigError(f"{source}: its model config has {what}; known fields: {', '.join(sorted(known))}")
-        return cls(**{**data, "arch": tuple(tuple(b) for b in data["arch"])})
+        _check_block_sizes(data["arch"], source)
+        try:
+            config = cls(**{**data, "arch": tuple(tuple(b) if isinstance(b, list) else b for b in data["arch"])})
+        except (TypeError, ValueError) as exc:  # ArchError and PrecisionError are ValueErrors
+            raise ConfigError(f"{source}: its model config cannot make a VGG ({exc})") from None
+        return check_bounds(config, source)
+
+    @classmethod
+    def from_file(cls, data: dict[str, Any], path: str | Path) -> ModelConfig:
+        """:meth:`from_dict` for the config inside the model file ``path``, refused (ConfigError) when the
+        file is too small to hold the float32 parameters the config asks for: checked before it is built."""
+        config = cls.from_dict(data, str(path))
+        need = config.parameter_count() * WEIGHT_BYTES
+        have = Path(path).stat().st_size
+        if need > have:
+            raise ConfigError(f"{path}: its config asks for {config.parameter_count():,} parameters "
+                              f"({need:,} bytes of float32), more than the file's {have:,} bytes hold")
+        return config
+
+    def parameter_count(self) -> int:
+        """How many parameters a model of this config has (computed, nothing built)."""
+        return parameter_count(self.arch, self.in_channels, self.image_size, self.num_classes, self.batch_norm,
+                               self.hidden)
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for a backend's ``VGG(...)``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _refuse_beyond(sizes: list[tuple[str, Any, int]], source: str) -> None:
+    """A ConfigError naming the first ``(name, value, bound)`` whose integer value is beyond its bound."""
+    for name, value, bound in sizes:
+        if isinstance(value, int) and value > bound:
+            raise ConfigError(f"{source}: its model config asks for {name} {value:,}, beyond this project's "
+                              f"bound of {bound:,}")
+
+
+def _check_block_sizes(arch: Any, source: str) -> None:
+    """Refuse a recorded arch's oversized blocks before validation expands them (a block of 10**9
+    convolutions would be a tuple of 10**9 kernel sizes)."""
+    blocks = [b for b in arch if isinstance(b, list) and len(b) >= 2] if isinstance(arch, list) else []
+    _refuse_beyond([(f"block {i}'s {what}", b[k], bound) for i, b in enumerate(blocks)
+                    for what, k, bound in (("convolutions", 0, MAX_CONVS), ("channels", 1, MAX_CHANNELS))], source)
+
+
+def check_bounds(config: ModelConfig, source: str = "the file") -> ModelConfig:
+    """``config`` if every size is within the ``MAX_*`` bounds, else a ConfigError naming the first beyond."""
+    _check_block_sizes([list(b) for b in config.arch], source)
+    _refuse_beyond([("image_size", config.image_size, MAX_IMAGE_SIZE), ("hidden", config.hidden, MAX_HIDDEN),
+                    ("num_classes", config.num_classes, MAX_CLASSES),
+                    ("in_channels", config.in_channels, MAX_IN_CHANNELS)], source)
+    count = config.parameter_count()
+    if count > MAX_PARAMETERS:
+        raise ConfigError(f"{source}: its model config asks for {count:,} parameters, beyond this project's "
+                          f"bound of {MAX_PARAMETERS:,}")
+    return config
 
 
 class Configured:

@@ -4,9 +4,12 @@ canonical safetensors; plus the metadata every exported model carries (input, la
 from __future__ import annotations
 
 import json
+import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 
 from common.core import backends, tolerances
+from common.core.config import ConfigError, ModelConfig
 from common.data.fashion_mnist import CLASSES
 
 FORMATS = ("native", "onnx")
@@ -22,10 +25,45 @@ METADATA_FILE = "vgg.json"
 INPUT, OUTPUT = "images", "logits"
 #: a reloaded export must match the live model this closely (relative): the parity suite's logits tolerance
 TOLERANCE = tolerances.TOLERANCES["logits"]
+LAYOUTS = ("NCHW", "NHWC")
+#: what a refusal of a file's code says about getting past it
+TRUST_HINT = "--trust-model (trust_model=True) loads it anyway if you trust its source"
 
 
 class ModelFileError(ValueError):
     """A path that is not a model file this project reads, or a format this backend cannot write."""
+
+
+def untrusted(path: str | Path, found: Iterable[str]) -> ModelFileError:
+    """The refusal of a model file that holds what could run code of its own: names the file, what it
+    ``found`` (e.g. "op WriteFile", "pickled constant c0") and :data:`TRUST_HINT`."""
+    found = sorted({printable(f, 80) for f in found})
+    listed = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+    return ModelFileError(f"{path}: not loaded: it holds {listed}, which vgg export never writes and which could "
+                          f"run code of the file's own; {TRUST_HINT}")
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` without control and format characters (a file's names reach a terminal: no escapes, no line
+    breaks, no bidi overrides), cut to ``limit`` characters."""
+    text = "".join(ch for ch in str(text) if not unicodedata.category(ch).startswith("C"))
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
+
+def foreign(used: Iterable[str], allowed: frozenset[str], kind: str = "op") -> list[str]:
+    """``"op X"`` for every name in ``used`` outside ``allowed``, sorted."""
+    return [f"{kind} {name}" for name in sorted(set(used) - allowed)]
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of ``exc`` in one line: the first line of its message that is not part of a
+    traceback (MXNet puts its C++ one before the reason), without a repeated type prefix."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    meaningful = [line for line in lines if line and not line.startswith(("Traceback", "File ", "[bt]", "Stack"))]
+    text = (meaningful or [""])[0]
+    for prefix in (f"{type(exc).__name__}: ", "MXNetError: "):
+        text = text.removeprefix(prefix)
+    return f"{type(exc).__name__}: {printable(text, limit)}"
 
 
 def kind(path: str | Path) -> tuple[str, str | None]:
@@ -82,11 +120,40 @@ def dumps(meta: dict) -> str:
 
 
 def loads(text: str | bytes, source: str | Path) -> dict:
-    """Parse metadata, or say which file does not carry this project's."""
+    """Parse metadata, or say which file does not carry this project's or carries it incomplete."""
     try:
         meta = json.loads(text)
     except ValueError:
         meta = None
     if not isinstance(meta, dict) or meta.get("producer") != "vgg-frameworks":
         raise ModelFileError(f"{source}: no vgg-frameworks metadata (not exported by vgg export)")
+    try:
+        problem = _metadata_problem(meta, source)
+    except ConfigError as exc:
+        raise ModelFileError(str(exc)) from None
+    if problem:
+        raise ModelFileError(f"{source}: its vgg-frameworks metadata {problem}")
     return meta
+
+
+def _metadata_problem(meta: dict, source: str | Path) -> str | None:
+    """What is missing or wrong in ``meta`` (None if nothing): the keys a server reads, their types, and
+    their agreement with the recorded config (input shape, class count); a ConfigError for the config."""
+    missing = [key for key in ("input", "output", "layout", "input_shape", "classes", "config") if key not in meta]
+    if missing:
+        return f"has no {', '.join(missing)}"
+    if not all(isinstance(meta[key], str) for key in ("input", "output")):
+        return "has input or output names that are not text"
+    if meta["layout"] not in LAYOUTS:
+        return f"has layout {str(meta['layout'])[:40]!r}, not one of {', '.join(LAYOUTS)}"
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        return "has classes that are not a list of names"
+    config = ModelConfig.from_dict(meta["config"], str(source))
+    n, c, s = "batch", config.in_channels, config.image_size
+    want = [n, c, s, s] if meta["layout"] == "NCHW" else [n, s, s, c]
+    if meta["input_shape"] != want:
+        return (f"has input_shape {str(meta['input_shape'])[:60]}, but its config and layout make {want}")
+    if len(classes) != config.num_classes:
+        return f"names {len(classes)} classes for the {config.num_classes} logits of its config"
+    return None

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from common.core.config import MAX_CLASSES, MAX_IMAGE_SIZE
 from common.serving import formats
 from common.serving.optional import require
 
@@ -80,6 +81,9 @@ def infer_metadata(sess, path: str | Path) -> dict:
             "one batch of square images (N, C, S, S) or (N, S, S, C) with C 1 or 3")
     if not isinstance(classes, int):
         raise formats.ModelFileError(f"{path}: its output is not one (batch, classes) array of logits")
+    if size > MAX_IMAGE_SIZE or classes > MAX_CLASSES:
+        raise formats.ModelFileError(f"{path}: its {size}x{size} input or {classes} classes are beyond this "
+                                     f"project's bounds ({MAX_IMAGE_SIZE} pixels, {MAX_CLASSES} classes)")
     return {"producer": "unknown", "input": inputs[0].name, "output": outputs[0].name, "layout": layout,
             "input_shape": ["batch", *shape[1:]], "classes": formats.class_names(classes),
             "config": {"image_size": size, "in_channels": channels, "num_classes": classes}}

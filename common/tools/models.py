@@ -10,6 +10,7 @@ from types import ModuleType
 import numpy as np
 
 from common.core import arch as archs, backends, canonical
+from common.core.config import ConfigError, ModelConfig, check_bounds
 from common.serving import export_flow, formats, onnx_files
 from common.tools import loading
 
@@ -54,27 +55,45 @@ def live(path: str | Path, backend: str | None = None, arch: str | None = None,
         vgg = loading.backend(inferred)
         try:
             return vgg, vgg.load(path)
+        except ConfigError:  # a config beyond the bounds, or one the file is too small for: it says so
+            raise
         except Exception as exc:  # each framework has its own errors for a truncated or foreign file
             raise formats.ModelFileError(f"{path} is not a readable {inferred} model "
-                                         f"({type(exc).__name__}: {str(exc).strip()[:200]})") from None
+                                         f"({formats.first_line(exc)})") from None
     if kind == "weights":
         if not backend:
             raise formats.ModelFileError(f"{path}: canonical weights need --backend "
                                          f"({', '.join(backends.NAMES)}) and --arch/--resize")
-        blocks, batch_norm = archs.parse(arch or "small")
-        image_size = archs.check_resolution(blocks, resize or 224)
         vgg = loading.backend(backend)
         weights = canonical.load(path)
-        model = vgg.VGG(blocks, image_size=image_size, batch_norm=batch_norm, hidden=canonical.hidden_of(weights))
+        config = _weights_config(path, weights, arch, resize)
+        model = vgg.VGG(config)
         vgg.import_weights(model, weights)
         return vgg, model
     raise formats.ModelFileError(f"{path} is a {kind} export, not a trainable model: give the model file "
                                  f"vgg train wrote ({', '.join(formats.TRAINED.values())}) or a .safetensors")
 
 
+def _weights_config(path: Path, weights: dict, arch: str | None, resize: int | None) -> ModelConfig:
+    """The config canonical ``weights`` fit: blocks and size from ``arch`` and ``resize``, the head's width
+    from the file, checked against the bounds and every tensor's shape before anything is built."""
+    blocks, batch_norm = archs.parse(arch or "small")
+    image_size = archs.check_resolution(blocks, resize or 224)
+    try:
+        config = check_bounds(ModelConfig(blocks, image_size=image_size, batch_norm=batch_norm,
+                                          hidden=canonical.hidden_of(weights)), str(path))
+        canonical.check(weights, canonical.model_shapes(config))
+    except ConfigError:
+        raise
+    except ValueError as exc:  # WeightsError, or an ArchError for a head width of 0
+        raise formats.ModelFileError(f"{path}: {exc}") from None
+    return config
+
+
 def open_model(path: str | Path, backend: str | None = None, arch: str | None = None,
-               resize: int | None = None) -> Opened:
-    """Any model file, ready for inference (see the module docstring)."""
+               resize: int | None = None, trust_model: bool = False) -> Opened:
+    """Any model file, ready for inference (see the module docstring). A native export that holds code or
+    ops no export of ours has is refused unless ``trust_model`` (each backend's ``load_exported``)."""
     kind, inferred = formats.kind(path)
     path = _exists(Path(path))
     if kind == "onnx":
@@ -82,7 +101,7 @@ def open_model(path: str | Path, backend: str | None = None, arch: str | None = 
         sess = onnx_files.session(path)
         return Opened(path, kind, meta or onnx_files.infer_metadata(sess, path), onnx_files.runner(sess))
     if kind == "native":
-        forward, meta = loading.backend(inferred).load_exported(path)
+        forward, meta = loading.backend(inferred).load_exported(path, trust_model=trust_model)
         return Opened(path, kind, meta, forward)
     vgg, model = live(path, backend, arch, resize)
     meta = formats.metadata(model, vgg.__name__.removeprefix("vgg_"), vgg.LAYOUT, kind)

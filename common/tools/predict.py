@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.serving import image_files
+from common.serving import formats, image_files
 from common.tools.models import Opened, probabilities
 
 
@@ -20,19 +20,28 @@ def check_input(opened: Opened, batch: np.ndarray) -> None:
                          f"{opened.layout}, but the images were prepared as {tuple(batch.shape[1:])}")
 
 
+def check_classes(opened: Opened, logits: int) -> None:
+    """Refuse a model whose metadata names another number of classes than it has logits."""
+    if logits != len(opened.meta["classes"]):
+        raise formats.ModelFileError(f"{opened.path}: its metadata names {len(opened.meta['classes'])} classes, "
+                                     f"but the model gives {logits} logits")
+
+
 def classify(opened: Opened, files: list[Path], top: int = 3, batch_size: int = 64,
              progress: bool = True) -> Iterator[dict]:
-    """For every file in order: ``{"file", "top": [{"class", "index", "probability"}, ...]}``."""
-    classes = opened.meta["classes"]
+    """For every file in order: ``{"file", "top": [{"class", "index", "probability"}, ...]}``; class names
+    come from the model file, so they reach the terminal without control characters."""
+    classes = [formats.printable(name, 200) for name in opened.meta["classes"]]
     top = max(1, min(top, len(classes)))
     with tqdm(total=len(files), unit="image", desc="vgg predict", disable=not progress or len(files) < 2,
               leave=False) as bar:
         for start in range(0, len(files), batch_size):
             chunk = files[start:start + batch_size]
-            pixels = [image_files.read(f, opened.in_channels) for f in chunk]
+            pixels = [image_files.read(f, opened.in_channels, opened.image_size) for f in chunk]
             batch = image_files.to_input(pixels, opened.image_size, opened.layout)
             check_input(opened, batch)
             probs = probabilities(opened.forward(batch))
+            check_classes(opened, probs.shape[-1])
             for f, p in zip(chunk, probs):
                 best = np.argsort(-p, kind="stable")[:top]
                 yield {"file": str(f), "top": [{"class": classes[i], "index": int(i), "probability": float(p[i])}
