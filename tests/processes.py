@@ -1,11 +1,13 @@
-"""Real ``vgg`` subprocesses for the tests: start one, and wait for its first checkpoint."""
+"""Real ``vgg`` subprocesses for the tests: start one, wait for its first checkpoint, see what it listens on."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,3 +37,65 @@ def wait_for_first_checkpoint(proc: subprocess.Popen, folder: Path, timeout: flo
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return first
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _address(hex_address: str) -> str:
+    """``/proc/net/tcp*``'s hex address as text: 127.0.0.1, ::, ::1 or ::ffff:127.0.0.1 style."""
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))  # four little-endian 32-bit words
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def listening(pids: list[int]) -> set[tuple[str, int]]:
+    """``(address, port)`` of every TCP socket that one of ``pids`` holds in the LISTEN state, read from
+    ``/proc/net/tcp`` and ``tcp6`` and each process's open files."""
+    inodes = set().union(*(_socket_inodes(p) for p in pids)) if pids else set()
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                address, port = fields[1].rsplit(":", 1)
+                found.add((_address(address), int(port, 16)))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    return address in ("::1", "127.0.0.1") or address.startswith(("127.", "::ffff:127."))
+
+
+class ListenerWatch:
+    """Samples, in a thread, what the processes below ``pid`` listen on, until stopped."""
+
+    def __init__(self, pid: int, descendants) -> None:
+        self.found: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(pid, descendants), daemon=True)
+        self._thread.start()
+
+    def _run(self, pid: int, descendants) -> None:
+        while not self._stop.is_set():
+            self.found |= listening([pid, *descendants(pid)])
+            self._stop.wait(0.05)
+
+    def stop(self) -> set[tuple[str, int]]:
+        self._stop.set()
+        self._thread.join()
+        return self.found

@@ -1,6 +1,7 @@
 """Data parallelism in every backend with real worker processes on loopback: one process and the
-framework's engine agree, a distributed run checkpoints once and resumes, a killed worker ends the job,
-bad set-ups are refused in one line, and no process outlives the launcher."""
+framework's engine agree, a distributed run checkpoints once, listens on loopback only and resumes, a killed
+or hung worker ends the job, workers import only the project, bad set-ups are refused in one line, and no
+process outlives the launcher."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from common.data.batches import Batches
 from common.runtime import checkpoint, distributed
 from common.tools import parity_distributed
 from conftest import load_backend
-from processes import vgg_cli, wait_for_first_checkpoint
+from processes import ListenerWatch, ROOT, is_loopback, vgg_cli, wait_for_first_checkpoint
 from tiny_data import HIDDEN, fake_files
 
 
@@ -34,7 +37,7 @@ def train_args(name: str, data: Path, out: Path, epochs: int, *extra: str) -> li
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (torchrun's workers run in sessions of their own)."""
+    """Every live process below ``pid`` (workers run in sessions of their own)."""
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()
@@ -124,13 +127,21 @@ def test_workers_follow_torchs_trajectory(backend, parity_report):
 
 
 def test_killed_worker_stops_the_job_and_resume_finishes_it(backend, tmp_path):
-    """Rank 1 gets SIGKILL after the first checkpoint: the job ends non-zero naming it, no process is left,
-    only rank 0's complete checkpoints exist, and --resume ends with the uninterrupted run's History."""
+    """The uninterrupted run listens on loopback only (TensorFlow, which cannot, says so). Rank 1 gets
+    SIGKILL after the first checkpoint: the job ends non-zero naming it, no process is left, only rank 0's
+    complete checkpoints exist, and --resume ends with the uninterrupted run's History."""
     name = name_of(backend)
     fake_files(tmp_path / "data", n_train=96, n_test=16)
     straight = vgg_cli(*train_args(name, tmp_path / "data", tmp_path / "straight", 3))
+    watch = ListenerWatch(straight.pid, descendants)
     out, err = straight.communicate(timeout=600)
+    listeners = watch.stop()
     assert straight.returncode == 0, err
+    if name == "tf":  # its gRPC server binds 0.0.0.0 whatever TF_CONFIG says
+        assert "servers listen on all network interfaces" in err and "--devices 2" in err, err
+    else:
+        assert listeners, "no listening socket seen during a 2-worker run"
+        assert all(is_loopback(address) for address, _ in listeners), listeners
     assert not alive(descendants(straight.pid))
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "straight" / "checkpoints")] == \
         ["epoch-002.ckpt", "epoch-003.ckpt"]
@@ -213,3 +224,47 @@ def test_busy_port_is_refused(tmp_path):
                         out=tmp_path / "run")
     assert code == 2 and f"--port {port} on 127.0.0.1 is not free" in err and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.backend("torch")
+def test_hung_worker_stops_the_job_naming_it(tmp_path):
+    """Rank 1 stopped (alive, silent) after the first checkpoint: the launcher ends the job after
+    --stall-timeout, names rank 1 among the silent, and leaves no process behind."""
+    fake_files(tmp_path / "data", n_train=400, n_test=16)
+    proc = vgg_cli(*train_args("torch", tmp_path / "data", tmp_path / "run", 50, "--stall-timeout", "5"))
+    assert wait_for_first_checkpoint(proc, tmp_path / "run" / "checkpoints").exists(), proc.poll()
+    victim = worker_pid(proc.pid, 1)
+    everyone = descendants(proc.pid)
+    os.kill(victim, signal.SIGSTOP)
+    _, err = proc.communicate(timeout=120)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "no worker made progress for 5 s (--stall-timeout)" in last, err[-2000:]
+    assert f"rank 1 (pid {victim})" in last, last
+    time.sleep(0.5)
+    assert not alive(everyone)
+
+
+@pytest.mark.backend("torch")
+def test_workers_ignore_the_working_folder_and_a_closed_pipe(tmp_path):
+    """Run from a folder holding a planted ``common`` package, with its output read by a reader that quits
+    after the first line (``vgg train ... | head -1``): the workers import the installed project (no marker),
+    and the job still finishes."""
+    fake_files(tmp_path / "data", n_train=96, n_test=16)
+    planted = tmp_path / "cwd" / "common" / "tools"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "planted-module-ran"
+    for package in (planted.parent, planted):
+        (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "cli.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = train_args("torch", tmp_path / "data", tmp_path / "run", 2)
+    args.remove("--no-progress")  # progress bars: more output into the closed pipe
+    # `-P` as the installed `vgg` script runs: its own folder, not the working one, on sys.path
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "common.tools.cli", *args], cwd=tmp_path / "cwd", env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("vgg train: torch on 2 worker processes")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, err[-2000:]
+    assert not marker.exists(), "a worker imported a module from the working folder"
+    assert (tmp_path / "run" / "model.pt").exists()

@@ -1,5 +1,6 @@
 """Data-parallel PyTorch: DistributedDataParallel over a process group (gloo on CPU, nccl on CUDA), one
-process per device, started by ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
+process per device, started by the project's launcher (a file store, no listening port) or by ``torchrun``
+(which sets RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ _WORLD: list[World] = [distributed.SINGLE]
 
 
 def init_distributed(devices: int = 1, device: str = "cpu") -> World:
-    """Join the process group torchrun describes in the environment (or stay a single process).
+    """Join the process group the launcher describes in the environment (or stay a single process).
 
     Call before building the model. ``devices`` must be 1: DDP runs one process per device, so more
     devices means more ``--workers``."""
@@ -33,7 +34,7 @@ def init_distributed(devices: int = 1, device: str = "cpu") -> World:
     if size > 1 and not dist.is_initialized():
         if device == "gpu":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if device == "gpu" else "gloo")
+        dist.init_process_group(backend="nccl" if device == "gpu" else "gloo", **distributed.torch_rendezvous())
         # PyTorch's documented end of a distributed job; left to interpreter teardown instead, gloo's threads
         # were sometimes still alive and the worker died with "terminate called without an active exception"
         atexit.register(_destroy)

@@ -35,7 +35,7 @@ class BackendInfo:
 
 BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
     BackendInfo("torch", "vgg_torch", "torch", ("torch",), "NCHW", ".pt", ".pt2",
-                "DistributedDataParallel (gloo on CPU, nccl on CUDA)", "torchrun",
+                "DistributedDataParallel (gloo on CPU, nccl on CUDA)", "vgg launcher (file store)",
                 "torch.set_num_threads(cores), OMP_NUM_THREADS=cores", in_process_devices=False),
     BackendInfo("tf", "vgg_tf", "tf", ("tensorflow", "keras"), "NHWC", ".weights.h5", ".savedmodel",
                 "MultiWorkerMirroredStrategy (TF_CONFIG)", "vgg launcher",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -132,26 +133,59 @@ def worker_threads(devices: int = 1) -> int:
 HOST = "127.0.0.1"  # workers talk over loopback only
 
 
+#: the loopback interface on Linux, where gloo and NCCL open their sockets for a job on one machine
+LOOPBACK_INTERFACE = "lo"
+#: the file a launched worker touches at every training step, so its launcher can tell a hung job
+HEARTBEAT_VARIABLE = "VGG_HEARTBEAT"
+_TORCH_STORE = "VGG_TORCH_STORE"
+
+
 def worker_environments(backend: str, env: dict[str, str], workers: int, threads: int, port: int,
-                        free_port: Callable[[], int]) -> list[dict[str, str]]:
-    """The environment of each worker process of ``backend`` (TF, JAX, MXNet; torch's comes from torchrun),
-    rank by rank: ``env`` plus the framework's own variables, with ``port`` for the coordinator."""
+                        free_port: Callable[[], int], scratch: Path) -> list[dict[str, str]]:
+    """The environment of each worker process of ``backend``, rank by rank: ``env`` plus the framework's own
+    variables, with ``port`` for the coordinator (torch: a file store in ``scratch``), everything bound to
+    loopback where the framework allows it, and a heartbeat file in ``scratch``."""
+    beats = [{HEARTBEAT_VARIABLE: str(scratch / f"heartbeat-{r}")} for r in range(workers)]
+    if backend == "torch":  # torchrun's TCP stores would listen on every interface; a file store listens on none
+        store = {_TORCH_STORE: (scratch / "torch-store").as_uri(), "WORLD_SIZE": str(workers),
+                 "LOCAL_WORLD_SIZE": str(workers), "GLOO_SOCKET_IFNAME": LOOPBACK_INTERFACE,
+                 "NCCL_SOCKET_IFNAME": LOOPBACK_INTERFACE}
+        return [{**env, **store, **beats[r], "RANK": str(r), "LOCAL_RANK": str(r)} for r in range(workers)]
     if backend == "tf":
         ports = [port] + [free_port() for _ in range(workers - 1)]
         cluster = {"worker": [f"{HOST}:{p}" for p in ports]}
-        return [{**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": r}})}
+        return [{**env, **beats[r], "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                                        "index": r}})}
                 for r in range(workers)]
     if backend == "jax":
         flags = env.get("XLA_FLAGS", "")
         if threads == 1:  # XLA's CPU client otherwise starts a thread per core in every worker
             flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        return [{**env, "JAX_COORDINATOR_ADDRESS": f"{HOST}:{port}", "JAX_NUM_PROCESSES": str(workers),
-                 "JAX_PROCESS_ID": str(r), "XLA_FLAGS": flags.strip()} for r in range(workers)]
+        return [{**env, **beats[r], "JAX_COORDINATOR_ADDRESS": f"{HOST}:{port}",
+                 "JAX_COORDINATOR_BIND_ADDRESS": f"{HOST}:{port}",  # its default is [::], every interface
+                 "JAX_NUM_PROCESSES": str(workers), "JAX_PROCESS_ID": str(r), "XLA_FLAGS": flags.strip()}
+                for r in range(workers)]
     if backend == "mxnet":
         # ps-lite ranks workers by (host, port) at the scheduler: ascending ports give rank = launch order
         ports = sorted(free_port() for _ in range(workers))
-        return [{**mxnet_environment(env, workers, port), "DMLC_ROLE": "worker", "PORT": str(p)} for p in ports]
+        return [{**mxnet_environment(env, workers, port), **beats[r], "DMLC_ROLE": "worker", "PORT": str(p)}
+                for r, p in enumerate(ports)]
     raise ValueError(f"no launcher environment for backend {backend!r}")
+
+
+def torch_rendezvous() -> dict[str, Any]:
+    """``init_process_group``'s rendezvous arguments: our launcher's file store with this worker's rank, or
+    nothing (torch's ``env://``, as torchrun and cluster launchers set it)."""
+    if not os.environ.get(_TORCH_STORE):
+        return {}
+    return {"init_method": os.environ[_TORCH_STORE], "rank": int(os.environ["RANK"]),
+            "world_size": int(os.environ["WORLD_SIZE"])}
+
+
+def heartbeat() -> None:
+    """Tell this worker's launcher it is making progress (a touch of the file it watches); no-op unlaunched."""
+    if path := os.environ.get(HEARTBEAT_VARIABLE):
+        Path(path).touch()
 
 
 def mxnet_environment(env: dict[str, str], workers: int, port: int) -> dict[str, str]:

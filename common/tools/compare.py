@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def child_env() -> dict[str, str]:
-    """The environment of every child: the same thread count for every framework and BLAS."""
+    """The environment of every child: the same thread count for every framework and BLAS, and only the
+    project's own modules importable by their names (never the working folder's)."""
     n = str(cores())
-    return {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-            "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return launch.safe_path_env({**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+                                 "MKL_NUM_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def _ceiling(pythons: dict[str, str]) -> dict:
@@ -157,7 +157,6 @@ def _main() -> None:
         rest = argv[:at] + argv[at + 2:]  # each worker measures; this process only launches them
         sys.exit(launch.launch(a.worker, "common.tools.compare", rest, a.launch,
                                threads=distributed.threads_per_worker(a.launch), prog="vgg compare"))
-    launch.die_with_parent()
     if a.ceiling:
         print(json.dumps(matmul_ceiling(a.ceiling.split(","))))
         return

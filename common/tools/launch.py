@@ -1,10 +1,11 @@
-"""One launcher for W worker processes on this machine, for the frameworks that ship none that works here
-(TensorFlow, JAX, MXNet, whose ``tools/launch.py`` fails on Python >= 3.9); PyTorch's workers are started
-by ``torchrun``, which this module runs and watches the same way.
+"""One launcher for W worker processes on this machine, for all four frameworks: TensorFlow, JAX and MXNet
+ship none that works here (MXNet's ``tools/launch.py`` fails on Python >= 3.9), and ``torchrun``'s
+rendezvous store listens on every network interface, so torch workers meet through a file store instead.
 
 It picks free loopback ports, sets each framework's own environment (common.runtime.distributed's
-``worker_environments``) and starts MXNet's scheduler and server, streams every
-worker's output prefixed with its rank, and when one worker fails stops the others and says which one died.
+``worker_environments``) and starts MXNet's scheduler and server, streams every worker's output prefixed
+with its rank, and stops the job when one worker fails (naming it) or when no worker has made progress for
+``stall_timeout`` seconds (naming the silent ranks). Children never import from the working folder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +30,8 @@ from common.runtime.distributed import DistributedError
 ROOT = Path(__file__).resolve().parents[2]
 HOST = distributed.HOST
 GRACE_S = 10  # after a failure: SIGTERM, this long to exit, then SIGKILL
+#: seconds without output or a training step from any worker before the job counts as hung (--stall-timeout)
+STALL_TIMEOUT_S = 600.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -38,8 +42,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_port(port: int) -> int:
-    """``port`` if it can be bound on the loopback interface, else a one-line DistributedError."""
+def check_port(port: int, backend: str) -> int:
+    """``port`` if ``backend``'s coordinator can bind it on the loopback interface, else a one-line
+    DistributedError."""
+    if backend == "torch":
+        raise DistributedError(f"--port {port} is not used by torch: its workers on one machine meet through a "
+                               "file store, not a port; leave --port out")
     if not 0 < port < 65536:
         raise DistributedError(f"--port {port} is not allowed: it must be between 1 and 65535")
     with socket.socket() as s:
@@ -59,17 +67,19 @@ def _die_with_parent() -> None:
         pass
 
 
-def die_with_parent() -> None:
-    """For a worker started by torchrun under this launcher: the same orphan guard, set from inside."""
-    if os.environ.get("VGG_LAUNCHED") == "1":
-        _die_with_parent()
+def safe_path_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a child ``python -m``: Python's own switch (``PYTHONSAFEPATH``, 3.11+) keeps the working
+    folder off ``sys.path``, so a module planted there cannot stand in for the project's; the project's root
+    comes first on ``PYTHONPATH`` instead."""
+    path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONSAFEPATH": "1", "PYTHONPATH": path}
 
 
 def base_env(threads: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PORT"}  # ps-lite reads PORT as its own port
     env.update(VGG_LAUNCHED="1", VGG_THREADS=str(threads), OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
-               TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+               TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env = safe_path_env(env)
     for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(proxy, None)  # gRPC (TF) and JAX's coordinator would send loopback traffic to a proxy
     return env
@@ -80,58 +90,66 @@ class _Child:
     label: str
     proc: subprocess.Popen
     rank: int | None  # None for MXNet's scheduler and server
+    heartbeat: Path | None = None  # the file a worker touches at every training step
+    last_output: float = field(default_factory=time.time)
     pumps: list[threading.Thread] = field(default_factory=list)
 
+    def last_progress(self) -> float:
+        """When this worker last printed a line or took a training step (wall-clock seconds)."""
+        try:
+            return max(self.last_output, self.heartbeat.stat().st_mtime) if self.heartbeat else self.last_output
+        except FileNotFoundError:
+            return self.last_output
 
-_TORCHRUN_LINE = re.compile(r"^\[default(\d+)\]:(.*)$", re.S)
+
+def _write(out: IO[str], text: str) -> None:
+    """Write and flush; a reader that went away (``vgg train ... | head``) gets the rest sent to /dev/null,
+    so the pump keeps draining the worker's pipe and the worker never blocks on a full one."""
+    try:
+        out.write(text)
+        out.flush()
+    except (BrokenPipeError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
-def _pump(stream: IO[bytes], out: IO[str], prefix: str, torchrun: list[str] | None) -> None:
-    """Copy ``stream`` to ``out`` line by line (``\\r`` ends a line too, for progress bars), with ``prefix``.
-    For torchrun, worker lines ``[defaultN]:...`` become ``[rank N] ...``; its own lines are kept aside."""
-    pending = b""
+def _pump(stream: IO[bytes], out: IO[str], child: _Child) -> None:
+    """Copy ``stream`` to ``out`` line by line (``\\r`` ends a line too, for progress bars), prefixed with the
+    child's label; every line counts as progress."""
+    prefix, pending = f"[{child.label}] ", b""
     while True:
         chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
         if not chunk:
             break
+        child.last_output = time.time()
         pending += chunk
         parts = re.split(rb"(\r\n|\n|\r)", pending)
         pending = parts.pop()
         for text, end in zip(parts[::2], parts[1::2]):
-            line = text.decode("utf-8", "replace")
-            if torchrun is not None:
-                m = _TORCHRUN_LINE.match(line)
-                if not m:
-                    torchrun.append(line)
-                    continue
-                line = f"[rank {m.group(1)}] {m.group(2)}"
-            else:
-                line = prefix + line
-            out.write(line + end.decode())
-            out.flush()
+            _write(out, prefix + text.decode("utf-8", "replace") + end.decode())
     if pending:
-        out.write(prefix + pending.decode("utf-8", "replace") + "\n")
-        out.flush()
+        _write(out, prefix + pending.decode("utf-8", "replace") + "\n")
 
 
-def _start(cmd: list[str], env: dict[str, str], label: str, rank: int | None,
-           torchrun: list[str] | None = None) -> _Child:
+def _start(cmd: list[str], env: dict[str, str], label: str, rank: int | None) -> _Child:
     proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
-    child = _Child(label, proc, rank)
+    beat = env.get(distributed.HEARTBEAT_VARIABLE)
+    child = _Child(label, proc, rank, Path(beat) if beat else None)
     for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
-        t = threading.Thread(target=_pump, args=(stream, out, f"[{label}] ", torchrun), daemon=True)
+        t = threading.Thread(target=_pump, args=(stream, out, child), daemon=True)
         t.start()
         child.pumps.append(t)
     return child
 
 
 def _stop(children: list[_Child]) -> None:
-    """SIGTERM every child still running (torchrun passes it on to its workers), then SIGKILL stragglers."""
+    """SIGTERM every child still running (SIGCONT too, so a stopped one can act on it), then SIGKILL
+    stragglers."""
     alive = [c for c in children if c.proc.poll() is None]
     for c in alive:
         try:
             c.proc.send_signal(signal.SIGTERM)
+            c.proc.send_signal(signal.SIGCONT)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + GRACE_S
@@ -158,43 +176,45 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-def _torchrun_failure(lines: list[str]) -> str | None:
-    """'rank R ... exitcode' of torchrun's root-cause report, as one phrase."""
-    text = "\n".join(lines)
-    cause = text.split("Root Cause", 1)[-1]
-    rank = re.search(r"rank\s*:\s*(\d+)", cause)
-    code = re.search(r"exitcode\s*:\s*(-?\d+)", cause)
-    pid = re.search(r"pid:\s*(\d+)", cause)
-    if not (rank and code):
+def _stalled(workers: list[_Child], timeout: float) -> str | None:
+    """The silent ranks, longest silent first, when no worker has made progress for ``timeout`` seconds."""
+    now = time.time()
+    silent = sorted(((now - c.last_progress(), c) for c in workers), key=lambda t: -t[0])
+    if not silent or silent[-1][0] < timeout:
         return None
-    return f"worker rank {rank.group(1)}{f' (pid {pid.group(1)})' if pid else ''} {describe_exit(int(code.group(1)))}"
+    return ", ".join(f"{c.label} (pid {c.proc.pid}) for {age:.0f} s" for age, c in silent)
+
+
+def _python(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
 
 
 def launch(backend: str, module: str, args: list[str], workers: int, *, threads: int, port: int | None = None,
-           prog: str = "vgg") -> int:
+           prog: str = "vgg", stall_timeout: float = STALL_TIMEOUT_S) -> int:
     """Run ``python -m module args`` in ``workers`` processes on this machine with ``backend``'s engine;
-    return 0 when all succeed, else the failed worker's status (1 for a signal), 130 on Ctrl-C."""
-    port = check_port(port) if port else free_port()
-    children: list[_Child] = []
-    torchrun: list[str] | None = None
-    python = [sys.executable, "-m"]
-    if backend == "torch":
-        torchrun = []
-        cmd = python + ["torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(workers),
-                        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{HOST}:{port}", "--max-restarts", "0",
-                        "--tee", "3", "-m", module, *args]
-        children.append(_start(cmd, base_env(threads), "torchrun", None, torchrun))
-    else:
-        envs = distributed.worker_environments(backend, base_env(threads), workers, threads, port, free_port)
+    return 0 when all succeed, else the failed worker's status (1 for a signal or a stall), 130 on Ctrl-C."""
+    port = check_port(port, backend) if port else free_port()
+    if backend == "tf":
+        print(f"{prog}: warning: TensorFlow's MultiWorkerMirroredStrategy servers listen on all network "
+              f"interfaces (0.0.0.0), unauthenticated, while this job runs; on a network you do not trust use "
+              f"--devices {workers} (one process) instead", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="vgg-launch-") as scratch:
+        envs = distributed.worker_environments(backend, base_env(threads), workers, threads, port, free_port,
+                                               Path(scratch))
+        children: list[_Child] = []
         if backend == "mxnet":
-            node = python + ["vgg_mxnet.framework"]  # importing MXNet with a non-worker role runs that node
-            for role in ("scheduler", "server"):
+            for role in ("scheduler", "server"):  # importing MXNet with a non-worker role runs that node
                 env = {**distributed.mxnet_environment(base_env(1), workers, port), "DMLC_ROLE": role}
-                children.append(_start(node, env, f"mxnet {role}", None))
+                children.append(_start(_python("vgg_mxnet.framework"), env, f"mxnet {role}", None))
         for rank, env in enumerate(envs):
-            children.append(_start(python + [module, *args], {**env, "VGG_LAUNCH_RANK": str(rank)},
+            children.append(_start(_python(module) + args, {**env, "VGG_LAUNCH_RANK": str(rank)},
                                    f"rank {rank}", rank))
-    watched = [c for c in children if c.rank is not None or backend == "torch"]
+        return _watch(children, workers, prog, stall_timeout)
+
+
+def _watch(children: list[_Child], workers: int, prog: str, stall_timeout: float) -> int:
+    """Wait for the job: 0 when every worker succeeded, else stop everyone and say why."""
+    watched = [c for c in children if c.rank is not None]
     try:
         while True:
             failed = [c for c in children if c.proc.poll() not in (None, 0)]
@@ -204,6 +224,11 @@ def launch(backend: str, module: str, args: list[str], workers: int, *, threads:
             if all(c.proc.poll() == 0 for c in watched):
                 _finish(children)
                 return 0
+            if silent := _stalled([c for c in watched if c.proc.poll() is None], stall_timeout):
+                _stop(children)
+                print(f"{prog}: error: no worker made progress for {stall_timeout:g} s (--stall-timeout): "
+                      f"silent {silent}; stopped all {workers} workers", file=sys.stderr)
+                return 1
             time.sleep(0.1)
     except KeyboardInterrupt:
         _stop(children)
@@ -211,11 +236,8 @@ def launch(backend: str, module: str, args: list[str], workers: int, *, threads:
         return 130
     code = failed.proc.returncode
     _stop(children)
-    if torchrun is not None:
-        what = _torchrun_failure(torchrun) or f"torchrun {describe_exit(code)}"
-    else:
-        what = f"worker {failed.label} (pid {failed.proc.pid}) {describe_exit(code)}"
-    print(f"{prog}: error: {what}; stopped the other workers", file=sys.stderr)
+    print(f"{prog}: error: worker {failed.label} (pid {failed.proc.pid}) {describe_exit(code)}; stopped the other "
+          "workers", file=sys.stderr)
     return code if code > 0 else 1
 
 

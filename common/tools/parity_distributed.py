@@ -133,7 +133,6 @@ def _main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--hidden", type=int, default=arch.HIDDEN)
     a = p.parse_args()
-    launch.die_with_parent()
     steps(a.backend, arch.by_name(a.arch), a.size, a.batch, a.seed, a.devices, a.out, a.hidden)
 
 
