@@ -139,9 +139,13 @@ def test_a_checkpoint_from_before_precision_resumes(backend, arrays, tmp_path):
 
 def test_absurd_lr_stops_with_the_last_checkpoint_intact(backend, arrays, tmp_path):
     fit(backend, arrays, epochs=1, checkpoint_dir=tmp_path)
+    state, meta = checkpoint.read(checkpoint.path_for(tmp_path, 1))
+    meta["recipe"]["lr"] = 1e8  # as if epoch 1 had ended well at lr 1e8: the resumed epoch 2 diverges
+    checkpoint.write(tmp_path, 1, state, meta)
     good = checkpoint.path_for(tmp_path, 1).read_bytes()
-    with pytest.raises(training.TrainingDiverged, match=r"loss became (nan|inf) at epoch 1, step \d+ \(lr 1e\+08\)"):
-        fit(backend, arrays, epochs=2, lr=1e8, checkpoint_dir=tmp_path)
+    with pytest.raises(training.TrainingDiverged, match=r"loss became (nan|inf) at epoch 2, step \d+ \(lr 1e\+08\); "
+                       r"training stopped, last good checkpoint .*epoch-001.ckpt is intact"):
+        fit(backend, arrays, epochs=2, lr=1e8, checkpoint_dir=tmp_path, resume=True)
     assert checkpoint.path_for(tmp_path, 1).read_bytes() == good
     assert checkpoint.list_checkpoints(tmp_path) == [checkpoint.path_for(tmp_path, 1)]
 
@@ -191,8 +195,8 @@ def test_killed_run_resumes(backend, tmp_path):
     (["--backend", "torch", "--arch", "vgg11", "--resize", "16"], "smallest resolution"),
     pytest.param(["--backend", "torch", "--out", "/proc/forbidden"], "is not writable",
                  marks=pytest.mark.backend("torch")),
-    (["--backend", "torch", "--lr", "-1"], "lr=-1.0 is not allowed"),
-    (["--backend", "torch", "--hidden", "0"], "--hidden '0': expected a positive integer"),
+    (["--backend", "torch", "--lr", "-1"], "--lr -1 is not allowed: it must be a finite number above 0"),
+    (["--backend", "torch", "--hidden", "0"], "--hidden 0 is not allowed: it must be an integer >= 1"),
 ])
 def test_cli_bad_arguments_are_one_line(args, message, tmp_path):
     full = ["train", "--out", str(tmp_path / "run"), *args] if "--out" not in args else ["train", *args]

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
+
+
+def _create(path: Path, suffix: str) -> str:
+    """A new empty file beside ``path`` with a random name, created with mode 0o666 less the umask, as
+    ``open`` creates files (``mkstemp``'s 0o600 would make every atomically written file private)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{suffix}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # O_EXCL: never another's file
+    return str(tmp)
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[str], None], suffix: str = ".tmp") -> Path:
@@ -14,8 +22,7 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None], suffix: s
     path), then fsync it, rename it over ``path`` and fsync the folder, so the rename itself is durable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    tmp = _create(path, suffix)
     try:
         writer(tmp)
         with open(tmp, "rb+") as f:

@@ -43,7 +43,7 @@ def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """Return ``(arrays, meta)`` of a checkpoint, or raise CheckpointError saying what is wrong."""
     path = Path(path)
     blob = path.read_bytes()
-    advice = f"delete {path} to resume from the checkpoint before it, or start again without --resume"
+    advice = f"delete {path} to resume from the checkpoint before it, or start again with --overwrite"
     if len(blob) < len(MAGIC) + 32 or not blob.startswith(MAGIC):
         raise CheckpointError(f"{path} is not a vgg-frameworks checkpoint (bad header or truncated); {advice}")
     payload, digest = blob[len(MAGIC):-32], blob[-32:]

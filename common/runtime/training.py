@@ -6,8 +6,10 @@ module does everything around it, so the four trainers differ only in framework 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import numbers
 import time
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -16,8 +18,8 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.core.config import ModelConfig
-from common.runtime import checkpoint, distributed
+from common.core.config import MAX_SEED, ModelConfig
+from common.runtime import checkpoint, distributed, run_folder
 from common.runtime.distributed import World
 from common.runtime.history import History
 
@@ -45,9 +47,11 @@ class Recipe:
         checks = [("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs > 0, "a positive integer"),
                   ("batch_size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size > 0,
                    "a positive integer"),
-                  ("lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
+                  ("lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a finite number above 0"),
+                  ("seed", self.seed, isinstance(self.seed, numbers.Integral) and 0 <= self.seed <= MAX_SEED,
+                   f"an integer from 0 to {MAX_SEED}"),
                   ("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)"),
-                  ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+                  ("weight_decay", self.weight_decay, 0 <= self.weight_decay < math.inf, "a finite number >= 0"),
                   ("schedule", self.schedule, self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
                   ("warmup_epochs", self.warmup_epochs, 0 <= self.warmup_epochs <= self.epochs,
                    "between 0 and epochs")]
@@ -119,6 +123,7 @@ def accuracy(batches: Iterable, count_correct: Callable) -> float:
     for images, labels in batches:
         correct += int(count_correct(images, labels))
         total += int(labels.shape[0])
+        distributed.heartbeat()
     if total == 0:
         raise ValueError("cannot evaluate on an empty data set")
     return correct / total
@@ -138,31 +143,70 @@ def _resume(engine: Engine, folder: Path, recipe: Recipe, run: dict, log: Callab
     if differs:
         raise checkpoint.CheckpointError(
             f"{path} belongs to another run (it differs in {', '.join(differs)}); "
-            "use another --out or start again without --resume")
+            "use another folder, or replace that run (overwrite=True, --overwrite)")
     engine.load_state(arrays)
     log(f"resumed from {path} (epoch {meta['epoch']})")
     return meta["epoch"], History(meta["history"])
 
 
+def _fresh(folder: Path, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier run's checkpoints, or delete them when ``overwrite``: mixed
+    in, they would pass for this run's epochs, and keeping the newest two would delete this run's."""
+    earlier = checkpoint.list_checkpoints(folder)
+    if earlier and not overwrite:
+        raise checkpoint.CheckpointError(
+            f"{folder} holds an earlier run's checkpoints (up to {earlier[-1].name}); resume it "
+            "(resume=True, --resume) or replace it (overwrite=True, --overwrite)")
+    run_folder.remove(earlier)
+
+
+def _begin(engine: Engine, folder: Path | None, recipe: Recipe, run: dict, resume: bool, overwrite: bool,
+           chief: bool, log: Callable) -> tuple[int, History]:
+    """(epochs done, history so far): a resumed run's from its checkpoint, after checking it is this run's;
+    a new run's nothing, after the chief has cleared or refused an earlier run's checkpoints."""
+    if resume and overwrite:
+        raise ValueError("resume=True and overwrite=True exclude each other: continue the run or replace it")
+    if resume:
+        if folder is None:
+            raise ValueError("resume=True needs a checkpoint_dir")
+        return _resume(engine, folder, recipe, run, log)
+    if folder is not None and chief:
+        _fresh(folder, overwrite)
+    return 0, History()
+
+
 def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run: dict,
-        checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print) -> History:
+        checkpoint_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+        progress: bool = True, log: Callable[[str], None] = print,
+        on_start: Callable[[int], None] | None = None) -> History:
     """Train for ``recipe.epochs`` epochs; checkpoint after each; stop on a non-finite loss.
 
     ``train`` must offer ``epoch(k)`` (the batches of epoch ``k``, shuffled reproducibly) and ``len``;
-    ``run`` describes the model and backend and must match when resuming.
+    ``run`` describes the model and backend and must match when resuming. ``checkpoint_dir`` is locked for
+    the run (a second run there fails at once), and an earlier run's checkpoints in it are refused unless
+    ``resume`` continues that run or ``overwrite`` deletes them. ``on_start(epochs_done)`` is called once
+    those checks have passed, before the first step: what records a run is written there, not before.
     """
     world = getattr(engine, "world", distributed.SINGLE)
     distributed.check_split(world.replicas, train.batch_size, train.num_examples, train.drop_last)
     if not world.is_chief:
         log = lambda _: None  # noqa: E731  (every worker computes the same lines; the chief prints them)
-    start, history = 0, History()
-    if resume:
-        if checkpoint_dir is None:
-            raise ValueError("resume=True needs a checkpoint_dir")
-        start, history = _resume(engine, Path(checkpoint_dir), recipe, run, log)
-    train = train.sharded(world.rank, world.processes)
-    writer = checkpoint_dir if world.is_chief else None  # one checkpoint set, the chief's
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    writer = folder if world.is_chief else None  # one checkpoint set, the chief's
+    with run_folder.locked(writer, f"checkpoint_dir {writer}") if writer else contextlib.nullcontext():
+        start, history = _begin(engine, folder, recipe, run, resume, overwrite, world.is_chief, log)
+        if on_start is not None:
+            on_start(start)
+        _epochs(engine, train.sharded(world.rank, world.processes), test, recipe, run, folder, writer, start,
+                history, progress, log)
+    return history
+
+
+def _epochs(engine: Engine, train, test: Iterable, recipe: Recipe, run: dict, folder: Path | None,
+            writer: Path | None, start: int, history: History, progress: bool, log: Callable) -> None:
+    """Epochs ``start`` to ``recipe.epochs`` of :func:`fit`, appended to ``history``; the chief checkpoints
+    each into ``writer``."""
+    world = getattr(engine, "world", distributed.SINGLE)
     steps = len(train)
     for epoch in range(start, recipe.epochs):
         engine.reseed(recipe.epoch_seed(epoch))
@@ -174,8 +218,9 @@ def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run:
             for i, (images, labels) in enumerate(train.epoch(epoch)):
                 lr = recipe.lr_at(epoch * steps + i, steps)
                 loss, right = engine.step(images, labels, lr)
+                distributed.heartbeat()
                 if not math.isfinite(loss):
-                    kept = checkpoint.latest(checkpoint_dir) if checkpoint_dir else None
+                    kept = checkpoint.latest(folder) if folder else None
                     raise TrainingDiverged(
                         f"loss became {loss} at epoch {epoch + 1}, step {i + 1} (lr {lr:g}); training stopped"
                         + (f", last good checkpoint {kept} is intact" if kept else "") + ": try a smaller --lr")
@@ -193,20 +238,22 @@ def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run:
             meta = {"epoch": epoch + 1, "recipe": asdict(recipe), "run": run, "history": history.rows,
                     "world": {"processes": world.processes, "devices": world.devices}}
             checkpoint.write(writer, epoch + 1, engine.state(), meta)
-    return history
 
 
 def train(backend: str, engine: Callable[[Any, Recipe], Engine], model, data, *,
-          checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print, **recipe) -> History:
+          checkpoint_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, log: Callable[[str], None] = print,
+          on_start: Callable[[int], None] | None = None, **recipe) -> History:
     """Every backend's ``train(model, data, *, ...)`` (bound to its name and Engine class): train ``model``
     on ``data`` (from ``load_fashion_mnist``) with minibatch SGD and return the :class:`History`.
 
     ``recipe``: any field of :class:`Recipe` (epochs=10, lr=0.05, batch_size=128, seed=0, momentum=0,
-    weight_decay=0, schedule="constant", warmup_epochs=0); ``checkpoint_dir`` gets a checkpoint per epoch,
-    ``resume=True`` continues from its last complete one.
+    weight_decay=0, schedule="constant", warmup_epochs=0); ``checkpoint_dir`` gets a checkpoint per epoch and
+    is locked for the run, ``resume=True`` continues from its last complete one, ``overwrite=True`` deletes
+    an earlier run's checkpoints there (without either, they are refused); ``on_start``: see :func:`fit`.
     """
     recipe = Recipe(**recipe)
     train_batches, test_batches = batches_for(data, recipe)
     return fit(engine(model, recipe), train_batches, test_batches, recipe, run=run_info(backend, model),
-               checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, log=log)
+               checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite, progress=progress, log=log,
+               on_start=on_start)

@@ -1,8 +1,11 @@
-"""Image files in, model input out: decoded by Pillow, made grayscale, resized bilinearly exactly as the
-Fashion-MNIST loader resizes (``common.data.batches.to_float``), in the model's layout."""
+"""Image files in, model input out: decoded by Pillow (the formats listed here only), made grayscale,
+resized bilinearly as the Fashion-MNIST loader resizes (``common.data.batches.to_float``), in the model's
+layout. The resize builds a (size x side) matrix per axis, so a larger image is first box-averaged down to
+at most ``SHRINK_TO`` times the model's input side: memory stays bounded whatever the file's dimensions."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,14 @@ from common.core import layouts
 from common.data import batches
 from common.serving.optional import require
 
-#: what a folder given to ``vgg predict`` is searched for (a file named explicitly may be any Pillow format)
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: the image formats read, by suffix, as Pillow names them: Pillow opens these and no other, whatever a file
+#: is called (each of its other decoders would be one more parser of untrusted bytes)
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF",
+           ".tiff": "TIFF", ".webp": "WEBP"}
+#: what a folder given to ``vgg predict`` is searched for
+SUFFIXES = tuple(FORMATS)
+#: a side longer than this many times the model's input side is box-averaged down to it before the resize
+SHRINK_TO = 4
 
 
 class ImageError(ValueError):
@@ -35,14 +44,28 @@ def expand(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def read(path: str | Path, channels: int = 1) -> np.ndarray:
-    """uint8 pixels (H, W) for one channel (grayscale) or (H, W, 3) for three (RGB)."""
+def read(path: str | Path, channels: int = 1, size: int | None = None) -> np.ndarray:
+    """uint8 pixels (H, W) for one channel (grayscale) or (H, W, 3) for three (RGB); with ``size`` (the
+    model's input side), no side longer than ``SHRINK_TO * size``, so resizing them costs a bounded amount."""
     Image = require("PIL.Image", "reading image files")
+    mode = "L" if channels == 1 else "RGB"
+    names = sorted(set(FORMATS.values()))
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        with Image.open(path, formats=names) as image:
+            if size:
+                image.draft(mode, (SHRINK_TO * size,) * 2)  # JPEG: decode at 1/2, 1/4 or 1/8 scale where it can
+            image = image.convert(mode)
+            return np.asarray(_shrink(image, SHRINK_TO * size) if size else image)
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path}: cannot be decoded as {', '.join(names)} (the formats read)") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{path}: cannot be decoded as an image ({exc})") from None
+
+
+def _shrink(image, limit: int):
+    """``image`` box-averaged by whole factors per axis (Pillow's ``reduce``) until no side exceeds ``limit``."""
+    factors = tuple(math.ceil(side / limit) for side in image.size)
+    return image.reduce(factors) if factors != (1, 1) else image
 
 
 def to_input(pixels: list[np.ndarray], image_size: int, layout: str) -> np.ndarray:

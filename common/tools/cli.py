@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
+import re
 import shlex
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 from pathlib import Path
 
 from common.core import arch, atomic, backends, layouts, precision, summary
-from common.core.config import ModelConfig
+from common.core.config import MAX_IMAGE_SIZE, MAX_SEED, ModelConfig
 from common.core.precision import PrecisionError, PrecisionWarning
 from common.data import batches, fashion_mnist
-from common.runtime import capability, checkpoint, distributed, training
+from common.runtime import capability, distributed, run_folder, training
 from common.serving import export_flow, formats, image_files
 from common.tools import compare, launch, loading, models, parity, parity_distributed, parity_onnx, predict
 
@@ -44,17 +47,49 @@ def _summary(args: argparse.Namespace) -> None:
         vgg.print_layer_summary(model, shape)
 
 
-def _writable_out(out: Path, resume: bool) -> Path:
-    """Create ``out`` and prove it writable; refuse to overwrite a previous run unless resuming."""
+#: what ``vgg train`` writes into --out; any of it there means an earlier run
+RUN_FILES = ("run.json", "history.*", "model.*", "checkpoints")
+
+
+def _writable_out(out: Path) -> Path:
+    """Create ``out`` and prove it writable."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-"):
             pass
     except OSError as exc:
         raise OSError(f"--out {out} is not writable ({exc.strerror or exc})") from None
-    if not resume and checkpoint.latest(out / "checkpoints"):
-        raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
     return out
+
+
+def _earlier_run(out: Path, args: argparse.Namespace) -> list[Path]:
+    """An earlier run's files in ``out``, refused unless --resume continues that run or --overwrite replaces
+    it: a new run would otherwise mix its record with that run's files or silently replace them."""
+    found = run_folder.earlier(out, RUN_FILES)
+    if found and not (args.resume or args.overwrite):
+        raise ValueError(f"--out {out} already holds a run ({', '.join(p.name for p in found)}); pass --resume to "
+                         "continue it, --overwrite to replace it, or choose another --out")
+    return found
+
+
+@contextlib.contextmanager
+def _holding(out: Path, args: argparse.Namespace, clear: bool = True) -> Iterator[None]:
+    """``out`` locked for the block, with an earlier run's files refused, or (``clear`` and --overwrite)
+    removed first."""
+    with run_folder.locked(out, f"--out {out}"):
+        earlier = _earlier_run(out, args)
+        if clear and args.overwrite:
+            run_folder.remove(earlier)
+        yield
+
+
+def _record(out: Path, args: argparse.Namespace, world: distributed.World) -> None:
+    """Write run.json (the command's settings and the world): called once the run has really started, so a
+    refused --resume leaves the record of the run it would have continued as it was."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("run", "argv")}
+    settings["world"] = {"processes": world.processes, "devices": world.devices, "threads": world.threads,
+                         "engine": world.engine}
+    atomic.write_text(out / "run.json", json.dumps(settings, indent=1))
 
 
 def _world_args(args: argparse.Namespace) -> tuple[int, int]:
@@ -85,19 +120,26 @@ def _train(args: argparse.Namespace) -> int:
         distributed.check_split(workers * devices, args.batch_size, count)
     if launcher:
         if args.port:
-            launch.check_port(args.port)
+            launch.check_port(args.port, args.backend)
         if args.device != "cpu":  # a missing GPU is refused here, once, rather than in every worker
             loading.backend(args.backend).init_distributed(devices=devices, device=args.device)
-        _writable_out(Path(args.out), args.resume)
+        with _holding(_writable_out(Path(args.out)), args, clear=False):
+            pass  # a held --out or an earlier run is refused here, once; the chief worker locks and clears it
         print(f"vgg train: {args.backend} on {workers} worker processes x {devices} device(s), {threads} "
               f"thread(s) each, launched by {backends.BACKENDS[args.backend].launcher}")
         return launch.launch(args.backend, "common.tools.cli", args.argv, workers, threads=threads, port=args.port,
-                             prog="vgg train")
-    launch.die_with_parent()
+                             prog="vgg train", stall_timeout=args.stall_timeout)
     os.environ.setdefault("VGG_THREADS", str(threads))
     vgg = loading.backend(args.backend)
     world = vgg.init_distributed(devices=devices, device=args.device)
-    out = _writable_out(Path(args.out), args.resume)
+    out = _writable_out(Path(args.out))
+    with _holding(out, args) if world.is_chief else contextlib.nullcontext():
+        return _run(args, vgg, world, out, recipe, note, blocks, batch_norm)
+
+
+def _run(args: argparse.Namespace, vgg, world: distributed.World, out: Path, recipe: training.Recipe,
+         note: str | None, blocks, batch_norm: bool) -> int:
+    """Train in this process (the only worker or one of several); the chief writes the run's files."""
     data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
                                   limit=args.limit, verify=not args.no_verify)
     with _noted(note, "vgg train", world.is_chief):
@@ -107,12 +149,10 @@ def _train(args: argparse.Namespace) -> int:
         print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize} in {args.precision}, "
               f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")
         print(f"vgg train: {world.describe()}")
-        settings = {k: v for k, v in vars(args).items() if k not in ("run", "argv")}
-        settings["world"] = {"processes": world.processes, "devices": world.devices, "threads": world.threads,
-                             "engine": world.engine}
-        atomic.write_text(out / "run.json", json.dumps(settings, indent=1))
     history = vgg.train(model, data, **{k: getattr(recipe, k) for k in training.Recipe.__dataclass_fields__},
-                        checkpoint_dir=out / "checkpoints", resume=args.resume, progress=not args.no_progress)
+                        checkpoint_dir=out / "checkpoints", resume=args.resume, overwrite=args.overwrite,
+                        progress=not args.no_progress,
+                        on_start=(lambda _: _record(out, args, world)) if world.is_chief else None)
     if world.is_chief:
         history.save(out)
         model_path = vgg.save(model, out / f"model{vgg.MODEL_SUFFIX}")
@@ -179,14 +219,14 @@ def _parity_workers(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    if args.requests and not args.latency:
+        raise ValueError(f"--requests {args.requests}: it counts the requests of --latency; give both")
     blocks = arch.parse(args.arch)[0]
     for size in args.resize:
         arch.check_resolution(blocks, size)
     command = "vgg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else \
         "vgg compare"
     for w in args.workers:
-        if w < 1:
-            raise distributed.DistributedError(f"--workers {w} is not allowed: every count must be at least 1")
         distributed.check_split(w, args.batch_size, args.batch_size)
     notes = {}
     for name in args.backends:  # a refused pair is left out with its reason; the others run
@@ -204,11 +244,12 @@ def _compare(args: argparse.Namespace) -> int:
         raise PrecisionError(f"--precision {','.join(args.precision)}: no backend of {','.join(args.backends)} "
                              "can run it here (see the notes above)")
     out = Path(args.out or f"reports/compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    _writable_out(out, resume=True)
+    _writable_out(out)
     report = compare.run(args.backends, args.arch, args.resize, args.batch_size, args.seconds, args.train_epochs,
                          out, data_dir=args.data_dir, verify=not args.no_verify, command=command,
                          workers=args.workers, pythons=args.python, hidden=args.hidden,
-                         precisions=args.precision, device=args.device,
+                         precisions=args.precision, device=args.device, rounds=args.rounds,
+                         requests=(args.requests or compare.MIN_REQUESTS) if args.latency else 0,
                          refused={k: str(v) for k, v in notes.items() if isinstance(v, PrecisionError)})
     print(f"vgg compare: wrote {out / 'compare.json'}, compare.md and charts")
     return 0 if any("error" not in row for row in report["rows"]) else 1
@@ -227,11 +268,18 @@ def _check_images(data_dir: str | None, vgg, model, count: int = 64):
     return layouts.with_channels(batches.to_float(test, model.image_size), vgg.LAYOUT)
 
 
+def _beside(model: Path, suffix: str) -> Path:
+    """The default export of ``model``: its own name with the export's ``suffix`` for its model suffix
+    (``runs/a/model.pt`` -> ``runs/a/model.pt2``), so two files in one folder never export to one path."""
+    known = {*formats.TRAINED.values(), *formats.NATIVE.values(), formats.ONNX, formats.WEIGHTS}
+    own = max((k for k in known if model.name.endswith(k)), key=len)  # the file opened, so it has one
+    return model.with_name((model.name[:-len(own)] or "model") + suffix)
+
+
 def _export(args: argparse.Namespace) -> int:
-    vgg, model = models.live(args.model, args.backend, args.arch, args.resize)
+    vgg, model = models.live(args.model, args.backend, args.arch, args.resize, args.device)
     backend = vgg.__name__.removeprefix("vgg_")
-    out = Path(args.out) if args.out else Path(args.model).with_name(
-        "model" + formats.export_suffix(backend, args.format))
+    out = Path(args.out) if args.out else _beside(Path(args.model), formats.export_suffix(backend, args.format))
     formats.check_export_path(out, backend, args.format)
     check = _check_images(args.data_dir, vgg, model)
     print(f"vgg export: {backend} {args.format} -> {out}")
@@ -243,11 +291,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    for flag, value in (("--top", args.top), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise ValueError(f"{flag} {value} is not allowed: it must be at least 1")
     files = image_files.expand(args.images)
-    opened = models.open_model(args.model, args.backend, args.arch, args.resize)
+    opened = models.open_model(args.model, args.backend, args.arch, args.resize, trust_model=args.trust_model,
+                               device=args.device)
     for result in predict.classify(opened, files, top=args.top, batch_size=args.batch_size,
                                    progress=not args.json and sys.stderr.isatty()):
         if args.json:
@@ -259,6 +305,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 _HIDDEN_HELP = "width of the two hidden dense layers (default 4096, the paper's; narrower for quick runs)"
+_TRUST_HELP = ("load a native export even if it holds what vgg export never writes and could run code of the "
+               "file's own (a .pt2's pickles or Python, a SavedModel's or symbol's foreign ops, a StableHLO "
+               "module's custom calls): only for files from a source you trust; see docs/export.md")
 
 
 _PRECISION_HELP = ("fp32 (float32, TF32 off), bf16 or fp16 (mixed: low-precision products over float32 master "
@@ -284,30 +333,74 @@ def _precisions(text: str) -> list[str]:
     return names
 
 
-def _positive(flag: str):
+def _integer(flag: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` (to ``high``), anything else refused in one line naming
+    ``flag`` and what it allows, before anything runs."""
+    allowed = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected a positive integer")
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{flag} {text} is not allowed: it must be {allowed}")
+        return value
+    return parse
+
+
+def _positive(flag: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= 1 (a count or a size)."""
+    return _integer(flag, 1)
+
+
+def _number(flag: str, allowed: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type: a finite number for which ``ok`` holds (NaN and infinities never pass), anything
+    else refused in one line naming ``flag`` and what is ``allowed``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"{flag} {text} is not allowed: it must be {allowed}")
+        return value
+    return parse
+
+
+#: ``--resize``: a side the arch's check then bounds from below, and MAX_IMAGE_SIZE from above
+_image_size = _integer("--resize", 1, MAX_IMAGE_SIZE)
+_seed = _integer("--seed", 0, MAX_SEED)
+_lr = _number("--lr", "a finite number above 0", lambda v: v > 0)
+
+
+def _seconds(flag: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{flag} {text} is not allowed: it must be a finite number of "
+                                             "seconds above 0")
         return value
     return parse
 
 
 def _sizes(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--resize {text!r}: expected sizes like 224,96,56") from None
+    """``--resize 224,96,56``: image sides, each one that ``--resize`` allows."""
+    sizes = [_image_size(s) for s in text.split(",") if s.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"--resize {text!r}: expected sizes like 224,96,56")
+    return sizes
 
 
 def _counts(text: str) -> list[int]:
-    try:
-        return sorted({int(s) for s in text.split(",") if s.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--workers {text!r}: expected counts like 1,2") from None
+    """``--workers 1,2``: worker counts, each at least 1, sorted without repeats."""
+    counts = sorted({_positive("--workers")(s) for s in text.split(",") if s.strip()})
+    if not counts:
+        raise argparse.ArgumentTypeError(f"--workers {text!r}: expected counts like 1,2")
+    return counts
 
 
 def _pythons(text: str) -> dict[str, str]:
@@ -333,6 +426,16 @@ def _backend_list(text: str) -> list[str]:
     return names
 
 
+def _data_dir(text: str) -> str:
+    """--data-dir, refused before anything runs unless it names an existing folder (a misspelling is
+    neither ignored nor created to download into)."""
+    try:
+        fashion_mnist.data_folder(text, "--data-dir")
+    except fashion_mnist.DataError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _parents() -> tuple[argparse.ArgumentParser, ...]:
     """The options several sub-commands share, each defined once: the backends to run, the model (arch and
     head width), the data folder, and what a canonical .safetensors model file needs to be built."""
@@ -343,8 +446,9 @@ def _parents() -> tuple[argparse.ArgumentParser, ...]:
     model.add_argument("--arch", default="small", choices=arch.CHOICES)
     model.add_argument("--hidden", type=_positive("--hidden"), default=arch.HIDDEN, help=_HIDDEN_HELP)
     data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST files "
-                                                       "(default: $VGG_DATA_DIR, cache, system copy)")
+    data.add_argument("--data-dir", type=_data_dir, default=None,
+                      help="an existing folder with the four Fashion-MNIST files, or to download them into "
+                           "(default: $VGG_DATA_DIR, cache, system copy)")
     low = argparse.ArgumentParser(add_help=False)
     low.add_argument("--precision", default="fp32", choices=precision.NAMES, help=_PRECISION_HELP)
     placed = argparse.ArgumentParser(add_help=False)
@@ -354,18 +458,27 @@ def _parents() -> tuple[argparse.ArgumentParser, ...]:
     weights.add_argument("--backend", default=None, choices=backends.NAMES, help="for a .safetensors --model")
     weights.add_argument("--arch", default=None, choices=arch.CHOICES,
                          help="for a .safetensors --model (default small)")
-    weights.add_argument("--resize", type=int, default=None, help="for a .safetensors --model (default 224)")
+    weights.add_argument("--resize", type=_image_size, default=None, help="for a .safetensors --model (default 224)")
     return several, model, data, weights, low, placed
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's own errors: one line on stderr (no usage block), exit status 2; its
+    sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"^argument (\S+): (?=\1 )", "", message)  # our checks name the option themselves
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:
     """The ``vgg`` command's parser (the docs' command lines are checked against it)."""
     several, model, data, weights, low, placed = _parents()
-    p = argparse.ArgumentParser(prog="vgg", description=__doc__.splitlines()[0])
+    p = _Parser(prog="vgg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", parents=[several, model], help="print every backend's layer table for one arch")
     s.set_defaults(arch="vgg11")
-    s.add_argument("--resize", type=int, default=224, help="input side in pixels")
+    s.add_argument("--resize", type=_image_size, default=224, help="input side in pixels")
     s.add_argument("--flops", action="store_true", help="per layer: output shape, parameters and FLOPs, and the "
                    "convolutional vs fully connected split (no framework needed)")
     s.add_argument("--family", action="store_true", help="one line per configuration A-E: layers, parameters, FLOPs")
@@ -377,19 +490,20 @@ def parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("parity", parents=[several, model, low, placed],
                        help="compare logits, gradients and SGD steps between every pair of backends")
-    q.add_argument("--resize", type=int, default=56, help="input side in pixels (default 56)")
-    q.add_argument("--batch", type=int, default=8, help="images per batch")
-    q.add_argument("--steps", type=int, default=5, help="plain SGD steps of the trajectory check")
-    q.add_argument("--lr", type=float, default=0.05)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--workers", type=int, default=1, help="compare one process with W worker processes "
+    q.add_argument("--resize", type=_image_size, default=56, help="input side in pixels (default 56)")
+    q.add_argument("--batch", type=_positive("--batch"), default=8, help="images per batch")
+    q.add_argument("--steps", type=_positive("--steps"), default=5, help="plain SGD steps of the trajectory check")
+    q.add_argument("--lr", type=_lr, default=0.05)
+    q.add_argument("--seed", type=_seed, default=0)
+    q.add_argument("--workers", type=_positive("--workers"), default=1,
+                   help="compare one process with W worker processes "
                    "(and W devices of one process) of every framework's data-parallel engine")
     q.add_argument("--onnx", action="store_true", help="export one set of weights to ONNX from every backend and "
                    "compare the files in ONNX Runtime, with each other and the NumPy oracle")
     q.add_argument("--out", default=None, help="with --onnx: keep the ONNX files in this folder")
     q.set_defaults(run=_parity)
 
-    e = sub.add_parser("export", parents=[weights, data],
+    e = sub.add_parser("export", parents=[weights, data, placed],
                        help="write a trained model for serving: the framework's own format or ONNX",
                        description="Export a model for serving and check the file: it is reloaded (ONNX in ONNX "
                        "Runtime) and compared with the live model on Fashion-MNIST test images before it is "
@@ -401,15 +515,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="the file or folder to write (default: model.<suffix> beside --model)")
     e.set_defaults(run=_export)
 
-    r = sub.add_parser("predict", parents=[weights], help="classify image files with any model file",
+    r = sub.add_parser("predict", parents=[weights, placed], help="classify image files with any model file",
                        description="Classify PNG/JPEG files (or folders of them): grayscale, resized as the "
                        "loader resizes, top-k classes with probabilities per file.")
     r.add_argument("--model", required=True, help="a vgg train model, a native export, an .onnx file (run in "
                    "ONNX Runtime) or a canonical .safetensors (with --backend, --arch, --resize)")
     r.add_argument("images", nargs="+", help="image files or folders of them")
-    r.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
-    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--top", type=_positive("--top"), default=3, help="classes to show per image (default 3)")
+    r.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
     r.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    r.add_argument("--trust-model", action="store_true", help=_TRUST_HELP)
     r.set_defaults(run=_predict)
 
     c = sub.add_parser("compare", parents=[several, model, data, placed],
@@ -417,9 +532,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--resize", type=_sizes, default=[224, 96, 56], help="image sides, e.g. 224,96,56")
     c.add_argument("--precision", type=_precisions, default=["fp32"], metavar="fp32,bf16,...",
                    help="a row per precision, each with its speed-up over the backend's fp32 row; " + _PRECISION_HELP)
-    c.add_argument("--batch-size", type=int, default=128)
-    c.add_argument("--seconds", type=float, default=20, help="measuring time per backend and size")
-    c.add_argument("--train-epochs", type=int, default=0, help="also train K epochs and report test accuracy")
+    c.add_argument("--batch-size", type=_positive("--batch-size"), default=128)
+    c.add_argument("--seconds", type=_seconds("--seconds"), default=20, help="measuring time per backend and size")
+    c.add_argument("--train-epochs", type=_integer("--train-epochs", 0), default=0,
+                   help="also train K epochs and report test accuracy (once, in round 1)")
+    c.add_argument("--rounds", type=_positive("--rounds"), default=3,
+                   help="interleaved rounds, every cell once per round; the report gives each figure's median "
+                        "and range, and a difference within the ranges is a tie (default 3)")
+    c.add_argument("--latency", action="store_true",
+                   help="also measure batch-1 serving latency (p50, p90, p99) of every live model, its native "
+                        "export and its ONNX export in ONNX Runtime")
+    c.add_argument("--requests", type=_integer("--requests", compare.MIN_REQUESTS), default=None,
+                   help=f"batch-1 requests per server with --latency (default and least {compare.MIN_REQUESTS})")
     c.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     c.add_argument("--out", default=None, help="report folder (default reports/compare-<time>)")
     c.add_argument("--workers", type=_counts, default=[1],
@@ -433,31 +557,75 @@ def parser() -> argparse.ArgumentParser:
         "Train VGG on Fashion-MNIST. Defaults are the book's recipe (plain SGD, lr 0.05, batch 128); "
         "the recipe that reaches 0.91+ at 56x56 is --momentum 0.9 --lr 0.02 --schedule cosine --warmup-epochs 1."))
     t.add_argument("--backend", required=True, choices=backends.NAMES)
-    t.add_argument("--resize", type=int, default=224, help="image side after bilinear resizing (default 224)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--lr", type=float, default=0.05, help="(peak) learning rate")
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--momentum", type=float, default=0.0)
-    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--resize", type=_image_size, default=224,
+                   help="image side after bilinear resizing (default 224)")
+    t.add_argument("--epochs", type=_positive("--epochs"), default=10)
+    t.add_argument("--lr", type=_lr, default=0.05, help="(peak) learning rate")
+    t.add_argument("--batch-size", type=_positive("--batch-size"), default=128)
+    t.add_argument("--momentum", type=_number("--momentum", "a number in [0, 1)", lambda v: 0 <= v < 1), default=0.0)
+    t.add_argument("--weight-decay", type=_number("--weight-decay", "a finite number >= 0", lambda v: v >= 0),
+                   default=0.0)
     t.add_argument("--schedule", default="constant", choices=training.SCHEDULES)
-    t.add_argument("--warmup-epochs", type=float, default=0.0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--warmup-epochs", type=_number("--warmup-epochs", "a finite number >= 0", lambda v: v >= 0),
+                   default=0.0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--no-verify", action="store_true",
                    help="accept IDX files whose checksum is not Fashion-MNIST's (your own data)")
-    t.add_argument("--limit", type=int, default=None, help="use only the first N training examples")
+    t.add_argument("--limit", type=_positive("--limit"), default=None, help="use only the first N training examples")
     t.add_argument("--out", required=True, help="run folder: history, plot, model, checkpoints")
-    t.add_argument("--resume", action="store_true", help="continue from the last complete epoch in --out")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the last complete epoch in --out")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier run in --out (its files are deleted when this run starts)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (summary lines only)")
-    t.add_argument("--workers", type=int, default=1,
+    t.add_argument("--workers", type=_positive("--workers"), default=1,
                    help="data-parallel worker processes on this machine, each on the framework's own engine")
-    t.add_argument("--devices", type=int, default=1,
+    t.add_argument("--devices", type=_positive("--devices"), default=1,
                    help="devices inside each process (tf, jax, mxnet; CPU devices here, GPUs where present)")
     t.add_argument("--device", default="cpu", choices=distributed.DEVICE_KINDS)
-    t.add_argument("--threads", type=int, default=None, help="threads per worker (default: cores / workers)")
-    t.add_argument("--port", type=int, default=None,
+    t.add_argument("--threads", type=_positive("--threads"), default=None,
+                   help="threads per worker (default: cores / workers)")
+    t.add_argument("--stall-timeout", type=_seconds("--stall-timeout"), default=launch.STALL_TIMEOUT_S,
+                   metavar="SECONDS", help="with --workers: stop the job when no worker has printed a line or "
+                   f"taken a training step for this long (default {launch.STALL_TIMEOUT_S:g})")
+    t.add_argument("--port", type=_integer("--port", 1, 65535), default=None,
                    help="the coordinator's loopback port for --workers (default: a free one)")
     t.set_defaults(run=_train)
+
+    from common.tools import race
+    g = sub.add_parser("race", parents=[several, model, data, low],
+                       help="time to a target test accuracy: every backend from one recipe, over several seeds",
+                       description="Race the backends to a test accuracy: a parity check of the raced model first, "
+                       "then every backend and seed in its own process, interleaved by seed; the clock runs from "
+                       "process start (docs/race.md).")
+    g.add_argument("--target", type=_number("--target", "a test accuracy between 0 and 1", lambda v: 0 < v < 1),
+                   default=0.90, help="test accuracy to reach (default 0.90)")
+    g.add_argument("--resize", type=_image_size, default=56, help="image side after bilinear resizing (default 56)")
+    for action in t._actions:  # vgg train's recipe options, defined once, there
+        if action.dest in race.RECIPE_OPTIONS:
+            g._add_action(action)
+    g.add_argument("--seeds", type=_positive("--seeds"), default=3, help="runs per backend: seeds 0 to N-1 (default 3)")
+    g.add_argument("--max-epochs", type=_positive("--max-epochs"), default=10,
+                   help="the schedule's length: a run not at the target by then did not finish (default 10)")
+    g.add_argument("--eval-every", type=_number("--eval-every", "a fraction of an epoch in (0, 1]",
+                                                lambda v: 0 < v <= 1),
+                   default=0.5, help="test accuracy every this fraction of an epoch (default 0.5)")
+    g.add_argument("--out", default=None, help="report folder (default reports/race-<time>)")
+    g.add_argument("--resume", action="store_true", help="continue the race in --out, keeping its finished runs")
+    g.set_defaults(run=_race)
     return p
+
+
+def _race(args: argparse.Namespace) -> int:
+    from common.tools import race
+
+    arch.check_resolution(arch.parse(args.arch)[0], args.resize)
+    plan = race.settings(args)
+    out = Path(args.out or f"reports/race-{time.strftime('%Y%m%d-%H%M%S')}")
+    command = "vgg " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["race"] else "vgg race"
+    report = race.run(plan, out, resume=args.resume, command=command, log=lambda line: print(line, flush=True))
+    print(f"vgg race: wrote {out / 'race.json'}, race.md and charts")
+    return 0 if any(r["status"] != "error" for r in report["runs"]) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

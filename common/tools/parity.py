@@ -68,11 +68,14 @@ def oracle_statistics(weights: dict[str, np.ndarray], arch, batches: list[tuple[
 
 
 def trajectory(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.ndarray],
-               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05) -> dict:
-    """Plain SGD from ``weights`` with dropout off, one step per NCHW batch, through the backend's own
-    training step: the loss of every step and the canonical weights (and running statistics) afterwards."""
+               batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05, momentum: float = 0.0,
+               weight_decay: float = 0.0) -> dict:
+    """SGD (plain unless ``momentum``/``weight_decay``) from ``weights`` with dropout off, one step per NCHW
+    batch, through the backend's own training step: the loss of every step and the canonical weights (and
+    running statistics) afterwards."""
     model = _model(vgg, config, weights)
-    engine = vgg.Engine(model, training.Recipe(batch_size=len(batches[0][1])))  # each step takes its lr
+    recipe = training.Recipe(batch_size=len(batches[0][1]), momentum=momentum, weight_decay=weight_decay)
+    engine = vgg.Engine(model, recipe)  # each step takes its lr
     engine.reseed(0)
     losses = [engine.step(*vgg.to_tensor(layouts.images_from_nchw(x, vgg.LAYOUT), y), lr)[0] for x, y in batches]
     return {"losses": np.array(losses), "trained": vgg.export_weights(model)}
@@ -112,15 +115,16 @@ def format_matrix(cells: dict[tuple[str, str], float], quantity: str, precision:
 
 
 def run(modules: dict[str, ModuleType], config: ModelConfig, batch: int = 8, steps: int = 5, lr: float = 0.05,
-        log=lambda _: None) -> dict[str, dict[tuple[str, str], float]]:
+        log=lambda _: None, momentum: float = 0.0,
+        weight_decay: float = 0.0) -> dict[str, dict[tuple[str, str], float]]:
     """Every parity check of the model ``config`` describes (its seed seeds weights and batches) on every
     ordered pair of ``modules`` (name -> backend), plus the oracle's (at ``config.precision``: the backends'
     mixed precision against the rounding oracle, common.core.precision).
 
     Random weights (non-zero biases, so no exact ReLU/max-pool ties) are imported into the first backend
     and *its export* goes to all the others. With batch norm, the running statistics after ``steps``
-    training steps at lr 0 (weights held, so the oracle can follow) are compared too. Returns quantity ->
-    pair -> relative difference.
+    training steps at lr 0 (weights held, so the oracle can follow) are compared too. The trajectory's SGD
+    takes ``momentum`` and ``weight_decay`` (a raced recipe's). Returns quantity -> pair -> relative difference.
     """
     arch, size, seed = config.arch, config.image_size, config.seed
     first = next(iter(modules.values()))
@@ -136,7 +140,7 @@ def run(modules: dict[str, ModuleType], config: ModelConfig, batch: int = 8, ste
     for name, vgg in modules.items():
         log(f"parity: {name} ...")
         results[name] = backend_outputs(vgg, config, weights, images, labels)
-        results[name]["trajectory"] = trajectory(vgg, config, weights, batches, lr)
+        results[name]["trajectory"] = trajectory(vgg, config, weights, batches, lr, momentum, weight_decay)
         if config.batch_norm:
             held = trajectory(vgg, config, weights, batches, 0.0)["trained"]
             results[name]["statistics after steps"] = canonical.running_statistics(held)
