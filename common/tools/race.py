@@ -1,0 +1,341 @@
+"""``vgg race``: time to a target test accuracy, every backend from the same recipe, each run its own process.
+
+Before the start one child checks that the contenders compute the same function (``common.tools.parity``
+on the raced model, precision and SGD recipe); a backend that disagrees, or cannot run the precision, is
+not raced and the report says why. Then every (seed, backend) runs in its own child, interleaved by seed,
+with ``vgg compare``'s environment. A child trains with the shared loop's pieces (``Recipe.lr_at``,
+``epoch_seed``, the loader's seeded epochs: the same steps ``vgg train`` takes), evaluates every
+``eval_every`` of an epoch and prints one JSON line per evaluation; the clock is wall-clock seconds since
+the parent started the child. The report (``common.tools.race_report``) is rewritten after every run, so
+Ctrl-C keeps what finished and ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from common.core import arch, backends
+from common.core import precision as precisions
+from common.core.config import ModelConfig
+from common.core.precision import PrecisionError
+from common.data import fashion_mnist
+from common.runtime import capability, run_folder, training
+from common.tools import parity, race_report
+from common.tools.compare import ROOT, child_env
+from common.tools.compare_report import machine
+
+#: the options of ``vgg train`` a race takes as they are (their parser's definitions, not copies)
+RECIPE_OPTIONS = ("lr", "batch_size", "momentum", "weight_decay", "schedule", "warmup_epochs", "limit", "no_verify")
+#: what a child prints before each JSON record, so framework chatter on stdout is never mistaken for one
+TAG = "@race "
+#: the parity check's small batch and SGD steps
+PARITY_BATCH, PARITY_STEPS = 8, 3
+#: every file a race writes into --out (anything else there is another tool's, and refused)
+FILES = ("race.json", "race.md", *race_report.CHARTS, run_folder.LOCK)
+#: settings a --resume may change: more (or fewer) seeds extend the same race
+MAY_CHANGE = ("seeds",)
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The race's settings from ``vgg race``'s arguments, checked (a bad recipe is a ValueError here)."""
+    recipe = {k: getattr(args, k) for k in ("lr", "batch_size", "momentum", "weight_decay", "schedule",
+                                             "warmup_epochs")}
+    training.Recipe(epochs=args.max_epochs, **recipe)  # refuses e.g. a warm-up longer than the race
+    return {"backends": list(dict.fromkeys(args.backends)), "arch": args.arch, "hidden": args.hidden,
+            "resize": args.resize, "precision": args.precision, "target": args.target,
+            "max_epochs": args.max_epochs, "eval_every": args.eval_every, "seeds": args.seeds, "recipe": recipe,
+            "limit": args.limit, "data_dir": args.data_dir, "verify": not args.no_verify}
+
+
+def config_of(plan: dict, seed: int) -> ModelConfig:
+    """The raced model, its weights initialised from ``seed``."""
+    blocks, batch_norm = arch.parse(plan["arch"])
+    return ModelConfig(blocks, image_size=plan["resize"], seed=seed, batch_norm=batch_norm, hidden=plan["hidden"],
+                       precision=plan["precision"])
+
+
+def recipe_of(plan: dict, seed: int) -> training.Recipe:
+    """The raced recipe for ``seed``: its schedule spans ``max_epochs``, the most a run may take."""
+    return training.Recipe(epochs=plan["max_epochs"], seed=seed, **plan["recipe"])
+
+
+def evaluation_steps(per_epoch: int, epochs: int, every: float) -> list[int]:
+    """The step counts after which a run evaluates: every ``every`` of an epoch (rounded to a step, at least
+    one apart) and after the last step."""
+    total = per_epoch * epochs
+    points = {max(1, round(m * every * per_epoch)) for m in range(1, math.ceil(total / (every * per_epoch)) + 1)}
+    return sorted({p for p in points if p <= total} | {total})
+
+
+def to_target(engine: training.Engine, data, recipe: training.Recipe, target: float, every: float,
+              started: float, emit: Callable[[dict], None]) -> None:
+    """Train with ``engine`` as ``recipe`` says (the shared loop's lr, dropout seeds and shuffles), evaluate on
+    the test split every ``every`` of an epoch and ``emit`` each evaluation; stop at the first at or above
+    ``target``. ``started`` is the ``time.time()`` the run's clock counts from."""
+    train, test = training.batches_for(data, recipe)
+    per_epoch = len(train)
+    due = set(evaluation_steps(per_epoch, recipe.epochs, every))
+    steps, train_s, loss_sum, since = 0, 0.0, 0.0, 0
+    for epoch in range(recipe.epochs):
+        engine.reseed(recipe.epoch_seed(epoch))
+        began = time.perf_counter()
+        for images, labels in train.epoch(epoch):
+            loss, _ = engine.step(images, labels, recipe.lr_at(steps, per_epoch))
+            steps, loss_sum, since = steps + 1, loss_sum + loss, since + 1
+            if not math.isfinite(loss):
+                raise training.TrainingDiverged(f"loss became {loss} at step {steps} (epoch {epoch + 1}); "
+                                                "try a smaller --lr")
+            if steps not in due:
+                continue
+            train_s += time.perf_counter() - began
+            evaluated = time.perf_counter()
+            accuracy = engine.evaluate(test)
+            emit({"event": "evaluation", "wall_s": time.time() - started, "train_s": train_s,
+                  "eval_s": time.perf_counter() - evaluated, "epoch": steps / per_epoch, "steps": steps,
+                  "test_acc": accuracy, "train_loss": loss_sum / since})
+            if accuracy >= target:
+                return
+            loss_sum, since, began = 0.0, 0, time.perf_counter()
+
+
+def _worker(a: argparse.Namespace) -> None:
+    """A race child: one backend, one seed, from import to the target; each record one tagged JSON line."""
+    import warnings
+
+    from common.runtime.machine import peak_rss_mb
+    from common.tools import loading
+
+    def emit(record: dict) -> None:
+        print(TAG + json.dumps(record), flush=True)
+
+    plan, seed = json.loads(a.plan), a.seed
+    began = time.perf_counter()
+    vgg = loading.backend(a.worker)
+    vgg.init_distributed()  # threads: every core, as vgg train and vgg compare give one process
+    imported = time.perf_counter()
+    data = vgg.load_fashion_mnist(plan["recipe"]["batch_size"], resize=plan["resize"], data_dir=plan["data_dir"],
+                                  seed=seed, limit=plan["limit"], verify=plan["verify"])
+    loaded = time.perf_counter()
+    with warnings.catch_warnings():  # the parent printed the precision's note once
+        warnings.simplefilter("ignore", precisions.PrecisionWarning)
+        model = vgg.VGG(config_of(plan, seed))
+    built = time.perf_counter()
+    recipe = recipe_of(plan, seed)
+    engine = vgg.Engine(model, recipe)
+    emit({"event": "start", "interpreter_s": a.began - a.started, "import_s": imported - began,
+          "data_s": loaded - imported, "build_s": built - loaded, "engine_s": time.perf_counter() - built,
+          "steps_per_epoch": len(data.train), "parameters": vgg.parameter_count(model)})
+    to_target(engine, data, recipe, plan["target"], plan["eval_every"], a.started, emit)
+    emit({"event": "end", "peak_rss_mb": peak_rss_mb(), "env": backends.environment(a.worker)})  # off the clock
+
+
+def _parity_child(a: argparse.Namespace) -> None:
+    """The parity check's child: load each backend (one that fails is reported, not fatal), run
+    :func:`common.tools.parity.run` on the rest, print one tagged JSON line."""
+    from common.tools import loading
+
+    plan, modules, broken = json.loads(a.plan), {}, {}
+    for name in a.parity.split(","):
+        try:
+            modules[name] = loading.backend(name)
+        except Exception as exc:  # a missing or broken framework is that backend's reason, the others go on
+            broken[name] = _one_line(exc)
+    matrices = {}
+    if modules:
+        recipe = plan["recipe"]
+        matrices = parity.run(modules, config_of(plan, 0), batch=PARITY_BATCH, steps=PARITY_STEPS, lr=recipe["lr"],
+                              momentum=recipe["momentum"], weight_decay=recipe["weight_decay"])
+    print(TAG + json.dumps({"broken": broken,
+                            "matrices": {q: [[a, b, d] for (a, b), d in cells.items()]
+                                         for q, cells in matrices.items()}}), flush=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as the one line a report row holds."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def disagreements(matrices: dict[str, list], names: list[str], precision: str) -> dict[str, str]:
+    """The backends of ``names`` the parity ``matrices`` (quantity -> [a, b, difference]) refuse, each with
+    its worst failing cell: one off the oracle, or off more than half of the other backends (with two that
+    disagree neither races: no majority says which is right)."""
+    bounds = precisions.bounds(precision)
+    failing: dict[str, list] = {name: [] for name in names}
+    for quantity, cells in matrices.items():
+        for a, b, d in cells:
+            if a in failing and d > bounds[quantity]:
+                failing[a].append((d / bounds[quantity], quantity, b, d))
+    refused = {}
+    for name, cells in failing.items():
+        others = {b for *_, b, _ in cells if b != parity.ORACLE}
+        if len(others) > (len(names) - 1) / 2 or any(b == parity.ORACLE for *_, b, _ in cells):
+            _, quantity, b, d = max(cells)
+            refused[name] = (f"parity refused: its {quantity} differ from {b}'s by {d:.1e} "
+                             f"(tolerance {bounds[quantity]:g})")
+    return refused
+
+
+def _child(args: list[str], on_record: Callable[[dict], None]) -> str | None:
+    """Run ``python -m common.tools.race ARGS`` with ``vgg compare``'s environment, handing every tagged
+    record to ``on_record`` as it comes; None, or the child's error as one line. Ctrl-C stops it too."""
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty framework can never block it
+        proc = subprocess.Popen([sys.executable, "-m", "common.tools.race", *args], env=child_env(), cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith(TAG):
+                    on_record(json.loads(line[len(TAG):]))
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.returncode == 0:
+            return None
+        err.seek(0)
+        lines = [line.strip() for line in err.read().splitlines() if line.strip() and not line.startswith(" ")]
+        return lines[-1] if lines else f"exit status {proc.returncode}"
+
+
+def parity_check(plan: dict, names: list[str], log: Callable[[str], None]) -> dict:
+    """The parity check of the raced configuration on ``names``, in a child: its matrices, and the backends
+    it refuses (disagreeing or broken) with their reasons."""
+    log(f"vgg race: parity check of {', '.join(names)} (batch {PARITY_BATCH}, {PARITY_STEPS} SGD steps) ...")
+    found: list[dict] = []
+    error = _child(["--parity", ",".join(names), "--plan", json.dumps(plan)], found.append)
+    if error or not found:
+        return {"matrices": {}, "refused": dict.fromkeys(names, f"parity check failed: {error}")}
+    result = found[-1]
+    loaded = [n for n in names if n not in result["broken"]]
+    refused = {n: f"cannot load: {e}" for n, e in result["broken"].items()}
+    refused.update(disagreements(result["matrices"], loaded, plan["precision"]))
+    return {"matrices": result["matrices"], "refused": refused}
+
+
+def run_one(plan: dict, backend: str, seed: int, log: Callable[[str], None]) -> dict:
+    """One backend and seed in its own child, from process start to the target (or ``max_epochs``): the run's
+    record, with its error if it crashed."""
+    run = {"backend": backend, "seed": seed, "evaluations": []}
+
+    def on_record(record: dict) -> None:
+        event = record.pop("event")
+        if event == "evaluation":
+            run["evaluations"].append(record)
+            log(f"{backend:6} seed {seed}: epoch {record['epoch']:6.2f} ({record['steps']} steps) test acc "
+                f"{record['test_acc']:.4f} at {record['wall_s']:7.1f} s (training {record['train_s']:.1f} s, "
+                f"evaluation {record['eval_s']:.1f} s)")
+        else:
+            run.update(record)
+
+    started = time.time()
+    error = _child(["--worker", backend, "--seed", str(seed), "--plan", json.dumps(plan),
+                    "--started", repr(started)], on_record)
+    if error:
+        run["error"] = error
+    race_report.settle(run, plan["target"])
+    return run
+
+
+def load_earlier(out: Path, plan: dict, resume: bool) -> dict | None:
+    """The race in ``out`` that ``--resume`` continues (None for a new race), after refusing an ``out`` that
+    holds another race without --resume, one run with other settings, or files that are no race's."""
+    if not out.is_dir():
+        return None
+    strange = sorted(p.name for p in out.iterdir() if p.name not in FILES and not p.name.startswith(".probe-"))
+    if strange:
+        raise ValueError(f"--out {out} holds files that are not a race's ({', '.join(strange[:5])}); "
+                         "choose another --out")
+    if not (out / "race.json").exists():
+        return None
+    if not resume:
+        raise ValueError(f"--out {out} already holds a race (race.json); pass --resume to continue it, or "
+                         "choose another --out")
+    earlier = json.loads((out / "race.json").read_text())
+    differs = sorted(k for k in plan if k not in MAY_CHANGE and earlier["settings"].get(k) != plan[k])
+    if differs:
+        raise ValueError(f"--resume: the race in {out} was run with other settings ({', '.join(differs)}); "
+                         "repeat its options, or choose another --out")
+    return earlier
+
+
+def _contenders(plan: dict, log: Callable[[str], None]) -> dict[str, str]:
+    """The backends that cannot run the race's precision here, with the reason; the others' notes logged.
+    Refuses the race (PrecisionError) when none can."""
+    refused = {}
+    for name in plan["backends"]:
+        try:
+            note = capability.check(name, plan["precision"])
+        except PrecisionError as exc:
+            refused[name] = str(exc)
+            continue
+        if note:
+            log(f"vgg race: note: {note}")
+    if len(refused) == len(plan["backends"]):
+        raise PrecisionError(f"--precision {plan['precision']}: no backend of {','.join(plan['backends'])} can run "
+                             "it here (" + "; ".join(refused.values()) + ")")
+    return refused
+
+
+def order(plan: dict, raced: list[str]) -> Iterator[tuple[int, str]]:
+    """(seed, backend) in race order: seed 0 of every backend, then seed 1, ...: drift spreads over all."""
+    return ((seed, name) for seed in range(plan["seeds"]) for name in raced)
+
+
+def run(plan: dict, out: Path, resume: bool = False, command: str = "", log: Callable[[str], None] = print) -> dict:
+    """The race ``plan`` describes into ``out`` (race.json, race.md, charts, rewritten after every run);
+    with ``resume``, the race there continues and its finished runs are kept."""
+    refused = _contenders(plan, log)
+    # found, downloaded if need be, and verified before any clock runs (and a bad --data-dir refused here)
+    fashion_mnist.load_arrays(plan["data_dir"], verify=plan["verify"])
+    load_earlier(out, plan, resume)  # a refusal leaves --out untouched (not even a lock file)
+    with run_folder.locked(out, f"--out {out}"):
+        earlier = load_earlier(out, plan, resume)  # again, now that no other race can write there
+        report = earlier or {"command": command, "settings": plan, "machine": machine(), "runs": []}
+        report["settings"] = plan
+        if "parity" not in report:
+            names = [n for n in plan["backends"] if n not in refused]
+            report["parity"] = parity_check(plan, names, log)
+            report["parity"]["refused"] = {**refused, **report["parity"]["refused"]}
+            race_report.write(report, out)
+        for name, reason in report["parity"]["refused"].items():
+            log(f"vgg race: {name} does not race: {reason}")
+        raced = [n for n in plan["backends"] if n not in report["parity"]["refused"]]
+        done = {(r["backend"], r["seed"]) for r in report["runs"] if r["status"] != "error"}
+        for seed, name in order(plan, raced):
+            if (name, seed) in done:
+                continue
+            log(f"vgg race: {name} seed {seed} starts")
+            result = run_one(plan, name, seed, log)
+            log(f"vgg race: {name} seed {seed}: {race_report.outcome(result)}")
+            report["runs"] = [r for r in report["runs"] if (r["backend"], r["seed"]) != (name, seed)] + [result]
+            race_report.write(report, out)
+    return report
+
+
+def _main() -> None:
+    p = argparse.ArgumentParser(description="a vgg race child process (internal)")
+    p.add_argument("--worker", help="race this backend")
+    p.add_argument("--parity", metavar="BACKENDS", help="check these backends' parity")
+    p.add_argument("--plan", required=True, help="the race's settings, as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--started", type=float, default=None,
+                   help="the parent's time.time() just before it started this process (default: now)")
+    a = p.parse_args()
+    a.began = time.time()
+    a.started = a.began if a.started is None else a.started
+    _parity_child(a) if a.parity else _worker(a)
+    sys.stdout.flush()
+    os._exit(0)  # its records are out: skip the frameworks' teardown (seconds for TensorFlow), off the clock anyway
+
+
+if __name__ == "__main__":
+    _main()
