@@ -38,6 +38,10 @@ def test_the_framework_hooks_work(backend):
     model = backend.VGG(arch.TINY, image_size=32, hidden=HIDDEN)
     engine = backend.Engine(model, Recipe(batch_size=4))
     assert backend.communication_timer(engine)() is None  # one process: nothing to report
+    forward, step = backend.step_split(engine)  # vgg compare's step split: both run to completion
+    nchw, labels = tolerances.fixed_batch(arch.TINY, 32)
+    batch = backend.to_tensor(layouts.images_from_nchw(nchw, backend.LAYOUT), labels)
+    assert np.isfinite(forward(*batch)) and np.isfinite(step(*batch, 0.01)[0])
 
 
 def test_a_model_carries_its_config_and_is_built_again_from_it(backend, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -153,6 +154,23 @@ class Engine:
             self.loss_scale = (jnp.float32(scaling[precision.LOSS_SCALE_KEYS[0]]),
                                jnp.int32(scaling[precision.LOSS_SCALE_KEYS[1]]))
         self._replicate()
+
+
+@nnx.jit
+def _forward_loss(model: VGG, images: jax.Array, labels: jax.Array) -> jax.Array:
+    """The training step's forward and mean cross-entropy alone, compiled as the step is."""
+    logits = model(images).astype(jnp.float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def step_split(engine: Engine) -> tuple[Callable[..., float], Callable[..., tuple[float, int]]]:
+    """The step split's two timed calls, one process: the engine's jitted training-mode forward and loss,
+    and its full step; ``block_until_ready`` (and reading the step's loss) waits for either to finish."""
+    def forward(images, labels) -> float:
+        engine.model.train()
+        loss = _forward_loss(engine.model, engine._put(images), engine._put(labels))
+        return float(jax.block_until_ready(loss))
+    return forward, engine.step
 
 
 train = partial(training.train, NAME, Engine)

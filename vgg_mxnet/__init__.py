@@ -8,7 +8,7 @@ from common.runtime import contract
 from vgg_mxnet.framework import device_name, matmul, set_threads
 from vgg_mxnet.model import (LAYOUT, NAME, VGG, layer_summary, parameter_count, predict, print_layer_summary, vgg11,
                              vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, vgg_block)
-from vgg_mxnet.trainer import MODEL_SUFFIX, Engine, evaluate, load, save, train
+from vgg_mxnet.trainer import MODEL_SUFFIX, Engine, evaluate, load, save, step_split, train
 from vgg_mxnet.weights import (export_weights, import_weights, load_weights, loss_gradients, save_weights,
                                training_outputs)
 

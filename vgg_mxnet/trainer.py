@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -154,6 +155,23 @@ class Engine:
         scaled_for = arrays.get("optimizer.lr")
         self.scaled_for = float(scaled_for) if scaled_for is not None and self.trainer.optimizer.momentum > 0 \
             else None
+
+
+def step_split(engine: Engine) -> tuple[Callable[..., float], Callable[..., tuple[float, int]]]:
+    """The step split's two timed calls, one process: the engine's hybridized forward and loss under
+    ``autograd.record`` (as in the step) and its full step, each followed by ``mx.nd.waitall``: MXNet runs
+    asynchronously, and the step's own reads of its loss do not wait for the weight update."""
+    def forward(images, labels) -> float:
+        with mx.autograd.record():
+            loss = engine.loss(engine.model(_as_mx(images)), _as_mx(labels)).mean()
+        mx.nd.waitall()
+        return loss.item()
+
+    def step(images, labels, lr: float) -> tuple[float, int]:
+        result = engine.step(images, labels, lr)
+        mx.nd.waitall()
+        return result
+    return forward, step
 
 
 train = partial(training.train, NAME, Engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -176,6 +177,18 @@ def _set_variables(model: VGG, arrays: dict[str, np.ndarray], source: str) -> No
     training.check_state({k: v.shape for k, v in named.items()}, arrays, source)
     for k, v in named.items():
         v.assign(arrays[k])
+
+
+def step_split(engine: Engine) -> tuple[Callable[..., float], Callable[..., tuple[float, int]]]:
+    """The step split's two timed calls, one process: the engine's training-mode forward and loss as a
+    graph-mode ``tf.function`` (``JIT_COMPILE``, as the step's default), and its full step; reading the loss
+    waits for either to finish."""
+    @tf.function(jit_compile=JIT_COMPILE, reduce_retracing=True)
+    def loss(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        logits = logits_of(engine.model, images, training=True)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int64), logits))
+
+    return lambda images, labels: float(loss(images, labels)), engine.step
 
 
 train = partial(training.train, NAME, Engine)

@@ -8,7 +8,7 @@ from vgg_torch.distributed import communication_timer, current as current_world,
 from vgg_torch.data import from_arrays, load_fashion_mnist, to_tensor
 from vgg_torch.model import (LAYOUT, NAME, VGG, layer_summary, parameter_count, predict, print_layer_summary,
     vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, vgg_block)
-from vgg_torch.trainer import MODEL_SUFFIX, Engine, evaluate, load, save, train
+from vgg_torch.trainer import MODEL_SUFFIX, Engine, evaluate, load, save, step_split, train
 from vgg_torch.weights import (export_weights, import_weights, load_weights, loss_gradients, save_weights,
     training_outputs)
 from vgg_torch.export import export, load_exported

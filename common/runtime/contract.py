@@ -71,6 +71,9 @@ class Backend(Protocol):
     def matmul(self, a: np.ndarray) -> Callable[[], Any]: ...  # computes a @ a to completion: the ceiling
     def device_name(self, device: str) -> str: ...  # what "cpu" or "gpu" is here, as reports name it
     def communication_timer(self, engine: Any) -> Callable[[], float | None]: ...  # ms per step, if reported
+    # (forward(images, labels), step(images, labels, lr)): the engine's training-mode forward and loss, and its
+    # full step, each run to completion with the framework's own synchronisation (vgg compare's step split)
+    def step_split(self, engine: Any) -> tuple[Callable[..., float], Callable[..., tuple[float, int]]]: ...
 
 
 #: every name the contract holds, in the order above

@@ -1,9 +1,11 @@
 """``vgg compare``: the four backends measured on the same work, side by side, one subprocess each.
 
-Each (backend, resolution) runs in its own child process (its memory is its own, no thread pool starves
-another) with the same thread settings, under the interpreter given for that backend (so JAX can come from
-a NumPy 2 environment and MXNet from a NumPy 1 one); the parent prints progress, collects one JSON line per
-child and rewrites the report after every row, so Ctrl-C keeps what was measured. The children's work is
+The cells (backend x size x precision x workers) run in interleaved rounds, every cell once per round,
+and the report gives each figure's median and range over the rounds. Each cell runs in its own child
+process (its memory is its own, no thread pool starves another) with the same thread settings, under the
+interpreter given for that backend (so JAX can come from a NumPy 2 environment and MXNet from a NumPy 1
+one); the parent prints progress, collects one JSON line per child and rewrites the report after every
+run, so Ctrl-C keeps what was measured. The children's work is
 ``common.tools.measure``, the report ``common.tools.compare_report``.
 """
 
@@ -14,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.core import arch
@@ -21,8 +24,9 @@ from common.core.config import ModelConfig
 from common.runtime import distributed
 from common.runtime.machine import cores
 from common.tools import launch, loading
-from common.tools.compare_report import engines, machine, merge_ceilings, write_report
-from common.tools.measure import matmul_ceiling, measure
+from common.tools.compare_report import console_table, engines, machine, merge_ceilings, write_report
+from common.tools.measure import MIN_REQUESTS, SERVED, matmul_ceiling, measure  # noqa: F401  (MIN_REQUESTS: the CLI's)
+from common.tools.spreads import cell as cell_of, summarise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,65 +70,119 @@ def _child(args: list[str], timeout: float, python: str = sys.executable) -> tup
     return None, reason.strip()
 
 
+@dataclass(frozen=True)
+class Job:
+    """What every child of one ``vgg compare`` is told, besides its cell and round."""
+    blocks: tuple
+    batch_norm: bool
+    hidden: int
+    batch_size: int
+    seconds: float
+    train_epochs: int
+    device: str
+    data_dir: str | None
+    verify: bool
+    requests: int
+    pythons: dict[str, str]
+
+
+def _args(job: Job, config: ModelConfig, name: str, train_epochs: int) -> list[str]:
+    """The child's command line for one cell."""
+    args = ["--worker", name, "--config", json.dumps(config.to_dict()), "--batch-size", str(job.batch_size),
+            "--seconds", str(job.seconds), "--train-epochs", str(train_epochs), "--device", job.device,
+            "--requests", str(job.requests)]
+    args += ["--data-dir", job.data_dir] if job.data_dir else []
+    return args + ([] if job.verify else ["--no-verify"])
+
+
+def _run_cell(job: Job, cell: tuple, round_: int, runs: list[dict]) -> dict:
+    """One child measuring ``cell`` (backend, size, precision, workers) in ``round_``: its run, or its error.
+    ``--train-epochs`` trains in round 1 only; W workers take as many steps as this round's one-process
+    run of the cell took in about ``--seconds``."""
+    name, size, p, w = cell
+    config = ModelConfig(job.blocks, image_size=size, batch_norm=job.batch_norm, hidden=job.hidden, precision=p)
+    args = _args(job, config, name, job.train_epochs if w == 1 and round_ == 1 else 0)
+    if w > 1:  # every worker takes the same number of steps: about --seconds at one process's pace
+        one = next((r for r in runs if r["round"] == round_ and cell_of(r) == (name, size, p, 1)
+                    and "error" not in r), None)
+        steps = max(3, round(job.seconds * one["train_ex_s"] / job.batch_size)) if one else 10
+        args += ["--launch", str(w), "--steps", str(steps)]
+    budget = 600 + 4 * job.seconds + job.train_epochs * 3600 + len(SERVED) * job.requests
+    try:
+        row, err = _child(args, budget, job.pythons[name])
+    except subprocess.TimeoutExpired:
+        row, err = None, f"timed out after {budget:.0f} s"
+    if row is None:
+        return {"backend": name, "size": size, "precision": p, "workers": w, "error": err, "round": round_,
+                "env": {"executable": job.pythons[name]}}
+    return {**row, "batch_size": job.batch_size, "round": round_}
+
+
+def _line(run: dict, rounds: int, ceiling: float) -> str:
+    """A run's console line, as it finishes."""
+    when = f"{run['round']}/{rounds}"
+    head = f"{when:>5} {run['backend']:8} {run['size']:>5} {run['precision']:>5} {run['workers']:>3}"
+    if "error" in run:
+        return f"{head} failed: {run['error']}"
+    infer = format(run["infer_ex_s"], "11.1f") if "infer_ex_s" in run else "—".rjust(11)
+    split = (f" {run['forward_ms']:8.1f} {run['backward_update_ms']:10.1f}" if "forward_ms" in run
+             else " " + "—".rjust(8) + " " + "—".rjust(10))
+    served = run.get("latency", {}).values()
+    p50 = f" {'/'.join(format(e['p50_ms'], '.2f') if 'p50_ms' in e else 'failed' for e in served):>23}" \
+        if served else ""
+    return (f"{head} {run['train_ex_s']:11.1f} {infer} {run['train_gflop_s']:8.1f} "
+            f"{100 * run['train_gflop_s'] / ceiling:5.0f}% {run['build_s']:8.2f} {run['first_step_s']:10.2f} "
+            f"{run['peak_rss_mb']:7.0f}{split}{p50}" + (f" {run['test_acc']:8.3f}" if "test_acc" in run else ""))
+
+
 def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, seconds: float, train_epochs: int,
         out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
         log=print, workers: list[int] = (1,), pythons: dict[str, str] | None = None,
         hidden: int = arch.HIDDEN, precisions: list[str] = ("fp32",),
-        refused: dict[tuple[str, str], str] | None = None, device: str = "cpu") -> dict:
-    """Measure every backend at every size and precision, one child each; rows of failed children carry
-    their error, and a (backend, precision) pair in ``refused`` gets its reason as its row without running.
+        refused: dict[tuple[str, str], str] | None = None, device: str = "cpu", rounds: int = 3,
+        requests: int = 0) -> dict:
+    """Measure every backend at every size, precision and worker count, one child each, in ``rounds``
+    interleaved rounds (every cell once per round); rows summarise each cell's rounds (median and range),
+    rows of failed children carry their error, and a (backend, precision) pair in ``refused`` gets its
+    reason as its row without running. ``requests`` > 0 also measures batch-1 serving latency.
 
     ``pythons`` maps a backend to the interpreter of the environment that has it (default: this one)."""
     pythons = {name: (pythons or {}).get(name, sys.executable) for name in names}
     blocks, batch_norm = arch.parse(arch_name)
     refused = refused or {}
+    job = Job(blocks, batch_norm, hidden, batch_size, seconds, train_epochs, device, data_dir, verify, requests,
+              pythons)
     report = {"command": command, "arch": arch_name, "hidden": hidden, "batch_size": batch_size, "seconds": seconds,
               "precisions": list(precisions), "device": device, "train_epochs": train_epochs, "machine": machine(),
-              "pythons": pythons,
-              "matmul_runs": {"before": _ceiling(pythons)}, "rows": []}
+              "pythons": pythons, "rounds": rounds, "latency_requests": requests,
+              "matmul_runs": {"before": _ceiling(pythons)}, "runs": [], "rows": []}
     merge_ceilings(report)  # measured again after the rows: shared machines drift by tens of percent
-    ceiling = {"gflop_s": report["matmul_gflop_s"]}
-    log(f"float32 matmul ceiling: {ceiling['gflop_s']:.0f} GFLOP/s ({engines(report['matmul_by_engine'])}); "
-        f"{cores()} cores for every backend")
-    log(f"{'backend':8} {'size':>5} {'prec':>5} {'W':>3} {'train ex/s':>11} {'infer ex/s':>11} {'GFLOP/s':>8} "
-        f"{'%ceil':>6} {'build s':>8} {'1st step s':>10} {'RSS MB':>7}" + (f" {'test acc':>8}" if train_epochs else ""))
-    for name, size, p, w in itertools.product(names, sizes, precisions, sorted(workers)):
-        if (name, p) in refused:
-            report["rows"].append({"backend": name, "size": size, "precision": p, "workers": w,
-                                   "error": refused[name, p], "env": {"executable": pythons[name]}})
-            continue
-        print(f"measuring {name} at {size}x{size} in {p} with {w} worker(s) ...", end="\r", file=sys.stderr,
-              flush=True)
-        config = ModelConfig(blocks, image_size=size, batch_norm=batch_norm, hidden=hidden, precision=p)
-        args = ["--worker", name, "--config", json.dumps(config.to_dict()), "--batch-size", str(batch_size),
-                "--seconds", str(seconds), "--train-epochs", str(train_epochs if w == 1 else 0),
-                "--device", device]
-        if w > 1:  # every worker takes the same number of steps: about --seconds at one process's pace
-            one = next((r for r in report["rows"] if (r["backend"], r["size"], r.get("precision"), r.get("workers"))
-                        == (name, size, p, 1) and "error" not in r), None)
-            steps = max(3, round(seconds * one["train_ex_s"] / batch_size)) if one else 10
-            args += ["--launch", str(w), "--steps", str(steps)]
-        args += ["--data-dir", data_dir] if data_dir else []
-        args += [] if verify else ["--no-verify"]
-        budget = 600 + 4 * seconds + train_epochs * 3600
-        try:
-            row, err = _child(args, budget, pythons[name])
-        except subprocess.TimeoutExpired:
-            row, err = None, f"timed out after {budget:.0f} s"
-        print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
-        if row is None:
-            row = {"backend": name, "size": size, "precision": p, "workers": w, "error": err,
-                   "env": {"executable": pythons[name]}}
-            log(f"{name:8} {size:>5} {p:>5} {w:>3} failed: {err}")
-        else:
-            row["batch_size"] = batch_size
-            log(f"{name:8} {size:>5} {p:>5} {w:>3} {row['train_ex_s']:11.1f} "
-                f"{(format(row['infer_ex_s'], '11.1f') if 'infer_ex_s' in row else '—'.rjust(11))} "
-                f"{row['train_gflop_s']:8.1f} {100 * row['train_gflop_s'] / ceiling['gflop_s']:5.0f}% "
-                f"{row['build_s']:8.2f} {row['first_step_s']:10.2f} {row['peak_rss_mb']:7.0f}"
-                + (f" {row['test_acc']:8.3f}" if "test_acc" in row else ""))
-        report["rows"].append(row)
-        write_report(report, out)
+    ceiling = report["matmul_gflop_s"]
+    log(f"float32 matmul ceiling: {ceiling:.0f} GFLOP/s ({engines(report['matmul_by_engine'])}); "
+        f"{cores()} cores for every backend; {rounds} interleaved round(s)"
+        + (f"; --train-epochs {train_epochs} trains once, in round 1" if train_epochs else ""))
+    log(f"{'round':>5} {'backend':8} {'size':>5} {'prec':>5} {'W':>3} {'train ex/s':>11} {'infer ex/s':>11} "
+        f"{'GFLOP/s':>8} {'%ceil':>6} {'build s':>8} {'1st step s':>10} {'RSS MB':>7} {'fwd ms':>8} "
+        f"{'bwd+upd ms':>10}" + (f" {'p50 ms live/native/onnx':>23}" if requests else "")
+        + (f" {'test acc':>8}" if train_epochs else ""))
+    cells = list(itertools.product(names, sizes, precisions, sorted(workers)))
+    for round_ in range(1, rounds + 1):
+        for cell in cells:
+            name, size, p, w = cell
+            if (name, p) in refused:  # its reason, once (the notes printed it)
+                if round_ > 1:
+                    continue
+                report["runs"].append({"backend": name, "size": size, "precision": p, "workers": w, "round": 1,
+                                       "error": refused[name, p], "env": {"executable": pythons[name]}})
+            else:
+                print(f"round {round_}/{rounds}: measuring {name} at {size}x{size} in {p} with {w} worker(s) ...",
+                      end="\r", file=sys.stderr, flush=True)
+                report["runs"].append(_run_cell(job, cell, round_, report["runs"]))
+                print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
+                log(_line(report["runs"][-1], rounds, ceiling))
+            report["rows"] = [summarise([r for r in report["runs"] if cell_of(r) == c])
+                              for c in cells if any(cell_of(r) == c for r in report["runs"])]
+            write_report(report, out)
     report["matmul_runs"]["after"] = _ceiling(pythons)
     merge_ceilings(report)
     spread = report["matmul_spread"]
@@ -132,6 +190,7 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
         f"({spread['engine']}: before {spread['before']:.0f}, after {spread['after']:.0f}; its {spread['products']} "
         f"products {spread['low']:.0f}-{spread['high']:.0f}); the % of ceiling in the report uses it")
     write_report(report, out)
+    log(console_table(report))
     return report
 
 
@@ -150,6 +209,7 @@ def _main() -> None:
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--launch", type=int, default=1, help="run the worker as this many data-parallel processes")
     p.add_argument("--steps", type=int, default=None, help="a fixed number of timed steps")
+    p.add_argument("--requests", type=int, default=0, help="batch-1 requests per server (0: no latency)")
     a = p.parse_args()
     if a.launch > 1:
         argv = sys.argv[1:]
@@ -161,7 +221,7 @@ def _main() -> None:
         print(json.dumps(matmul_ceiling(a.ceiling.split(","))))
         return
     row = measure(a.worker, ModelConfig.from_dict(a.config, "--config"), a.batch_size, a.seconds, a.data_dir,
-                  not a.no_verify, a.train_epochs, a.steps, a.device)
+                  not a.no_verify, a.train_epochs, a.steps, a.device, a.requests)
     if loading.backend(a.worker).current_world().is_chief:
         print(json.dumps(row))
 

@@ -1,5 +1,6 @@
-"""The ``vgg compare`` report: compare.json, compare.md (tables of every row, the data-parallel scaling, the
-environments) and PNG charts, each rewritten atomically after every row."""
+"""The ``vgg compare`` report: compare.json (every round's runs and the rows summarised from them), compare.md
+(tables of every row with medians, ranges and ties, the step split, serving latency, the data-parallel
+scaling, the environments) and PNG charts, each rewritten atomically after every run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from common.core import arch, atomic, backends
 from common.runtime.machine import cores, cpu
+from common.tools.measure import SERVED, WARMUP_REQUESTS
+from common.tools.spreads import spread, text, versus_fastest
 
 #: what each framework is told, with the same core count everywhere
 THREADS = {name: b.threads for name, b in backends.BACKENDS.items()}
@@ -41,28 +44,77 @@ def speedup(row: dict, rows: list[dict]) -> float | None:
     return row["train_ex_s"] / base["train_ex_s"] if base else None
 
 
+def _ceiling_share(row: dict, ceiling: float) -> str:
+    return text(row, "train_gflop_s", ".0f", 100 / ceiling) + " %"
+
+
 def _table(report: dict) -> str:
-    """The Markdown table of a report: a row per backend, size, precision and worker count."""
+    """The Markdown table of a report: a row per backend, size, precision and worker count, every figure its
+    median over the rounds with the range in brackets."""
     ceiling = report["matmul_gflop_s"]
     trained = report["train_epochs"]
-    lines = ["| backend | size | precision | workers x threads | train ex/s | vs fp32 | infer ex/s | GFLOP/s (train) | "
-             "% of fp32 matmul ceiling | logits vs float64 oracle | build s | first step s | peak RSS MB |"
-             + (" test acc |" if trained else ""),
-             "|---" * (14 if trained else 13) + "|"]
-    for r in report["rows"]:
+    rows = report["rows"]
+    lines = ["| backend | size | precision | workers x threads | train ex/s | train vs fastest | vs fp32 | "
+             "infer ex/s | infer vs fastest | GFLOP/s (train) | % of fp32 matmul ceiling | "
+             "logits vs float64 oracle | build s | first step s | peak RSS MB |"
+             + (" test acc (round 1) |" if trained else ""),
+             "|---" * (16 if trained else 15) + "|"]
+    for r in rows:
         if "error" in r:
             lines.append(f"| {r['backend']} | {r['size']} | {r.get('precision', 'fp32')} | {r.get('workers', 1)} | "
-                         f"failed: {r['error']} |" + " |" * 8 + (" |" if trained else ""))
+                         f"failed: {r['error']} |" + " |" * 10 + (" |" if trained else ""))
             continue
-        infer = f"{r['infer_ex_s']:.1f}" if "infer_ex_s" in r else "—"
-        gain = speedup(r, report["rows"])
-        error = f"{r['parity_error']:.1e}" if "parity_error" in r else "—"
+        gain = speedup(r, rows)
         lines.append(f"| {r['backend']} | {r['size']} | {r.get('precision', 'fp32')} | "
-                     f"{r.get('workers', 1)} x {r.get('threads')} | {r['train_ex_s']:.1f} | "
-                     f"{f'{gain:.2f}x' if gain else '—'} | {infer} | "
-                     f"{r['train_gflop_s']:.1f} | {100 * r['train_gflop_s'] / ceiling:.0f} % | {error} | "
-                     f"{r['build_s']:.2f} | {r['first_step_s']:.2f} | {r['peak_rss_mb']:.0f} |"
+                     f"{r.get('workers', 1)} x {r.get('threads')} | {text(r, 'train_ex_s')} | "
+                     f"{versus_fastest(r, rows, 'train_ex_s')} | {f'{gain:.2f}x' if gain else '—'} | "
+                     f"{text(r, 'infer_ex_s')} | {versus_fastest(r, rows, 'infer_ex_s')} | "
+                     f"{text(r, 'train_gflop_s')} | {_ceiling_share(r, ceiling)} | {text(r, 'parity_error', '.1e')} | "
+                     f"{text(r, 'build_s', '.2f')} | {text(r, 'first_step_s', '.2f')} | "
+                     f"{text(r, 'peak_rss_mb', '.0f')} |"
                      + (f" {r['test_acc']:.3f} |" if trained and "test_acc" in r else " — |" if trained else ""))
+    return "\n".join(lines)
+
+
+def _split_table(report: dict) -> str:
+    """Forward and backward-plus-update time per training step, one process."""
+    rows = [r for r in report["rows"] if "forward_ms" in r]
+    if not rows:
+        return ""
+    lines = ["The step split (one process): forward-only and full training steps alternate on the same batches, "
+             "each timed to completion with the framework's own synchronisation; backward + update is the full "
+             "step's median less the forward's.", "",
+             "| backend | size | precision | forward ms | backward + update ms | full step ms | forward share |",
+             "|---" * 7 + "|"]
+    for r in rows:
+        lines.append(f"| {r['backend']} | {r['size']} | {r.get('precision', 'fp32')} | {text(r, 'forward_ms')} | "
+                     f"{text(r, 'backward_update_ms')} | {text(r, 'step_ms')} | "
+                     f"{100 * r['forward_ms'] / r['step_ms']:.0f} % |")
+    return "\n".join(lines)
+
+
+#: how the latency table names each server
+SERVERS = dict(zip(SERVED, ("live model (predict)", "native export (load_exported)", "ONNX (ONNX Runtime)")))
+
+
+def _latency_table(report: dict) -> str:
+    """Batch-1 latency percentiles of every row's live model and exports."""
+    rows = [r for r in report["rows"] if "latency" in r]
+    if not rows:
+        return ""
+    lines = [f"Serving latency: {report['latency_requests']} batch-1 requests per server after "
+             f"{WARMUP_REQUESTS} untimed ones, each waiting for its logits as NumPy; percentiles in ms, median over "
+             "the rounds with the range in brackets. Batch throughput is the table above's infer ex/s.", "",
+             "| backend | size | precision | served by | p50 ms | p90 ms | p99 ms | export s |", "|---" * 8 + "|"]
+    for r in rows:
+        for served, label in SERVERS.items():
+            entry = r["latency"].get(served, {})
+            head = f"| {r['backend']} | {r['size']} | {r.get('precision', 'fp32')} | {label} |"
+            if "p50_ms" not in entry:
+                lines.append(f"{head} {entry.get('error', 'not measured')} | | | |")
+                continue
+            cells = [text(r, f"latency.{served}.{p}", ".2f") for p in ("p50_ms", "p90_ms", "p99_ms")]
+            lines.append(f"{head} {' | '.join(cells)} | {text(r, f'latency.{served}.export_s', '.1f')} |")
     return "\n".join(lines)
 
 
@@ -99,7 +151,26 @@ def _scaling_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _title(report: dict, what: str) -> str:
+    """A chart's title: what it shows over how many rounds, the machine (CPU model, vector ISA) and the date."""
+    m = report["machine"]
+    return f"{what}: median and range of {report.get('rounds', 1)} round(s)\n{m['cpu']}; {m['date'][:10]}"
+
+
+#: the legend of the stacked step-split chart
+STACKED = {"forward_ms": "forward", "backward_update_ms": "backward + update"}
+
+
+def _bars(ax, rows: list[dict], key: str, labels: list[str], colors: list[str], **options) -> None:
+    """Bars at the medians of ``key`` with error bars from the lowest to the highest round."""
+    found = [spread(r, key) for r in rows]
+    ax.bar(labels, [f[0] for f in found], yerr=[[f[0] - f[1] for f in found], [f[2] - f[0] for f in found]],
+           capsize=3, color=colors, **options)
+
+
 def _charts(report: dict, out: Path) -> list[Path]:
+    """A PNG per figure: a panel per size, a bar per backend (and precision) at its median with its range;
+    the GFLOP/s chart draws the machine's ceiling, the split stacks forward and backward + update."""
     from matplotlib.figure import Figure  # not pyplot: no global backend switch, no GUI machinery
 
     rows = [r for r in report["rows"] if "error" not in r and r.get("workers", 1) == 1]
@@ -113,19 +184,36 @@ def _charts(report: dict, out: Path) -> list[Path]:
 
     names = list(dict.fromkeys(r["backend"] for r in rows))
     sizes = list(dict.fromkeys(r["size"] for r in rows))
-    for key, label, stem in (("train_ex_s", "training examples/s", "train_throughput"),
-                             ("infer_ex_s", "inference examples/s", "infer_throughput"),
-                             ("peak_rss_mb", "peak RSS (MB)", "memory")):
-        fig = Figure(figsize=(3.2 * len(sizes), 3), dpi=110)
+
+    def chart(stem: str, what: str, keys: tuple[str, ...], label: str) -> None:
+        fig = Figure(figsize=(max(5.5, 3.2 * len(sizes)), 3.6), dpi=110, layout="constrained")
         axes = fig.subplots(1, len(sizes), squeeze=False)
         for ax, size in zip(axes[0], sizes):
-            shown = [r for r in rows if r["size"] == size]
-            ax.bar([bar(r) for r in shown], [r[key] for r in shown],
-                   color=[f"C{names.index(r['backend'])}" for r in shown])
-            ax.set_title(f"{size}x{size}")
+            shown = [r for r in rows if r["size"] == size and all(spread(r, k) for k in keys)]
+            colors = [f"C{names.index(r['backend'])}" for r in shown]
+            bottom = [0.0] * len(shown)
+            for i, key in enumerate(keys):  # one key: plain bars; two: stacked, the second hatched
+                _bars(ax, shown, key, [bar(r) for r in shown], colors, bottom=bottom, hatch="//" if i else None,
+                      label=STACKED.get(key, f"_{key}"))  # "_...": no legend entry
+                bottom = [b + spread(r, key)[0] for b, r in zip(bottom, shown)]
+            if stem == "train_gflops":
+                ax.axhline(report["matmul_gflop_s"], color="k", linestyle="--",
+                           label=f"float32 matmul ceiling {report['matmul_gflop_s']:.0f} GFLOP/s")
+            if stem in ("train_gflops", "step_split"):
+                ax.legend(fontsize=7)
+            ax.set_title(f"{size}x{size}", fontsize=9)
             ax.set_ylabel(label)
-        fig.tight_layout()
+        fig.suptitle(_title(report, what), fontsize=8)
         paths.append(_save_fig(fig, out / f"{stem}.png"))
+
+    chart("train_throughput", "training examples/s", ("train_ex_s",), "training examples/s")
+    chart("infer_throughput", "inference examples/s", ("infer_ex_s",), "inference examples/s")
+    chart("train_gflops", "training GFLOP/s against the machine's ceiling", ("train_gflop_s",), "GFLOP/s")
+    chart("memory", "peak RSS", ("peak_rss_mb",), "peak RSS (MB)")
+    chart("step_split", "ms per training step: forward, then backward + update hatched",
+          ("forward_ms", "backward_update_ms"), "ms per step")
+    if any("latency" in r for r in rows):
+        paths.append(_latency_chart(report, rows, sizes, bar, out))
     curves = [r for r in rows if "history" in r]
     if curves:
         fig = Figure(figsize=(8, 3), dpi=110)
@@ -142,6 +230,30 @@ def _charts(report: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _latency_chart(report: dict, rows: list[dict], sizes: list[int], bar, out: Path) -> Path:
+    """Median p50 latency per backend and server (log scale), with its range over the rounds."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(5.5, 3.6 * len(sizes)), 3.6), dpi=110, layout="constrained")
+    axes = fig.subplots(1, len(sizes), squeeze=False)
+    width = 0.8 / len(SERVERS)
+    for ax, size in zip(axes[0], sizes):
+        shown = [r for r in rows if r["size"] == size and "latency" in r]
+        for i, served in enumerate(SERVERS):
+            found = [(x, f) for x, r in enumerate(shown) if (f := spread(r, f"latency.{served}.p50_ms"))]
+            if found:
+                ax.bar([x + (i - 1) * width for x, _ in found], [f[0] for _, f in found], width,
+                       yerr=[[f[0] - f[1] for _, f in found], [f[2] - f[0] for _, f in found]], capsize=2,
+                       label=served)
+        ax.set_xticks(range(len(shown)), [bar(r) for r in shown])
+        ax.set_yscale("log")
+        ax.set_title(f"{size}x{size}", fontsize=9)
+        ax.set_ylabel("p50 ms per batch-1 request")
+        ax.legend(fontsize=7)
+    fig.suptitle(_title(report, "batch-1 latency p50 (live model, native export, ONNX Runtime)"), fontsize=8)
+    return _save_fig(fig, out / "latency.png")
+
+
 def _save_fig(fig, path: Path) -> Path:
     import io
 
@@ -154,11 +266,11 @@ def engines(by_engine: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f}" for k, v in by_engine.items())
 
 
-def _spread(spread: dict) -> str:
+def _ceiling_spread(ceiling: dict) -> str:
     """How steady the ceiling was: the fastest engine before and after the rows, and all its products."""
-    when = ", ".join(f"{k} {spread[k]:.0f}" for k in ("before", "after") if spread.get(k))
-    return (f"{spread['engine']} measured {when}; its {spread['products']} products ran at "
-            f"{spread['low']:.0f}-{spread['high']:.0f} GFLOP/s")
+    when = ", ".join(f"{k} {ceiling[k]:.0f}" for k in ("before", "after") if ceiling.get(k))
+    return (f"{ceiling['engine']} measured {when}; its {ceiling['products']} products ran at "
+            f"{ceiling['low']:.0f}-{ceiling['high']:.0f} GFLOP/s")
 
 
 def _environments(report: dict) -> str:
@@ -174,6 +286,50 @@ def _environments(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _rounds(report: dict) -> str:
+    """How the figures were taken: the rounds, the ties, the one training run, any failed rounds."""
+    rounds = report.get("rounds", 1)
+    lines = [f"{rounds} interleaved round(s): each runs every backend x size x precision x workers cell once, in a "
+             "fresh process, so drift on a shared machine spreads over all of them. Every figure is the median of "
+             "the rounds that measured it, with its range (lowest-highest) in brackets where the rounds differ; "
+             "\"vs fastest\" names every backend at the same size, precision and worker count whose range overlaps "
+             "(a tie: the difference is within the rounds' spread)."]
+    if report["train_epochs"]:
+        lines.append(f"--train-epochs {report['train_epochs']}: trained once per backend and size, in round 1.")
+    lines += [f"{r['backend']} at {r['size']} ({r.get('precision', 'fp32')}, {r.get('workers', 1)} worker(s)) "
+              f"failed in round {k}: {error}" for r in report["rows"] if "error" not in r
+              for k, error in r.get("failed_rounds", {}).items()]
+    return "\n\n".join(lines)
+
+
+def console_table(report: dict) -> str:
+    """The console's summary once every round is in: each figure's median (range) per row, and the latency
+    percentiles per server where they were measured."""
+    ceiling = report["matmul_gflop_s"]
+    lines = [f"median (range) over {report.get('rounds', 1)} round(s):",
+             f"{'backend':8} {'size':>5} {'prec':>5} {'W':>3} {'train ex/s':>22} {'infer ex/s':>22} {'GFLOP/s':>18} "
+             f"{'%ceil':>12} {'build s':>16} {'1st step s':>16} {'RSS MB':>16} {'fwd ms':>18} {'bwd+upd ms':>18}"]
+    for r in report["rows"]:
+        head = f"{r['backend']:8} {r['size']:>5} {r.get('precision', 'fp32'):>5} {r.get('workers', 1):>3}"
+        if "error" in r:
+            lines.append(f"{head} failed: {r['error']}")
+            continue
+        lines.append(f"{head} {text(r, 'train_ex_s'):>22} {text(r, 'infer_ex_s'):>22} {text(r, 'train_gflop_s'):>18} "
+                     f"{text(r, 'train_gflop_s', '.0f', 100 / ceiling) + '%':>12} {text(r, 'build_s', '.2f'):>16} "
+                     f"{text(r, 'first_step_s', '.2f'):>16} {text(r, 'peak_rss_mb', '.0f'):>16} "
+                     f"{text(r, 'forward_ms'):>18} {text(r, 'backward_update_ms'):>18}")
+    served = [(r, s) for r in report["rows"] if "latency" in r for s in SERVERS]
+    if served:
+        lines += ["", f"batch-1 latency over {report['latency_requests']} requests, ms, median (range) over the rounds:",
+                  f"{'backend':8} {'size':>5} {'prec':>5} {'served by':>9} {'p50':>20} {'p90':>20} {'p99':>20}"]
+        for r, s in served:
+            entry = r["latency"].get(s, {})
+            figures = (" ".join(f"{text(r, f'latency.{s}.{p}', '.2f'):>20}" for p in ("p50_ms", "p90_ms", "p99_ms"))
+                       if "p50_ms" in entry else entry.get("error", "not measured"))
+            lines.append(f"{r['backend']:8} {r['size']:>5} {r.get('precision', 'fp32'):>5} {s:>9} {figures}")
+    return "\n".join(lines)
+
+
 def write_report(report: dict, out: Path) -> None:
     """compare.json, compare.md and the PNG charts, each written atomically."""
     atomic.write_text(out / "compare.json", json.dumps(report, indent=1))
@@ -184,12 +340,12 @@ def write_report(report: dict, out: Path) -> None:
           f"`{report['command']}`", "",
           f"{m['date']}; {m['cores']} cores ({m['cpu']}); float32 matmul ceiling "
           f"{report['matmul_gflop_s']:.0f} GFLOP/s (the fastest {size}x{size} product: "
-          f"{engines(report['matmul_by_engine'])}; {_spread(report['matmul_spread'])})", "",
+          f"{engines(report['matmul_by_engine'])}; {_ceiling_spread(report['matmul_spread'])})", "",
           *([f"On the GPU: {', '.join(sorted({r['device'] for r in report['rows'] if 'device' in r}))}; every "
              "timed step ends by reading its loss on the host, which waits for the device.", ""]
             if report.get("device") == "gpu" else []),
           _environments(report), "",
-          "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _table(report), "",
-          _scaling_table(report), ""]
+          "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _rounds(report), "",
+          _table(report), "", _split_table(report), "", _latency_table(report), "", _scaling_table(report), ""]
     atomic.write_text(out / "compare.md", "\n".join(md))
     _charts(report, out)

@@ -1,13 +1,18 @@
 """What a ``vgg compare`` child measures: one backend's build, first step, training and inference
-throughput and peak memory at one size (``measure``), and the machine's float32 product ceiling."""
+throughput, the step's forward/backward split, peak memory and batch-1 serving latency at one size
+(``measure``), and the machine's float32 product ceiling."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import statistics
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -17,6 +22,7 @@ from common.core.precision import PrecisionWarning
 from common.data.batches import to_float
 from common.runtime import training
 from common.runtime.machine import cores, peak_rss_mb
+from common.serving import formats, onnx_files
 from common.tools import loading
 
 #: The recipe of ``--train-epochs``: the one that reaches 0.91+ at 56x56 in every backend.
@@ -33,6 +39,17 @@ def _matmuls(a: np.ndarray, names: list[str]):
         except Exception:  # missing or broken: its own row reports why
             continue
         yield name, vgg.matmul(a)
+
+
+#: the fewest batch-1 requests behind the latency percentiles, and their default (p99 of 1,000 lies between
+#: the tenth and eleventh slowest); VGG_LATENCY_REQUESTS lowers it where speed is not the point (the test suite)
+MIN_REQUESTS = int(os.environ.get("VGG_LATENCY_REQUESTS", "1000"))
+#: untimed batch-1 requests before the timed ones: thread pools, compilation, caches
+WARMUP_REQUESTS = 20
+#: what serves the requests: the live model's predict, its native export reloaded, its ONNX export in ONNX Runtime
+SERVED = ("live", "native", "onnx")
+#: the fewest forward/full-step pairs behind the step split
+MIN_SPLIT_PAIRS = 5
 
 
 #: side of the float32 products that measure the ceiling; VGG_CEILING_SIZE makes it smaller where speed is
@@ -56,11 +73,71 @@ def matmul_ceiling(names: list[str], size: int = CEILING_SIZE, repeats: int = 3)
     return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples, "size": size}
 
 
+def _timed(call: Callable, *args) -> float:
+    """Seconds ``call(*args)`` takes (each call here runs its work to completion)."""
+    began = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - began
+
+
+def time_split(vgg, engine, stream, lr: float, seconds: float) -> dict:
+    """Forward and backward-plus-update ms of one training step: forward-only and full steps alternate on
+    the same batches (at least :data:`MIN_SPLIT_PAIRS` pairs, about ``seconds``), each part's median is
+    taken, and backward + update is the full step's median less the forward's."""
+    forward, step = vgg.step_split(engine)
+    forward(*next(stream))  # warm-up: the forward alone is traced or compiled once
+    forwards, steps, began = [], [], time.perf_counter()
+    while len(steps) < MIN_SPLIT_PAIRS or time.perf_counter() - began < seconds:
+        batch = next(stream)
+        forwards.append(_timed(forward, *batch))
+        steps.append(_timed(step, *batch, lr))
+    f, s = statistics.median(forwards), statistics.median(steps)
+    return {"forward_ms": 1000 * f, "backward_update_ms": 1000 * (s - f), "step_ms": 1000 * s,
+            "split_pairs": len(steps)}
+
+
+def latency(forward: Callable[[np.ndarray], object], image: np.ndarray, requests: int) -> dict:
+    """p50, p90 and p99 (ms) of ``requests`` batch-1 calls of ``forward`` (which returns NumPy logits, so
+    each call waits for its answer), after :data:`WARMUP_REQUESTS` untimed ones."""
+    for _ in range(WARMUP_REQUESTS):
+        forward(image)
+    times = [_timed(forward, image) for _ in range(requests)]
+    p50, p90, p99 = (1000 * v for v in np.percentile(times, (50, 90, 99)))
+    return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "requests": requests}
+
+
+def _reopened(vgg, model, folder: Path, fmt: str, threads: int, device: str) -> tuple[Callable, float]:
+    """The model exported in ``fmt`` into ``folder`` and opened as a server opens it (native with
+    ``load_exported``, ONNX in ONNX Runtime with ``threads``), and the seconds the export took."""
+    began = time.perf_counter()
+    path = vgg.export(model, folder / f"model{formats.export_suffix(vgg.NAME, fmt)}", fmt).path
+    seconds = time.perf_counter() - began
+    if fmt == "onnx":
+        return onnx_files.runner(onnx_files.session(path, threads, device)), seconds
+    return vgg.load_exported(path)[0], seconds
+
+
+def serving_latency(vgg, model, image: np.ndarray, requests: int, threads: int, device: str) -> dict:
+    """Batch-1 latency of the live model and of its native and ONNX exports (:data:`SERVED`); an export
+    that cannot be made or run here (a missing optional package, an exporter's failure) is its error."""
+    served = {"live": latency(lambda x: vgg.predict(model, x, 1), image, requests)}
+    with tempfile.TemporaryDirectory(prefix="vgg-latency-") as folder:
+        for fmt in SERVED[1:]:
+            try:
+                forward, seconds = _reopened(vgg, model, Path(folder), fmt, threads, device)
+                served[fmt] = {**latency(forward, image, requests), "export_s": seconds}
+            except Exception as exc:  # a note in the row, not the end of it
+                served[fmt] = {"error": formats.first_line(exc)}
+    return served
+
+
 def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, data_dir: str | None,
-            verify: bool, train_epochs: int, steps: int | None = None, device: str = "cpu") -> dict:
+            verify: bool, train_epochs: int, steps: int | None = None, device: str = "cpu",
+            requests: int = 0) -> dict:
     """One child's work on the model ``config`` describes (its size and precision): build, first step,
-    training and inference throughput, the logits' distance from the float64 oracle, peak memory (and
-    training).
+    training throughput and its forward/backward split, inference throughput, the logits' distance from the
+    float64 oracle, peak memory (and training, and ``requests`` batch-1 requests to each server of
+    :data:`SERVED` where ``requests`` > 0).
 
     Launched as W workers, every worker takes its shard of each global batch and all take ``steps`` steps
     (a time limit would let them disagree on when to stop, and a collective would wait forever);
@@ -101,6 +178,7 @@ def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, 
     if world.distributed:
         row["peak_rss_mb"] = peak_rss_mb()
         return row
+    row.update(time_split(vgg, engine, stream, 0.01, seconds / 4))
     images = layouts.with_channels(to_float(data.test.images[:batch_size], size), vgg.LAYOUT)
     vgg.predict(model, images, batch_size)  # warm-up / compile
     calls, began = 0, time.perf_counter()
@@ -112,6 +190,7 @@ def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, 
     row["parity_error"] = tolerances.relative(  # the trained weights' logits against float64's
         vgg.predict(model, layouts.images_from_nchw(nchw, vgg.LAYOUT)),
         oracle.forward(vgg.export_weights(model), blocks, nchw, config.batch_norm))
+    row["peak_rss_mb"] = peak_rss_mb()  # of the measured steps only: every round alike, before training or exports
     if train_epochs:
         model = vgg.VGG(config)
         history = vgg.train(model, data, epochs=train_epochs, batch_size=batch_size, progress=False,
@@ -119,5 +198,6 @@ def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, 
                             **{**RECIPE, "warmup_epochs": RECIPE["warmup_epochs"] if train_epochs > 1 else 0})
         row["test_acc"] = history["test_acc"][-1]
         row["history"] = history.rows
-    row["peak_rss_mb"] = peak_rss_mb()
+    if requests:
+        row["latency"] = serving_latency(vgg, model, images[:1], requests, world.threads, device)
     return row
