@@ -64,3 +64,22 @@ def test_a_training_step_runs_on_the_gpu(backend):
     assert np.isfinite(loss)
     if backend.NAME == "torch":
         assert next(model.parameters()).is_cuda
+
+
+def test_exports_answer_on_the_gpu(backend, tmp_path):
+    """`vgg predict --device gpu` on a native export (and on ONNX where ONNX Runtime has CUDA): the logits
+    of the live model, within the exports' tolerance."""
+    _gpu(backend)
+    from common.serving import formats, onnx_files
+    from common.tools import models
+    model = backend.VGG(arch.TINY, image_size=32, hidden=HIDDEN, dropout=0.0)
+    nchw = tolerances.fixed_batch(arch.TINY, 32, 8)[0]
+    expected = backend.predict(model, layouts.images_from_nchw(nchw, backend.LAYOUT))
+    paths = [backend.export(model, tmp_path / f"m{formats.NATIVE[backend.NAME]}").path]
+    ort = pytest.importorskip("onnxruntime")
+    if onnx_files.PROVIDERS["gpu"] in ort.get_available_providers():
+        paths.append(backend.export(model, tmp_path / "m.onnx", format="onnx").path)
+    for path in paths:
+        opened = models.open_model(path, device="gpu")
+        logits = opened.forward(layouts.images_from_nchw(nchw, opened.layout))
+        assert tolerances.relative(logits, expected) <= formats.TOLERANCE, path

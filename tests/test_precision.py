@@ -176,6 +176,25 @@ def test_a_gpu_request_without_a_gpu_is_one_line_and_writes_nothing(argv, tmp_pa
     assert not (tmp_path / "report").exists()
 
 
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_predict_and_export_on_a_missing_gpu_are_one_line_and_write_nothing(command, tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from PIL import Image
+    model = tmp_path / "w.safetensors"
+    canonical.save_file(canonical.random_weights(arch.TINY, image_size=32, hidden=HIDDEN), model)
+    Image.new("L", (28, 28)).save(tmp_path / "shirt.png")
+    out = tmp_path / "w.pt2"
+    extra = [str(tmp_path / "shirt.png")] if command == "predict" else ["--out", str(out)]
+    proc = subprocess.run([sys.executable, "-m", "common.tools.cli", command, "--model", str(model), "--backend",
+                           "torch", "--arch", "tiny", "--resize", "32", "--device", "gpu", *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(f"vgg {command}")]
+    assert proc.returncode == 2 and len(lines) == 1 and "no GPU is visible" in lines[0], proc.stderr[-1500:]
+    assert not out.exists()
+
+
 def test_parity_command_in_bf16_prints_an_all_pass_matrix(capsys):
     from common.tools import cli
     names = [n for n in ACTIVE if BACKENDS[n].cpu_mixed != "none" and not _refuses_bf16(n)]

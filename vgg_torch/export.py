@@ -19,7 +19,7 @@ import torch
 
 from common.serving import export_flow, formats
 from common.serving.optional import require
-from vgg_torch.model import LAYOUT, NAME, VGG, predict
+from vgg_torch.model import LAYOUT, NAME, VGG, device, predict
 from vgg_torch.weights import export_weights, import_weights
 
 _EXTRA_FILE = formats.METADATA_FILE
@@ -206,9 +206,12 @@ def load_exported(path: str | Path, trust_model: bool = False) -> tuple[export_f
                                      f"({formats.first_line(exc)})") from None
     meta = formats.loads(extra[_EXTRA_FILE], path)
 
+    module.to(device())  # this process's device: its GPU after init_distributed(device="gpu")
+
     def forward(images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(np.ascontiguousarray(images, np.float32))).numpy()
+            x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(device(), non_blocking=True)
+            return module(x).cpu().numpy()
     return forward, meta
 
 

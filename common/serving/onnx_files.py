@@ -89,16 +89,26 @@ def infer_metadata(sess, path: str | Path) -> dict:
             "config": {"image_size": size, "in_channels": channels, "num_classes": classes}}
 
 
-def session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session for ``path`` (``threads`` intra-op threads; default ORT's own)."""
+#: ONNX Runtime's execution provider for each ``--device``
+PROVIDERS = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}
+
+
+def session(path: str | Path, threads: int | None = None, device: str = "cpu"):
+    """An ONNX Runtime session for ``path`` on ``device`` (``threads`` intra-op threads; default ORT's own);
+    a GPU without ORT's CUDA provider is refused in one line."""
     ort = require("onnxruntime", "running ONNX files")
+    provider = PROVIDERS.get(device)
+    if provider is None or provider not in ort.get_available_providers():
+        raise formats.ModelFileError(f"--device {device}: this ONNX Runtime has no {provider or device} (it has "
+                                     f"{', '.join(ort.get_available_providers())}); for a GPU install "
+                                     "onnxruntime-gpu")
     options = ort.SessionOptions()
     threads = threads or int(os.environ.get("VGG_THREADS", "0"))
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: ORT's warnings are about graph optimisations, not results
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=[provider])
     except Exception as exc:  # ORT raises its own Fail / InvalidGraph / InvalidProtobuf types
         raise formats.ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(exc).strip()[:300]})") from None
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from common.core import arch as archs, backends, canonical
 from common.core.config import ConfigError, ModelConfig, check_bounds
+from common.runtime import distributed
 from common.serving import export_flow, formats, onnx_files
 from common.tools import loading
 
@@ -42,17 +43,30 @@ def _exists(path: Path) -> Path:
     return path
 
 
+def placed(name: str, device: str) -> ModuleType:
+    """Backend ``name``, with its models and exports placed on ``device``: for a GPU, the framework's own
+    ``init_distributed(device="gpu")`` (refused in one line where there is none) before anything is built."""
+    if device not in distributed.DEVICE_KINDS:
+        raise distributed.DistributedError(f"--device {device!r} is not allowed: choose one of "
+                                           f"{', '.join(distributed.DEVICE_KINDS)}")
+    vgg = loading.backend(name)
+    if device == "gpu":
+        vgg.init_distributed(device="gpu")
+    return vgg
+
+
 def live(path: str | Path, backend: str | None = None, arch: str | None = None,
-         resize: int | None = None) -> tuple[ModuleType, object]:
+         resize: int | None = None, device: str = "cpu") -> tuple[ModuleType, object]:
     """``(backend module, model)`` from a ``vgg train`` model file (backend from its suffix), or from a
-    canonical safetensors with ``backend``, ``arch`` and ``resize`` (which it needs, having no config)."""
+    canonical safetensors with ``backend``, ``arch`` and ``resize`` (which it needs, having no config),
+    built on ``device``."""
     kind, inferred = formats.kind(path)
     path = _exists(Path(path))
     if kind == "trained":
         if backend and backend != inferred:
             raise formats.ModelFileError(f"{path} is a {inferred} model (suffix {formats.TRAINED[inferred]}), "
                                          f"not {backend}; leave --backend out")
-        vgg = loading.backend(inferred)
+        vgg = placed(inferred, device)
         try:
             return vgg, vgg.load(path)
         except ConfigError:  # a config beyond the bounds, or one the file is too small for: it says so
@@ -64,7 +78,7 @@ def live(path: str | Path, backend: str | None = None, arch: str | None = None,
         if not backend:
             raise formats.ModelFileError(f"{path}: canonical weights need --backend "
                                          f"({', '.join(backends.NAMES)}) and --arch/--resize")
-        vgg = loading.backend(backend)
+        vgg = placed(backend, device)
         weights = canonical.load(path)
         config = _weights_config(path, weights, arch, resize)
         model = vgg.VGG(config)
@@ -91,19 +105,20 @@ def _weights_config(path: Path, weights: dict, arch: str | None, resize: int | N
 
 
 def open_model(path: str | Path, backend: str | None = None, arch: str | None = None,
-               resize: int | None = None, trust_model: bool = False) -> Opened:
-    """Any model file, ready for inference (see the module docstring). A native export that holds code or
-    ops no export of ours has is refused unless ``trust_model`` (each backend's ``load_exported``)."""
+               resize: int | None = None, trust_model: bool = False, device: str = "cpu") -> Opened:
+    """Any model file, ready for inference on ``device`` (see the module docstring). A native export that
+    holds code or ops no export of ours has is refused unless ``trust_model`` (each backend's
+    ``load_exported``)."""
     kind, inferred = formats.kind(path)
     path = _exists(Path(path))
     if kind == "onnx":
         meta = onnx_files.read_metadata(path)
-        sess = onnx_files.session(path)
+        sess = onnx_files.session(path, device=device)
         return Opened(path, kind, meta or onnx_files.infer_metadata(sess, path), onnx_files.runner(sess))
     if kind == "native":
-        forward, meta = loading.backend(inferred).load_exported(path, trust_model=trust_model)
+        forward, meta = placed(inferred, device).load_exported(path, trust_model=trust_model)
         return Opened(path, kind, meta, forward)
-    vgg, model = live(path, backend, arch, resize)
+    vgg, model = live(path, backend, arch, resize, device)
     meta = formats.metadata(model, vgg.__name__.removeprefix("vgg_"), vgg.LAYOUT, kind)
     return Opened(path, kind, meta, lambda images: vgg.predict(model, images))
 
