@@ -123,6 +123,16 @@ def test_a_bad_value_is_one_line_from_the_real_command(argv, message, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("argv, arch", [
+    (["train", "--backend", "torch", "--out", "x"], "small"), (["parity"], "small"), (["compare"], "small"),
+    (["race"], "small"), (["summary"], "vgg11"),
+])
+def test_each_command_has_its_own_default_arch(argv, arch):
+    """summary's VGG-11 default must not leak into the commands that train the book's small VGG (argparse
+    shares a parent's actions between sub-commands)."""
+    assert cli.parser().parse_args(argv).arch == arch
+
+
 def test_the_python_api_checks_the_same_values():
     assert training.Recipe(seed=MAX_SEED).seed == MAX_SEED
     for field, value in (("seed", MAX_SEED + 1), ("seed", -1), ("weight_decay", float("inf")), ("lr", float("nan")),

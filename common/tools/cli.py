@@ -436,15 +436,23 @@ def _data_dir(text: str) -> str:
     return text
 
 
+def _model_options(default_arch: str) -> argparse.ArgumentParser:
+    """``--arch`` and ``--hidden``, in a parent of their own: argparse shares a parent's actions between the
+    sub-commands, so one sub-command's ``set_defaults`` would change every other's default."""
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--arch", default=default_arch, choices=arch.CHOICES,
+                       help=f"a Table 1 configuration, the book's small VGG or tiny (default {default_arch})")
+    model.add_argument("--hidden", type=_positive("--hidden"), default=arch.HIDDEN, help=_HIDDEN_HELP)
+    return model
+
+
 def _parents() -> tuple[argparse.ArgumentParser, ...]:
     """The options several sub-commands share, each defined once: the backends to run, the model (arch and
     head width), the data folder, and what a canonical .safetensors model file needs to be built."""
     several = argparse.ArgumentParser(add_help=False)
     several.add_argument("--backends", type=_backend_list, default=list(backends.NAMES),
                          help=f"comma-separated, from {','.join(backends.NAMES)} (default: all)")
-    model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--arch", default="small", choices=arch.CHOICES)
-    model.add_argument("--hidden", type=_positive("--hidden"), default=arch.HIDDEN, help=_HIDDEN_HELP)
+    model = _model_options("small")
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-dir", type=_data_dir, default=None,
                       help="an existing folder with the four Fashion-MNIST files, or to download them into "
@@ -459,7 +467,21 @@ def _parents() -> tuple[argparse.ArgumentParser, ...]:
     weights.add_argument("--arch", default=None, choices=arch.CHOICES,
                          help="for a .safetensors --model (default small)")
     weights.add_argument("--resize", type=_image_size, default=None, help="for a .safetensors --model (default 224)")
-    return several, model, data, weights, low, placed
+    recipe = argparse.ArgumentParser(add_help=False)  # vgg train's and vgg race's training recipe
+    recipe.add_argument("--lr", type=_lr, default=0.05, help="(peak) learning rate")
+    recipe.add_argument("--batch-size", type=_positive("--batch-size"), default=128)
+    recipe.add_argument("--momentum", type=_number("--momentum", "a number in [0, 1)", lambda v: 0 <= v < 1),
+                        default=0.0)
+    recipe.add_argument("--weight-decay", type=_number("--weight-decay", "a finite number >= 0", lambda v: v >= 0),
+                        default=0.0)
+    recipe.add_argument("--schedule", default="constant", choices=training.SCHEDULES)
+    recipe.add_argument("--warmup-epochs", type=_number("--warmup-epochs", "a finite number >= 0",
+                                                        lambda v: v >= 0), default=0.0)
+    recipe.add_argument("--no-verify", action="store_true",
+                        help="accept IDX files whose checksum is not Fashion-MNIST's (your own data)")
+    recipe.add_argument("--limit", type=_positive("--limit"), default=None,
+                        help="use only the first N training examples")
+    return several, model, data, weights, low, placed, recipe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -473,11 +495,11 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The ``vgg`` command's parser (the docs' command lines are checked against it)."""
-    several, model, data, weights, low, placed = _parents()
+    several, model, data, weights, low, placed, recipe = _parents()
     p = _Parser(prog="vgg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("summary", parents=[several, model], help="print every backend's layer table for one arch")
-    s.set_defaults(arch="vgg11")
+    s = sub.add_parser("summary", parents=[several, _model_options("vgg11")],
+                       help="print every backend's layer table for one arch")
     s.add_argument("--resize", type=_image_size, default=224, help="input side in pixels")
     s.add_argument("--flops", action="store_true", help="per layer: output shape, parameters and FLOPs, and the "
                    "convolutional vs fully connected split (no framework needed)")
@@ -553,25 +575,14 @@ def parser() -> argparse.ArgumentParser:
                         "jax=.venv-modern/bin/python (default: this one)")
     c.set_defaults(run=_compare)
 
-    t = sub.add_parser("train", parents=[model, data, low], help="train one backend on Fashion-MNIST", description=(
+    t = sub.add_parser("train", parents=[model, data, low, recipe], help="train one backend on Fashion-MNIST", description=(
         "Train VGG on Fashion-MNIST. Defaults are the book's recipe (plain SGD, lr 0.05, batch 128); "
         "the recipe that reaches 0.91+ at 56x56 is --momentum 0.9 --lr 0.02 --schedule cosine --warmup-epochs 1."))
     t.add_argument("--backend", required=True, choices=backends.NAMES)
     t.add_argument("--resize", type=_image_size, default=224,
                    help="image side after bilinear resizing (default 224)")
     t.add_argument("--epochs", type=_positive("--epochs"), default=10)
-    t.add_argument("--lr", type=_lr, default=0.05, help="(peak) learning rate")
-    t.add_argument("--batch-size", type=_positive("--batch-size"), default=128)
-    t.add_argument("--momentum", type=_number("--momentum", "a number in [0, 1)", lambda v: 0 <= v < 1), default=0.0)
-    t.add_argument("--weight-decay", type=_number("--weight-decay", "a finite number >= 0", lambda v: v >= 0),
-                   default=0.0)
-    t.add_argument("--schedule", default="constant", choices=training.SCHEDULES)
-    t.add_argument("--warmup-epochs", type=_number("--warmup-epochs", "a finite number >= 0", lambda v: v >= 0),
-                   default=0.0)
     t.add_argument("--seed", type=_seed, default=0)
-    t.add_argument("--no-verify", action="store_true",
-                   help="accept IDX files whose checksum is not Fashion-MNIST's (your own data)")
-    t.add_argument("--limit", type=_positive("--limit"), default=None, help="use only the first N training examples")
     t.add_argument("--out", required=True, help="run folder: history, plot, model, checkpoints")
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from the last complete epoch in --out")
@@ -592,8 +603,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the coordinator's loopback port for --workers (default: a free one)")
     t.set_defaults(run=_train)
 
-    from common.tools import race
-    g = sub.add_parser("race", parents=[several, model, data, low],
+    g = sub.add_parser("race", parents=[several, model, data, low, recipe],
                        help="time to a target test accuracy: every backend from one recipe, over several seeds",
                        description="Race the backends to a test accuracy: a parity check of the raced model first, "
                        "then every backend and seed in its own process, interleaved by seed; the clock runs from "
@@ -601,9 +611,6 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--target", type=_number("--target", "a test accuracy between 0 and 1", lambda v: 0 < v < 1),
                    default=0.90, help="test accuracy to reach (default 0.90)")
     g.add_argument("--resize", type=_image_size, default=56, help="image side after bilinear resizing (default 56)")
-    for action in t._actions:  # vgg train's recipe options, defined once, there
-        if action.dest in race.RECIPE_OPTIONS:
-            g._add_action(action)
     g.add_argument("--seeds", type=_positive("--seeds"), default=3, help="runs per backend: seeds 0 to N-1 (default 3)")
     g.add_argument("--max-epochs", type=_positive("--max-epochs"), default=10,
                    help="the schedule's length: a run not at the target by then did not finish (default 10)")

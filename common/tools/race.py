@@ -33,8 +33,6 @@ from common.tools import parity, race_report
 from common.tools.compare import ROOT, child_env
 from common.tools.compare_report import machine
 
-#: the options of ``vgg train`` a race takes as they are (their parser's definitions, not copies)
-RECIPE_OPTIONS = ("lr", "batch_size", "momentum", "weight_decay", "schedule", "warmup_epochs", "limit", "no_verify")
 #: what a child prints before each JSON record, so framework chatter on stdout is never mistaken for one
 TAG = "@race "
 #: the parity check's small batch and SGD steps
