@@ -108,7 +108,7 @@ def _write(out: IO[str], text: str) -> None:
     try:
         out.write(text)
         out.flush()
-    except (BrokenPipeError, ValueError):
+    except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
