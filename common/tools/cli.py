@@ -374,17 +374,9 @@ _seed = _integer("--seed", 0, MAX_SEED)
 _lr = _number("--lr", "a finite number above 0", lambda v: v > 0)
 
 
-def _seconds(flag: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"{flag} {text} is not allowed: it must be a finite number of "
-                                             "seconds above 0")
-        return value
-    return parse
+def _seconds(flag: str) -> Callable[[str], float]:
+    """An argparse type: a duration, a finite number of seconds above 0."""
+    return _number(flag, "a finite number of seconds above 0", lambda v: v > 0)
 
 
 def _sizes(text: str) -> list[int]:

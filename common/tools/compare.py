@@ -65,9 +65,14 @@ def _child(args: list[str], timeout: float, python: str = sys.executable) -> tup
     lines = [line for line in lines if line.startswith("{")]
     if proc.returncode == 0 and lines:
         return json.loads(lines[-1]), err
-    reason = next((line for line in reversed(err.splitlines()) if line.strip() and not line.startswith(" ")),
-                  f"exit status {proc.returncode}")
-    return None, reason.strip()
+    return None, child_error(err, proc.returncode)
+
+
+def child_error(stderr: str, returncode: int) -> str:
+    """A failed child's reason in one line: the last line of its stderr that is not inside a traceback."""
+    reason = next((line for line in reversed(stderr.splitlines()) if line.strip() and not line.startswith(" ")),
+                  f"exit status {returncode}")
+    return reason.strip()
 
 
 @dataclass(frozen=True)

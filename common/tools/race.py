@@ -29,8 +29,9 @@ from common.core.config import ModelConfig
 from common.core.precision import PrecisionError
 from common.data import fashion_mnist
 from common.runtime import capability, run_folder, training
+from common.serving import formats
 from common.tools import parity, race_report
-from common.tools.compare import ROOT, child_env
+from common.tools.compare import ROOT, child_env, child_error
 from common.tools.compare_report import machine
 
 #: what a child prints before each JSON record, so framework chatter on stdout is never mistaken for one
@@ -146,7 +147,7 @@ def _parity_child(a: argparse.Namespace) -> None:
         try:
             modules[name] = loading.backend(name)
         except Exception as exc:  # a missing or broken framework is that backend's reason, the others go on
-            broken[name] = _one_line(exc)
+            broken[name] = formats.first_line(exc)
     matrices = {}
     if modules:
         recipe = plan["recipe"]
@@ -155,11 +156,6 @@ def _parity_child(a: argparse.Namespace) -> None:
     print(TAG + json.dumps({"broken": broken,
                             "matrices": {q: [[a, b, d] for (a, b), d in cells.items()]
                                          for q, cells in matrices.items()}}), flush=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception as the one line a report row holds."""
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def disagreements(matrices: dict[str, list], names: list[str], precision: str) -> dict[str, str]:
@@ -200,8 +196,7 @@ def _child(args: list[str], on_record: Callable[[dict], None]) -> str | None:
         if proc.returncode == 0:
             return None
         err.seek(0)
-        lines = [line.strip() for line in err.read().splitlines() if line.strip() and not line.startswith(" ")]
-        return lines[-1] if lines else f"exit status {proc.returncode}"
+        return child_error(err.read(), proc.returncode)
 
 
 def parity_check(plan: dict, names: list[str], log: Callable[[str], None]) -> dict:
