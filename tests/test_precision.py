@@ -163,12 +163,13 @@ def test_train_refuses_in_one_line_and_writes_nothing(argv, message, tmp_path):
 @pytest.mark.parametrize("argv", [
     ["parity", "--backends", "torch,jax", "--device", "gpu"],
     ["compare", "--backends", "torch", "--device", "gpu"],
+    ["race", "--backends", "torch", "--device", "gpu"],
 ])
 def test_a_gpu_request_without_a_gpu_is_one_line_and_writes_nothing(argv, tmp_path):
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    out = ["--out", str(tmp_path / "report")] if argv[0] == "compare" else []
+    out = ["--out", str(tmp_path / "report")] if argv[0] in ("compare", "race") else []
     proc = subprocess.run([sys.executable, "-m", "common.tools.cli", *argv, "--arch", "tiny", "--resize", "32", *out],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.startswith(f"vgg {argv[0]}")]

@@ -110,6 +110,21 @@ def test_an_out_holding_a_race_is_refused(tiny_race, change, message):
     assert (folder / "out" / "race.json").read_bytes() == before
 
 
+def test_a_race_from_another_machine_is_not_resumed(tiny_race, tmp_path):
+    """Times from two CPUs do not race each other: a race recorded on another CPU is refused, left as it was."""
+    folder, options, *_ = tiny_race
+    out = tmp_path / "out"
+    out.mkdir()
+    report = json.loads((folder / "out" / "race.json").read_text())
+    report["machine"]["cpu"] = "AMD EPYC (family 25 model 17), avx512f avx512_vnni avx512_bf16 avx2 fma"
+    (out / "race.json").write_text(json.dumps(report))
+    before = (out / "race.json").read_bytes()
+    proc = race_cli(folder / "data", out, *options, "--resume")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("vgg race")]
+    assert proc.returncode == 2 and len(lines) == 1 and "family 25 model 17" in lines[0], proc.stderr[-2000:]
+    assert "do not race each other" in lines[0] and (out / "race.json").read_bytes() == before
+
+
 @pytest.mark.backend("torch")
 def test_a_race_that_cannot_finish_and_a_contender_the_parity_check_stops(tmp_path):
     """torch cannot reach 0.99 in one epoch: it did not finish, with its best accuracy. A real broken install (an

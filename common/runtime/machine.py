@@ -23,12 +23,19 @@ def cpu_flags() -> set[str]:
 
 
 def cpu() -> str:
-    """The CPU model and its widest vector extensions."""
+    """The CPU model (with its family and model numbers: a cloud's "AMD EPYC" names Zen 3 and Zen 4 alike)
+    and its widest vector extensions."""
     try:
         info = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return "unknown"
-    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown")
+    fields = {}
+    for line in info:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model name", "unknown")
+    if "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']} model {fields['model']})"
     flags = cpu_flags()
     wide = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma") if f in flags]
     return f"{model}, {' '.join(wide) or 'no AVX2'}"

@@ -595,7 +595,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the coordinator's loopback port for --workers (default: a free one)")
     t.set_defaults(run=_train)
 
-    g = sub.add_parser("race", parents=[several, model, data, low, recipe],
+    g = sub.add_parser("race", parents=[several, model, data, low, placed, recipe],
                        help="time to a target test accuracy: every backend from one recipe, over several seeds",
                        description="Race the backends to a test accuracy: a parity check of the raced model first, "
                        "then every backend and seed in its own process, interleaved by seed; the clock runs from "
@@ -620,6 +620,9 @@ def _race(args: argparse.Namespace) -> int:
 
     arch.check_resolution(arch.parse(args.arch)[0], args.resize)
     plan = race.settings(args)
+    if args.device == "gpu":  # a missing GPU is one line here, before the report folder exists
+        for name in plan["backends"]:
+            loading.backend(name).init_distributed(device="gpu")
     out = Path(args.out or f"reports/race-{time.strftime('%Y%m%d-%H%M%S')}")
     command = "vgg " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["race"] else "vgg race"
     report = race.run(plan, out, resume=args.resume, command=command, log=lambda line: print(line, flush=True))

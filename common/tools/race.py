@@ -50,7 +50,7 @@ def settings(args: argparse.Namespace) -> dict:
                                              "warmup_epochs")}
     training.Recipe(epochs=args.max_epochs, **recipe)  # refuses e.g. a warm-up longer than the race
     return {"backends": list(dict.fromkeys(args.backends)), "arch": args.arch, "hidden": args.hidden,
-            "resize": args.resize, "precision": args.precision, "target": args.target,
+            "resize": args.resize, "precision": args.precision, "device": args.device, "target": args.target,
             "max_epochs": args.max_epochs, "eval_every": args.eval_every, "seeds": args.seeds, "recipe": recipe,
             "limit": args.limit, "data_dir": args.data_dir, "verify": not args.no_verify}
 
@@ -119,7 +119,7 @@ def _worker(a: argparse.Namespace) -> None:
     plan, seed = json.loads(a.plan), a.seed
     began = time.perf_counter()
     vgg = loading.backend(a.worker)
-    vgg.init_distributed()  # threads: every core, as vgg train and vgg compare give one process
+    vgg.init_distributed(device=plan["device"])  # threads: every core, as vgg train and vgg compare give one process
     imported = time.perf_counter()
     data = vgg.load_fashion_mnist(plan["recipe"]["batch_size"], resize=plan["resize"], data_dir=plan["data_dir"],
                                   seed=seed, limit=plan["limit"], verify=plan["verify"])
@@ -146,6 +146,7 @@ def _parity_child(a: argparse.Namespace) -> None:
     for name in a.parity.split(","):
         try:
             modules[name] = loading.backend(name)
+            modules[name].init_distributed(device=plan["device"])
         except Exception as exc:  # a missing or broken framework is that backend's reason, the others go on
             broken[name] = formats.first_line(exc)
     matrices = {}
@@ -257,6 +258,11 @@ def load_earlier(out: Path, plan: dict, resume: bool) -> dict | None:
     if differs:
         raise ValueError(f"--resume: the race in {out} was run with other settings ({', '.join(differs)}); "
                          "repeat its options, or choose another --out")
+    here = machine()
+    if (earlier["machine"]["cpu"], earlier["machine"]["cores"]) != (here["cpu"], here["cores"]):
+        raise ValueError(f"--resume: the race in {out} ran on {earlier['machine']['cores']} cores of "
+                         f"{earlier['machine']['cpu']}, this machine has {here['cores']} of {here['cpu']}: times "
+                         "from two machines do not race each other; choose another --out")
     return earlier
 
 
@@ -266,7 +272,7 @@ def _contenders(plan: dict, log: Callable[[str], None]) -> dict[str, str]:
     refused = {}
     for name in plan["backends"]:
         try:
-            note = capability.check(name, plan["precision"])
+            note = capability.check(name, plan["precision"], plan["device"])
         except PrecisionError as exc:
             refused[name] = str(exc)
             continue
