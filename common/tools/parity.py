@@ -81,10 +81,13 @@ def trajectory(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.ndarr
     return {"losses": np.array(losses), "trained": vgg.export_weights(model)}
 
 
-def trajectory_difference(a: dict, b: dict, tree=tolerances.relative_tree) -> float:
-    """Worst of the per-step relative loss differences and the difference of the final weights (``tree``)."""
+def trajectory_difference(a: dict, b: dict) -> float:
+    """Worst of the per-step relative loss differences and the final weights' relative L2 difference: within a
+    few SGD steps float32 rounding too can flip one ReLU or max-pool choice (the raced small_bn at 32x32: TF's
+    third step, 2.0e-3 max-relative in one convolution, 1.1e-5 in L2), which moves a few weights a lot and the
+    network little."""
     steps = max(tolerances.relative(x, y) for x, y in zip(a["losses"], b["losses"]))
-    return max(steps, tree(a["trained"], b["trained"]))
+    return max(steps, tolerances.relative_l2(a["trained"], b["trained"]))
 
 
 def oracle_logits(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False) -> np.ndarray:
@@ -92,11 +95,11 @@ def oracle_logits(weights: dict[str, np.ndarray], arch, images: np.ndarray, batc
 
 
 def matrix(results: dict[str, dict], quantity: str, precision: str = "fp32") -> dict[tuple[str, str], float]:
-    """Relative difference of ``quantity`` for every ordered pair of result names; in reduced precision the
-    gradients' and trained weights' as a relative L2 norm (see common.core.precision.bounds)."""
+    """Relative difference of ``quantity`` for every ordered pair of result names: the trained weights' as a
+    relative L2 norm, and in reduced precision the gradients' too (see common.core.precision.bounds)."""
     tree = tolerances.relative_l2 if precisions.get(precision).mixed else tolerances.relative_tree
     relative = tolerances.relative if "logits" in quantity else tree
-    diff = {"trajectory": lambda x, y: trajectory_difference(x, y, tree)}.get(quantity, relative)
+    diff = trajectory_difference if quantity == "trajectory" else relative
     return {(a, b): diff(results[a][quantity], results[b][quantity])
             for a in results for b in results if a != b and quantity in results[a] and quantity in results[b]}
 

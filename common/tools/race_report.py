@@ -294,7 +294,8 @@ def _time_chart(report: dict, summary: dict):
            title=_title(report, "Time to target: median, range and every seed"))
     ax.set_xlim(0, 1.3 * ax.get_xlim()[1])  # room for "did not finish" beside the longest range
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(fontsize=7, loc="lower center", ncol=3)
+    if names:  # before any run finished, an empty chart with its title (and no empty legend)
+        fig.legend(fontsize=7, loc="lower center", ncol=3)
     fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))  # the legend's strip below the axes
     return fig
 
