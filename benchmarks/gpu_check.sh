@@ -9,7 +9,8 @@
 # 3. the bf16 and fp32 (TF32 off and on) training step at 224x224, examples/s, for torch and JAX;
 # 4. `vgg parity --device gpu` for torch and JAX in fp32 (TF32 off) and bf16, against the CPU's NumPy oracle;
 # 5. `vgg predict --device gpu` on a native export and `vgg compare --device gpu --precision fp32,tf32,bf16`
-#    at 224 for torch and JAX (one round, 5 s a cell), its report in OUT_DIR/compare.
+#    at 224 for torch and JAX (one round, 5 s a cell) with the GPU's name and its fp32, tf32 and bf16 product
+#    ceilings, its report in OUT_DIR/compare.
 # Everything it prints goes to OUT_DIR/gpu_check.log too; on a machine without a GPU each part says so.
 # The project's small pure-Python dependencies may be missing there (no registry): fetch them here first,
 #   pip download -d wheelhouse tqdm threadpoolctl matplotlib

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from common.core.backends import BACKENDS
-from common.tools import cli
+from common.tools import cli, compare_report
+from common.tools import compare as compare_tool
 from common.tools.measure import MIN_REQUESTS
 from common.tools.spreads import spread, summarise, versus_fastest
 from helpers import ABSENT, ACTIVE, load_backend
@@ -180,3 +181,33 @@ def test_a_difference_within_the_rounds_spread_is_a_tie():
             for name, values in (("torch", (100, 110)), ("tf", (105, 120)), ("jax", (50, 55)))]
     assert [versus_fastest(r, rows, "train_ex_s") for r in rows] == \
         ["0.93x (tie with tf)", "fastest (tie with torch)", "0.47x"]
+
+
+def test_a_precision_has_a_ceiling_of_its_own_only_where_the_machine_has_its_products():
+    """A GPU's every format; a CPU's bf16 only with AVX-512 BF16 or AMX; elsewhere the rows use float32's, said."""
+    assert compare_tool.own_ceilings(["fp32", "bf16", "fp16"], "cpu", {"avx2", "fma"}) == ([], {
+        "bf16": "this CPU has no bf16 product instructions: its bf16 products are emulated",
+        "fp16": "this CPU has no fp16 product instructions: its fp16 products are emulated"})
+    assert compare_tool.own_ceilings(["fp32", "bf16", "fp16"], "cpu", {"avx512_bf16"})[0] == ["bf16"]
+    assert compare_tool.own_ceilings(["bf16", "fp32", "tf32"], "gpu", set()) == (["bf16", "tf32"], {})
+    report = {"matmul_gflop_s": 100.0, "ceilings": {"bf16": {"gflop_s": 400.0}}}
+    assert compare_report.ceiling_of(report, "bf16") == 400.0 and compare_report.ceiling_of(report, "fp16") == 100.0
+
+
+@pytest.mark.backend("torch")
+def test_bf16_rows_are_held_against_their_own_ceiling_or_say_why_not(tmp_path):
+    """`vgg compare --precision fp32,bf16`: a row per precision with its speed-up over fp32, and the bf16
+    product ceiling measured where this CPU has bf16 instructions, else the reason beside float32's."""
+    proc, report = compare(tmp_path, "torch", None, "--arch", "tiny", "--rounds", "1", "--precision", "fp32,bf16")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["precision"] for r in report["rows"]] == ["fp32", "bf16"]
+    own, skipped = compare_tool.own_ceilings(["bf16"], "cpu")
+    md = (tmp_path / "report" / "compare.md").read_text()
+    if own:
+        ceiling = report["ceilings"]["bf16"]
+        assert ceiling["gflop_s"] == max(ceiling["by_engine"].values()) > 0 and "numpy" not in str(ceiling)
+        assert set(report["ceiling_runs"]["bf16"]) == {"before", "after"} and "bf16 matmul ceiling" in md
+    else:
+        assert report["ceilings"] == {} and report["ceilings_skipped"] == skipped
+        assert "bf16: no ceiling of its own (this CPU has no bf16 product instructions" in md
+    assert "| torch | 32 | bf16 | 1 x" in md and "% of matmul ceiling" in md

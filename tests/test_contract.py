@@ -32,6 +32,7 @@ def test_the_framework_hooks_work(backend):
             "vgg.set_threads(1)\n"
             "a = np.arange(16, dtype=np.float32).reshape(4, 4) / 16\n"
             "vgg.matmul(a)()\n"  # runs to completion (what it returns is the framework's own)
+            "vgg.matmul(a, 'cpu', 'fp32')()\n"
             "print(vgg.device_name('cpu'))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "cpu", proc.stderr[-2000:]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
 import jax.numpy as jnp
 
+from common.core import precision as precisions
 from common.core.precision import PrecisionError
 
 #: the XLA flag that turns off XLA:CPU's YNNPACK fusions (jaxlib 0.8 and later)
@@ -23,9 +25,12 @@ def device_name(device: str) -> str:
     return gpus[0].device_kind if gpus else device
 
 
-def matmul(a):
-    """A function computing ``a @ a`` in JAX (jitted), for the machine's float32 ceiling."""
-    t, product = jnp.asarray(a), jax.jit(jnp.matmul)
+def matmul(a, device: str = "cpu", precision: str = "fp32"):
+    """A function computing ``a @ a`` to completion in JAX (jitted) on ``device`` in ``precision``'s product
+    format (float32 products in full float32 unless tf32), for the machine's product ceiling in that precision."""
+    p = precisions.get(precision)
+    t = jax.device_put(jnp.asarray(a, dtype=p.compute), jax.devices(device)[0])
+    product = jax.jit(functools.partial(jnp.matmul, precision="tensorfloat32" if p.name == "tf32" else "highest"))
     return lambda: product(t, t).block_until_ready()
 
 

@@ -22,6 +22,8 @@ if os.environ.get("DMLC_ROLE") == "worker" and int(os.environ.get("DMLC_NUM_WORK
 import mxnet as mx  # noqa: E402
 from mxnet import gluon, npx  # noqa: E402
 
+from common.core.precision import PrecisionError  # noqa: E402
+
 npx.set_np()  # NumPy-compatible arrays (mxnet.np.ndarray) throughout Gluon
 
 
@@ -35,8 +37,11 @@ def device_name(device: str) -> str:
     return device
 
 
-def matmul(a):
-    """A function computing ``a @ a`` in MXNet, for the machine's float32 ceiling."""
+def matmul(a, device: str = "cpu", precision: str = "fp32"):
+    """A function computing ``a @ a`` to completion in MXNet, for the machine's float32 ceiling (MXNet runs
+    fp32 on a CPU only here: other requests are a PrecisionError)."""
+    if (device, precision) != ("cpu", "fp32"):
+        raise PrecisionError(f"mxnet runs float32 products on a CPU only, not {precision} on {device}")
     t = mx.np.array(a)
     return lambda: mx.np.dot(t, t).wait_to_read()
 

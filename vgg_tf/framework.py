@@ -16,6 +16,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common.core import precision as precisions  # noqa: E402
+
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
         f"keras was imported with the {keras.backend.backend()!r} backend before vgg_tf; "
@@ -37,10 +39,20 @@ def device_name(device: str) -> str:
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "gpu"
 
 
-def matmul(a):
-    """A function computing ``a @ a`` in TensorFlow, for the machine's float32 ceiling."""
-    t = tf.constant(a)
-    return lambda: tf.linalg.matmul(t, t).numpy()
+def matmul(a, device: str = "cpu", precision: str = "fp32"):
+    """A function computing ``a @ a`` to completion in TensorFlow on ``device`` in ``precision``'s product
+    format (TensorFloat-32 only for tf32), for the machine's product ceiling in that precision; reading one
+    element back waits for the product without timing a copy of all of it."""
+    p = precisions.get(precision)
+    tf.config.experimental.enable_tensor_float_32_execution(p.name == "tf32")
+    where = "/GPU:0" if device == "gpu" else "/CPU:0"
+    with tf.device(where):
+        t = tf.cast(tf.constant(a), p.compute)
+
+    def product():
+        with tf.device(where):
+            return tf.linalg.matmul(t, t)[0, 0].numpy()
+    return product
 
 
 __all__ = ["device_name", "keras", "matmul", "set_threads", "tf"]

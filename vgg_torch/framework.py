@@ -22,6 +22,8 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch  # noqa: E402
 
+from common.core import precision as precisions  # noqa: E402
+
 with warnings.catch_warnings():  # after TensorFlow's import, PyPI's torch warns that CUDA could not load
     warnings.simplefilter("ignore", UserWarning)
     has_gpu = torch.cuda.is_available()
@@ -39,9 +41,14 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "gpu" else "cpu"
 
 
-def matmul(a):
-    """A function computing ``a @ a`` in torch, for the machine's float32 ceiling."""
-    t = torch.from_numpy(a)
+def matmul(a, device: str = "cpu", precision: str = "fp32"):
+    """A function computing ``a @ a`` to completion in torch on ``device`` in ``precision``'s product format
+    (TensorFloat-32 only for tf32), for the machine's product ceiling in that precision."""
+    p = precisions.get(precision)
+    torch.backends.cuda.matmul.allow_tf32 = p.name == "tf32"
+    t = torch.from_numpy(a).to("cuda" if device == "gpu" else "cpu", getattr(torch, p.compute))
+    if device == "gpu":
+        return lambda: (t @ t, torch.cuda.synchronize())
     return lambda: t @ t
 
 

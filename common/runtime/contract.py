@@ -68,7 +68,8 @@ class Backend(Protocol):
     def init_distributed(self, devices: int = 1, device: str = "cpu") -> World: ...
     def current_world(self) -> World: ...
     def set_threads(self, count: int) -> None: ...  # the framework's own thread pools, before any work
-    def matmul(self, a: np.ndarray) -> Callable[[], Any]: ...  # computes a @ a to completion: the ceiling
+    def matmul(self, a: np.ndarray, device: str = "cpu",  # a @ a to completion on the device, in the
+               precision: str = "fp32") -> Callable[[], Any]: ...  # precision's product format: the ceiling
     def device_name(self, device: str) -> str: ...  # what "cpu" or "gpu" is here, as reports name it
     def communication_timer(self, engine: Any) -> Callable[[], float | None]: ...  # ms per step, if reported
     # (forward(images, labels), step(images, labels, lr)): the engine's training-mode forward and loss, and its

@@ -21,10 +21,11 @@ from pathlib import Path
 
 from common.core import arch
 from common.core.config import ModelConfig
-from common.runtime import distributed
-from common.runtime.machine import cores
+from common.runtime import capability, distributed
+from common.runtime.machine import cores, cpu_flags
 from common.tools import launch, loading
-from common.tools.compare_report import console_table, engines, machine, merge_ceilings, write_report
+from common.tools.compare_report import (ceiling_of, console_table, engines, machine, merge_ceilings,
+                                         write_report)
 from common.tools.measure import MIN_REQUESTS, SERVED, matmul_ceiling, measure  # noqa: F401  (MIN_REQUESTS: the CLI's)
 from common.tools.spreads import cell as cell_of, summarise
 
@@ -39,16 +40,33 @@ def child_env() -> dict[str, str]:
                                  "MKL_NUM_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
-def _ceiling(pythons: dict[str, str]) -> dict:
-    """:func:`matmul_ceiling` in every interpreter of ``pythons`` (backend -> interpreter), with its frameworks."""
+def _ceiling(pythons: dict[str, str], device: str = "cpu", precision: str = "fp32") -> dict:
+    """:func:`matmul_ceiling` on ``device`` in ``precision`` in every interpreter of ``pythons`` (backend ->
+    interpreter), with its frameworks."""
     by_engine, samples = {}, {}
     for python in dict.fromkeys(pythons.values()):
-        ceiling, err = _child(["--ceiling", ",".join(n for n in pythons if pythons[n] == python)], 600, python)
+        ceiling, err = _child(["--ceiling", ",".join(n for n in pythons if pythons[n] == python), "--device", device,
+                               "--precision", precision], 600, python)
         if ceiling is None:
-            raise RuntimeError(f"could not measure the matmul ceiling with {python}: {err}")
+            raise RuntimeError(f"could not measure the {precision} matmul ceiling with {python}: {err}")
         by_engine.update(ceiling["by_engine"])
         samples.update(ceiling["samples"])
     return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples, "size": ceiling["size"]}
+
+
+def own_ceilings(precisions: list[str], device: str, flags: set[str] | None = None) -> tuple[list[str], dict]:
+    """The precisions besides fp32 whose products have a ceiling of their own on ``device`` (a GPU's every
+    format; a CPU's bf16 with AVX-512 BF16 or AMX), and why each other one has none."""
+    flags = cpu_flags() if flags is None else flags
+    own, skipped = [], {}
+    for p in dict.fromkeys(precisions):
+        if p == "fp32":
+            continue
+        if device == "gpu" or (p == "bf16" and any(f in flags for f in capability.BF16_FLAGS)):
+            own.append(p)
+        else:
+            skipped[p] = f"this CPU has no {p} product instructions: its {p} products are emulated"
+    return own, skipped
 
 
 def _child(args: list[str], timeout: float, python: str = sys.executable) -> tuple[dict | None, str]:
@@ -160,9 +178,13 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
     report = {"command": command, "arch": arch_name, "hidden": hidden, "batch_size": batch_size, "seconds": seconds,
               "precisions": list(precisions), "device": device, "train_epochs": train_epochs, "machine": machine(),
               "pythons": pythons, "rounds": rounds, "latency_requests": requests,
-              "matmul_runs": {"before": _ceiling(pythons)}, "runs": [], "rows": []}
+              "matmul_runs": {"before": _ceiling(pythons, device)}, "runs": [], "rows": []}
+    own, report["ceilings_skipped"] = own_ceilings(precisions, device)
+    report["ceiling_runs"] = {p: {"before": _ceiling(pythons, device, p)} for p in own}
     merge_ceilings(report)  # measured again after the rows: shared machines drift by tens of percent
     ceiling = report["matmul_gflop_s"]
+    for p, c in report["ceilings"].items():
+        log(f"{p} matmul ceiling: {c['gflop_s']:.0f} GFLOP/s ({engines(c['by_engine'])})")
     log(f"float32 matmul ceiling: {ceiling:.0f} GFLOP/s ({engines(report['matmul_by_engine'])}); "
         f"{cores()} cores for every backend; {rounds} interleaved round(s)"
         + (f"; --train-epochs {train_epochs} trains once, in round 1" if train_epochs else ""))
@@ -184,11 +206,13 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
                       end="\r", file=sys.stderr, flush=True)
                 report["runs"].append(_run_cell(job, cell, round_, report["runs"]))
                 print("\r\033[K", end="", file=sys.stderr, flush=True)  # clear the progress line
-                log(_line(report["runs"][-1], rounds, ceiling))
+                log(_line(report["runs"][-1], rounds, ceiling_of(report, p)))
             report["rows"] = [summarise([r for r in report["runs"] if cell_of(r) == c])
                               for c in cells if any(cell_of(r) == c for r in report["runs"])]
             write_report(report, out)
-    report["matmul_runs"]["after"] = _ceiling(pythons)
+    report["matmul_runs"]["after"] = _ceiling(pythons, device)
+    for p, runs in report["ceiling_runs"].items():
+        runs["after"] = _ceiling(pythons, device, p)
     merge_ceilings(report)
     spread = report["matmul_spread"]
     log(f"float32 matmul ceiling: {report['matmul_gflop_s']:.0f} GFLOP/s, the fastest of before and after the rows "
@@ -207,6 +231,7 @@ def _main() -> None:
     p.add_argument("--worker")
     p.add_argument("--config", type=json.loads, help="the model's ModelConfig, as JSON")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", help="the ceiling's product format")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--train-epochs", type=int, default=0)
@@ -223,7 +248,7 @@ def _main() -> None:
         sys.exit(launch.launch(a.worker, "common.tools.compare", rest, a.launch,
                                threads=distributed.threads_per_worker(a.launch), prog="vgg compare"))
     if a.ceiling:
-        print(json.dumps(matmul_ceiling(a.ceiling.split(","))))
+        print(json.dumps(matmul_ceiling(a.ceiling.split(","), device=a.device, precision=a.precision)))
         return
     row = measure(a.worker, ModelConfig.from_dict(a.config, "--config"), a.batch_size, a.seconds, a.data_dir,
                   not a.no_verify, a.train_epochs, a.steps, a.device, a.requests)

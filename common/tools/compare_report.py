@@ -23,17 +23,40 @@ def machine() -> dict:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def merge_ceilings(report: dict) -> None:
-    """The report's ceiling from every measurement so far (before the rows, and after them once done):
-    the fastest product per engine, and the spread of the fastest engine's products."""
-    runs = report["matmul_runs"]
+def _merged(runs: dict) -> dict:
+    """One ceiling from its measurements (before the rows, and after them once done): the fastest product
+    per engine, and the spread of the fastest engine's products."""
     engines = dict.fromkeys(e for run in runs.values() for e in run["by_engine"])
-    report["matmul_by_engine"] = {e: max(run["by_engine"].get(e, 0) for run in runs.values()) for e in engines}
-    report["matmul_gflop_s"] = max(report["matmul_by_engine"].values())
-    best = max(report["matmul_by_engine"], key=report["matmul_by_engine"].get)
+    by_engine = {e: max(run["by_engine"].get(e, 0) for run in runs.values()) for e in engines}
+    best = max(by_engine, key=by_engine.get)
     values = [v for run in runs.values() for v in run["samples"].get(best, [])]
-    report["matmul_spread"] = {"engine": best, "low": min(values), "high": max(values), "products": len(values),
-                               **{when: run["by_engine"].get(best) for when, run in runs.items()}}
+    return {"gflop_s": by_engine[best], "by_engine": by_engine,
+            "spread": {"engine": best, "low": min(values), "high": max(values), "products": len(values),
+                       **{when: run["by_engine"].get(best) for when, run in runs.items()}}}
+
+
+def merge_ceilings(report: dict) -> None:
+    """The report's ceilings from every measurement so far: float32's (``matmul_*``) and, in ``ceilings``,
+    each other precision's that has products of its own here."""
+    fp32 = _merged(report["matmul_runs"])
+    report["matmul_gflop_s"], report["matmul_by_engine"], report["matmul_spread"] = (
+        fp32["gflop_s"], fp32["by_engine"], fp32["spread"])
+    report["ceilings"] = {p: _merged(runs) for p, runs in report.get("ceiling_runs", {}).items()}
+
+
+def ceiling_of(report: dict, precision: str) -> float:
+    """The product ceiling a row in ``precision`` is held against: its precision's where it was measured,
+    else float32's (a precision this machine only emulates has no faster ceiling)."""
+    return report.get("ceilings", {}).get(precision, {}).get("gflop_s") or report["matmul_gflop_s"]
+
+
+def ceilings_text(report: dict) -> str:
+    """One sentence per precision of the rows that is not fp32: its own ceiling, or why its rows use float32's."""
+    lines = [f"{p} matmul ceiling {c['gflop_s']:.0f} GFLOP/s ({engines(c['by_engine'])}; "
+             f"{_ceiling_spread(c['spread'])})" for p, c in report.get("ceilings", {}).items()]
+    lines += [f"{p}: no ceiling of its own ({why}), so its rows' % is of the float32 ceiling"
+              for p, why in report.get("ceilings_skipped", {}).items()]
+    return "; ".join(lines)
 
 
 def speedup(row: dict, rows: list[dict]) -> float | None:
@@ -44,18 +67,17 @@ def speedup(row: dict, rows: list[dict]) -> float | None:
     return row["train_ex_s"] / base["train_ex_s"] if base else None
 
 
-def _ceiling_share(row: dict, ceiling: float) -> str:
-    return text(row, "train_gflop_s", ".0f", 100 / ceiling) + " %"
+def _ceiling_share(row: dict, report: dict) -> str:
+    return text(row, "train_gflop_s", ".0f", 100 / ceiling_of(report, row.get("precision", "fp32"))) + " %"
 
 
 def _table(report: dict) -> str:
     """The Markdown table of a report: a row per backend, size, precision and worker count, every figure its
     median over the rounds with the range in brackets."""
-    ceiling = report["matmul_gflop_s"]
     trained = report["train_epochs"]
     rows = report["rows"]
     lines = ["| backend | size | precision | workers x threads | train ex/s | train vs fastest | vs fp32 | "
-             "infer ex/s | infer vs fastest | GFLOP/s (train) | % of fp32 matmul ceiling | "
+             "infer ex/s | infer vs fastest | GFLOP/s (train) | % of matmul ceiling | "
              "logits vs float64 oracle | build s | first step s | peak RSS MB |"
              + (" test acc (round 1) |" if trained else ""),
              "|---" * (16 if trained else 15) + "|"]
@@ -69,7 +91,7 @@ def _table(report: dict) -> str:
                      f"{r.get('workers', 1)} x {r.get('threads')} | {text(r, 'train_ex_s')} | "
                      f"{versus_fastest(r, rows, 'train_ex_s')} | {f'{gain:.2f}x' if gain else '—'} | "
                      f"{text(r, 'infer_ex_s')} | {versus_fastest(r, rows, 'infer_ex_s')} | "
-                     f"{text(r, 'train_gflop_s')} | {_ceiling_share(r, ceiling)} | {text(r, 'parity_error', '.1e')} | "
+                     f"{text(r, 'train_gflop_s')} | {_ceiling_share(r, report)} | {text(r, 'parity_error', '.1e')} | "
                      f"{text(r, 'build_s', '.2f')} | {text(r, 'first_step_s', '.2f')} | "
                      f"{text(r, 'peak_rss_mb', '.0f')} |"
                      + (f" {r['test_acc']:.3f} |" if trained and "test_acc" in r else " — |" if trained else ""))
@@ -199,6 +221,9 @@ def _charts(report: dict, out: Path) -> list[Path]:
             if stem == "train_gflops":
                 ax.axhline(report["matmul_gflop_s"], color="k", linestyle="--",
                            label=f"float32 matmul ceiling {report['matmul_gflop_s']:.0f} GFLOP/s")
+                for i, (p, c) in enumerate(report.get("ceilings", {}).items()):
+                    ax.axhline(c["gflop_s"], color="k", linestyle=(0, (1, 1 + i)),
+                               label=f"{p} matmul ceiling {c['gflop_s']:.0f} GFLOP/s")
             if stem in ("train_gflops", "step_split"):
                 ax.legend(fontsize=7)
             ax.set_title(f"{size}x{size}", fontsize=9)
@@ -305,7 +330,6 @@ def _rounds(report: dict) -> str:
 def console_table(report: dict) -> str:
     """The console's summary once every round is in: each figure's median (range) per row, and the latency
     percentiles per server where they were measured."""
-    ceiling = report["matmul_gflop_s"]
     lines = [f"median (range) over {report.get('rounds', 1)} round(s):",
              f"{'backend':8} {'size':>5} {'prec':>5} {'W':>3} {'train ex/s':>22} {'infer ex/s':>22} {'GFLOP/s':>18} "
              f"{'%ceil':>12} {'build s':>16} {'1st step s':>16} {'RSS MB':>16} {'fwd ms':>18} {'bwd+upd ms':>18}"]
@@ -315,7 +339,7 @@ def console_table(report: dict) -> str:
             lines.append(f"{head} failed: {r['error']}")
             continue
         lines.append(f"{head} {text(r, 'train_ex_s'):>22} {text(r, 'infer_ex_s'):>22} {text(r, 'train_gflop_s'):>18} "
-                     f"{text(r, 'train_gflop_s', '.0f', 100 / ceiling) + '%':>12} {text(r, 'build_s', '.2f'):>16} "
+                     f"{_ceiling_share(r, report).replace(' %', '%'):>12} {text(r, 'build_s', '.2f'):>16} "
                      f"{text(r, 'first_step_s', '.2f'):>16} {text(r, 'peak_rss_mb', '.0f'):>16} "
                      f"{text(r, 'forward_ms'):>18} {text(r, 'backward_update_ms'):>18}")
     served = [(r, s) for r in report["rows"] if "latency" in r for s in SERVERS]
@@ -340,7 +364,8 @@ def write_report(report: dict, out: Path) -> None:
           f"`{report['command']}`", "",
           f"{m['date']}; {m['cores']} cores ({m['cpu']}); float32 matmul ceiling "
           f"{report['matmul_gflop_s']:.0f} GFLOP/s (the fastest {size}x{size} product: "
-          f"{engines(report['matmul_by_engine'])}; {_ceiling_spread(report['matmul_spread'])})", "",
+          f"{engines(report['matmul_by_engine'])}; {_ceiling_spread(report['matmul_spread'])})"
+          + (f"; {ceilings_text(report)}" if ceilings_text(report) else ""), "",
           *([f"On the GPU: {', '.join(sorted({r['device'] for r in report['rows'] if 'device' in r}))}; every "
              "timed step ends by reading its loss on the host, which waits for the device.", ""]
             if report.get("device") == "gpu" else []),

@@ -29,16 +29,19 @@ from common.tools import loading
 RECIPE = dict(lr=0.02, momentum=0.9, schedule="cosine", warmup_epochs=1)
 
 
-def _matmuls(a: np.ndarray, names: list[str]):
-    """(engine, a function computing ``a @ a`` to completion) for NumPy and each backend that loads."""
-    yield f"numpy {np.__version__}", lambda: a @ a
+def _matmuls(a: np.ndarray, names: list[str], device: str, precision: str):
+    """(engine, a function computing ``a @ a`` to completion on ``device`` in ``precision``) for NumPy (float32
+    on a CPU) and each backend that loads and runs that product."""
+    if (device, precision) == ("cpu", "fp32"):
+        yield f"numpy {np.__version__}", lambda: a @ a
     for name in names:
         try:
             vgg = loading.backend(name)
             vgg.set_threads(cores())
-        except Exception:  # missing or broken: its own row reports why
+            product = vgg.matmul(a, device, precision)
+        except Exception:  # missing, broken, or without this product: its own row reports why
             continue
-        yield name, vgg.matmul(a)
+        yield name, product
 
 
 #: the fewest batch-1 requests behind the latency percentiles, and their default (p99 of 1,000 lies between
@@ -52,23 +55,28 @@ SERVED = ("live", "native", "onnx")
 MIN_SPLIT_PAIRS = 5
 
 
-#: side of the float32 products that measure the ceiling; VGG_CEILING_SIZE makes it smaller where speed is
-#: not the point (the test suite)
+#: side of the products that measure a CPU's ceiling (a GPU's are twice as wide: milliseconds, not
+#: microseconds, each); VGG_CEILING_SIZE makes it smaller where speed is not the point (the test suite)
 CEILING_SIZE = int(os.environ.get("VGG_CEILING_SIZE", "4096"))
 
 
-def matmul_ceiling(names: list[str], size: int = CEILING_SIZE, repeats: int = 3) -> dict:
-    """GFLOP/s of the best of ``repeats`` float32 ``size``x``size`` products in NumPy and in the frameworks
-    of ``names`` (their BLAS libraries differ by up to 2x on one CPU); the ceiling is the fastest of them."""
+def matmul_ceiling(names: list[str], size: int | None = None, repeats: int = 3, device: str = "cpu",
+                   precision: str = "fp32") -> dict:
+    """GFLOP/s of the best of ``repeats`` ``size``x``size`` products on ``device`` in ``precision``'s format,
+    in NumPy (float32 on a CPU) and in the frameworks of ``names`` (their BLAS libraries differ by up to 2x on
+    one CPU); the ceiling is the fastest of them."""
+    size = size or (CEILING_SIZE if device == "cpu" else 2 * CEILING_SIZE)
     a = np.random.default_rng(0).random((size, size), dtype=np.float32)
     samples = {}
-    for engine, product in _matmuls(a, names):
+    for engine, product in _matmuls(a, names, device, precision):
         product()  # warm-up: thread pools, compilation
         samples[engine] = []
         for _ in range(repeats):
             began = time.perf_counter()
             product()
             samples[engine].append(2 * size ** 3 / (time.perf_counter() - began) / 1e9)
+    if not samples:
+        raise RuntimeError(f"no framework of {','.join(names)} computes a {precision} product on the {device} here")
     by_engine = {engine: max(values) for engine, values in samples.items()}
     return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples, "size": size}
 

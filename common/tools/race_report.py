@@ -158,7 +158,8 @@ def _parity(report: dict) -> list[str]:
     lines = ["## Parity before the start", "",
              f"The raced model in {s['precision']} (dropout off), from one set of weights: logits against the "
              "NumPy oracle and every pair of backends, and a few SGD steps of the recipe's optimizer on a small "
-             "batch (largest relative difference; `vgg parity`'s tolerances).", "",
+             "batch (largest relative difference, the trajectory's trained weights as one relative L2 norm; "
+             "`vgg parity`'s tolerances).", "",
              "| backend | " + " | ".join(f"{q} (tolerance {bounds[q]:g})" for q in quantities) + " | races |",
              "|---" * (len(quantities) + 2) + "|"]
     for name in s["backends"]:
