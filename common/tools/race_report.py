@@ -247,8 +247,9 @@ def _environments(report: dict) -> list[str]:
 
 
 def _title(report: dict, what: str) -> str:
+    """A chart's title: what it shows, the machine (CPU model, vector ISA, cores) and the date."""
     m = report["machine"]
-    return f"{what}\n{m['cpu'].split(',')[0]}, {m['cores']} cores, {m['date'][:10]}"
+    return f"{what}\n{m['cpu']}; {m['cores']} cores; {m['date'][:10]}"
 
 
 def _accuracy_chart(report: dict):
