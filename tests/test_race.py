@@ -85,6 +85,7 @@ def test_every_backend_races_and_the_report_agrees_with_its_evaluations(tiny_rac
     md = (folder / "out" / "race.md").read_text()
     assert md.startswith(f"# vgg race: tiny at 32x32 in fp32 to test accuracy {TARGET:g}")
     assert "## Parity before the start" in md and "Conclusion:" in md and report["machine"]["cpu"] in md
+    assert "Not run yet" not in md  # every run of the race ran
     for chart in race_report.CHARTS:
         assert (folder / "out" / chart).read_bytes()[:4] == b"\x89PNG"
 
@@ -108,6 +109,15 @@ def test_an_out_holding_a_race_is_refused(tiny_race, change, message):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("vgg race")]
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     assert (folder / "out" / "race.json").read_bytes() == before
+
+
+def test_a_stopped_race_names_the_runs_resume_would_run(tiny_race, tmp_path):
+    *_, report = tiny_race
+    race_report.write({**report, "runs": report["runs"][:1]}, tmp_path)
+    total = 2 * len(ACTIVE)
+    rest = [f"{n} seed {k}" for k in (0, 1) for n in ACTIVE][1:]
+    assert f"Not run yet ({total - 1} of {total}; `--resume` runs them): {', '.join(rest)}." in \
+        (tmp_path / "race.md").read_text()
 
 
 def test_a_race_from_another_machine_is_not_resumed(tiny_race, tmp_path):

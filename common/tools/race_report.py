@@ -191,6 +191,12 @@ def _summary_table(report: dict, summary: dict) -> list[str]:
         lines.append(f"| {name} | {st['finished']} / {st['runs']} | {_time(st)} | {olympic} | {ratio} | {train} | "
                      f"{evals} | {_mean_std(st['epochs_to_target'], 2)} | {_mean_std(st['steps_to_target'], 0)} | "
                      f"{_mean_std(st['final_acc'], 4)} |")
+    done = {(r["backend"], r["seed"]) for r in report["runs"] if r["status"] != "error"}
+    raced = [n for n in s["backends"] if n not in report.get("parity", {}).get("refused", {})]
+    pending = [f"{n} seed {k}" for k in range(s["seeds"]) for n in raced if (n, k) not in done]
+    if pending:  # a race stopped early (Ctrl-C) or still running: what --resume would run
+        lines += ["", f"Not run yet ({len(pending)} of {s['seeds'] * len(raced)}; `--resume` runs them): "
+                  + ", ".join(pending) + "."]
     return lines + [""]
 
 
