@@ -39,12 +39,17 @@ def device_name(device: str) -> str:
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "gpu"
 
 
+def set_tf32(enabled: bool) -> None:
+    """TensorFloat-32 products on a GPU: on only for tf32 (TensorFlow turns them on by default)."""
+    tf.config.experimental.enable_tensor_float_32_execution(enabled)
+
+
 def matmul(a, device: str = "cpu", precision: str = "fp32"):
     """A function computing ``a @ a`` to completion in TensorFlow on ``device`` in ``precision``'s product
     format (TensorFloat-32 only for tf32), for the machine's product ceiling in that precision; reading one
     element back waits for the product without timing a copy of all of it."""
     p = precisions.get(precision)
-    tf.config.experimental.enable_tensor_float_32_execution(p.name == "tf32")
+    set_tf32(p.name == "tf32")
     where = "/GPU:0" if device == "gpu" else "/CPU:0"
     with tf.device(where):
         t = tf.cast(tf.constant(a), p.compute)
@@ -55,4 +60,4 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
     return product
 
 
-__all__ = ["device_name", "keras", "matmul", "set_threads", "tf"]
+__all__ = ["device_name", "keras", "matmul", "set_tf32", "set_threads", "tf"]

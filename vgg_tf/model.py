@@ -14,7 +14,7 @@ from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 from common.runtime import capability, inference
 from vgg_tf.distributed import current, scope
-from vgg_tf.framework import keras, tf
+from vgg_tf.framework import keras, set_tf32, tf
 
 NAME = "tf"
 LAYOUT = backends.BACKENDS[NAME].layout
@@ -118,11 +118,6 @@ class VGG(Configured, keras.Sequential):
                 L.Dense(config.num_classes, dtype=dtype)])
         self.config = config
         set_tf32(config.precision == "tf32")
-
-
-def set_tf32(enabled: bool) -> None:
-    """TensorFloat-32 products on a GPU: on only for tf32 (TensorFlow turns them on by default)."""
-    tf.config.experimental.enable_tensor_float_32_execution(enabled)
 
 
 def logits_of(model: VGG, images, training: bool = False):

@@ -41,15 +41,20 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "gpu" else "cpu"
 
 
+def set_tf32(enabled: bool) -> None:
+    """TensorFloat-32 products and convolutions on a GPU: on only for tf32, so fp32 means float32."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+
+
 def matmul(a, device: str = "cpu", precision: str = "fp32"):
     """A function computing ``a @ a`` to completion in torch on ``device`` in ``precision``'s product format
     (TensorFloat-32 only for tf32), for the machine's product ceiling in that precision."""
     p = precisions.get(precision)
-    torch.backends.cuda.matmul.allow_tf32 = p.name == "tf32"
+    set_tf32(p.name == "tf32")
     t = torch.from_numpy(a).to("cuda" if device == "gpu" else "cpu", getattr(torch, p.compute))
     if device == "gpu":
         return lambda: (t @ t, torch.cuda.synchronize())
     return lambda: t @ t
 
 
-__all__ = ["device_name", "matmul", "set_threads", "torch"]
+__all__ = ["device_name", "matmul", "set_tf32", "set_threads", "torch"]

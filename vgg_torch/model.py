@@ -15,6 +15,7 @@ from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN
 from common.runtime import capability, inference
 from vgg_torch import distributed as dist
+from vgg_torch import framework
 
 NAME = "torch"
 LAYOUT = backends.BACKENDS[NAME].layout
@@ -110,7 +111,7 @@ def computing(model: VGG) -> Iterator[None]:
     """The model's precision around a forward pass: ``torch.autocast`` to bf16 or fp16 for convolutions and
     products (float32 weights stay the master copy), and TensorFloat-32 products on a GPU only for tf32."""
     p = precision.get(model.config.precision)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = p.name == "tf32"
+    framework.set_tf32(p.name == "tf32")
     if not p.mixed:
         yield
         return
