@@ -170,9 +170,7 @@ def _parity(args: argparse.Namespace) -> int:
         return _parity_workers(args)
     notes = [capability.check(name, args.precision, args.device) for name in args.backends]
     modules = {name: loading.backend(name) for name in args.backends}
-    if args.device == "gpu":  # each backend on its GPU, or a one-line refusal before anything runs
-        for vgg in modules.values():
-            vgg.init_distributed(device="gpu")
+    _on_gpus(args.backends, args.device)
     if args.onnx:
         return _parity_onnx(args, modules, blocks, batch_norm)
     if len(modules) < 2:
@@ -235,9 +233,7 @@ def _compare(args: argparse.Namespace) -> int:
                 notes[name, p] = capability.check(name, p, args.device)
             except PrecisionError as exc:
                 notes[name, p] = exc
-    if args.device == "gpu":  # a missing GPU is one line here, before the report folder exists
-        for name in args.backends:
-            loading.backend(name).init_distributed(device="gpu")
+    _on_gpus(args.backends, args.device)
     for note in dict.fromkeys(str(n) for n in notes.values() if n):
         print(f"vgg compare: note: {note}", file=sys.stderr)
     if all(isinstance(n, PrecisionError) for n in notes.values()):
@@ -615,14 +611,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _on_gpus(names: list[str], device: str) -> None:
+    """Under ``--device gpu``, every backend of ``names`` on its GPU: a missing GPU (or GPU build) is one line
+    here, before anything is written."""
+    if device == "gpu":
+        for name in names:
+            loading.backend(name).init_distributed(device="gpu")
+
+
 def _race(args: argparse.Namespace) -> int:
     from common.tools import race
 
     arch.check_resolution(arch.parse(args.arch)[0], args.resize)
     plan = race.settings(args)
-    if args.device == "gpu":  # a missing GPU is one line here, before the report folder exists
-        for name in plan["backends"]:
-            loading.backend(name).init_distributed(device="gpu")
+    _on_gpus(plan["backends"], args.device)
     out = Path(args.out or f"reports/race-{time.strftime('%Y%m%d-%H%M%S')}")
     command = "vgg " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["race"] else "vgg race"
     report = race.run(plan, out, resume=args.resume, command=command, log=lambda line: print(line, flush=True))
