@@ -3,7 +3,9 @@ backend VGG_EXPECT_ABSENT names is not collected (tests/helpers.py)."""
 
 from __future__ import annotations
 
+import os
 import platform
+import tempfile
 
 import pytest
 
@@ -12,6 +14,9 @@ from helpers import ABSENT, ACTIVE, REFERENCE, load_backend
 
 
 def pytest_configure(config) -> None:
+    # the suite's own signing key and signatures (vgg export signs, native exports load only when signed),
+    # never the user's; children inherit it
+    os.environ.setdefault("VGG_CONFIG_DIR", tempfile.mkdtemp(prefix="vgg-test-config-"))
     config.addinivalue_line("markers", "backend(name): the test needs this backend (e.g. a case only it has)")
     config.addinivalue_line("markers", "gpu: the GPU path; skips without a GPU (benchmarks/gpu_check.sh runs them)")
 

@@ -99,3 +99,27 @@ class ListenerWatch:
         self._stop.set()
         self._thread.join()
         return self.found
+
+
+def run_measured(argv: list[str], timeout: float = 300, env: dict | None = None,
+                 cwd: Path | None = None) -> tuple[int, str, str, int]:
+    """``vgg argv`` as a real process: ``(exit status, stdout, stderr, peak bytes)``, where peak is the
+    largest resident set of it and every descendant it waited for (``wait4``'s rusage), for memory bounds."""
+    import tempfile
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "common.tools.cli", *map(str, argv)], env=env,
+                                cwd=cwd or ROOT, text=True, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        return proc.returncode, out.read(), err.read(), usage.ru_maxrss * 1024

@@ -25,6 +25,9 @@ MAX_IN_CHANNELS = 64
 MAX_CONVS = 16
 MAX_CHANNELS = 8192
 MAX_PARAMETERS = 1_000_000_000
+#: the most bytes one tensor of a loaded graph may hold for one image (a batch axis counted as 1): a VGG at
+#: MAX_IMAGE_SIZE with 64 channels holds 256 MiB; a padding or broadcast bomb asks for tens of GB
+MAX_TENSOR_BYTES = 1 << 30
 #: bytes of one float32 weight: every model file holds its parameters as float32
 WEIGHT_BYTES = 4
 

@@ -22,8 +22,8 @@ from common.core.config import MAX_IMAGE_SIZE, MAX_SEED, ModelConfig
 from common.core.precision import PrecisionError, PrecisionWarning
 from common.data import batches, fashion_mnist
 from common.runtime import capability, distributed, run_folder, training
-from common.serving import export_flow, formats, image_files
-from common.tools import compare, launch, loading, models, parity, parity_distributed, parity_onnx, predict
+from common.serving import export_flow, formats, image_files, signing
+from common.tools import compare, launch, loading, models, parity, parity_distributed, parity_onnx, predict, sandbox
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -286,17 +286,44 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _opened(args: argparse.Namespace) -> Iterator[models.Opened]:
+    """An export (native or ONNX) opened in the confined child of :mod:`common.tools.sandbox`; a ``vgg train``
+    file or safetensors, which are data read by this project's own code, in this process."""
+    kind, _ = formats.kind(args.model)
+    if kind not in ("native", "onnx"):
+        yield models.open_model(args.model, args.backend, args.arch, args.resize, device=args.device)
+        return
+    with sandbox.Sandbox(args.model, args.backend, args.arch, args.resize, trust_model=args.trust_model,
+                         device=args.device, max_memory=int(args.max_memory * 2**30),
+                         time_limit=args.time_limit) as box:
+        yield models.Opened(Path(args.model), kind, box.meta, box)
+
+
 def _predict(args: argparse.Namespace) -> int:
     files = image_files.expand(args.images)
-    opened = models.open_model(args.model, args.backend, args.arch, args.resize, trust_model=args.trust_model,
-                               device=args.device)
-    for result in predict.classify(opened, files, top=args.top, batch_size=args.batch_size,
-                                   progress=not args.json and sys.stderr.isatty()):
-        if args.json:
-            print(json.dumps(result))
-        else:
-            best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
-            print(f"{result['file']}: {best}")
+    with _opened(args) as opened:
+        for result in predict.classify(opened, files, top=args.top, batch_size=args.batch_size,
+                                       progress=not args.json and sys.stderr.isatty()):
+            if args.json:
+                print(json.dumps(result))
+            else:
+                best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+                print(f"{result['file']}: {best}")
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> int:
+    for path in args.files:
+        kind, _ = formats.kind(path)
+        if kind != "native":
+            raise formats.ModelFileError(f"{path}: a {kind} model file is data and loads without trust; vgg trust "
+                                         f"signs native exports ({', '.join(formats.NATIVE.values())})")
+        if not Path(path).exists():
+            raise formats.ModelFileError(f"{path}: no such file or folder")
+        signature = signing.sign(path)
+        print(f"vgg trust: {path} ({kind}) is trusted by this user: signature {signature[:16]} in "
+              f"{signing.config_dir() / signing.SIGNATURES}")
     return 0
 
 
@@ -535,7 +562,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
     r.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     r.add_argument("--trust-model", action="store_true", help=_TRUST_HELP)
+    r.add_argument("--max-memory", type=_number("--max-memory", "a finite number of GiB above 0", lambda v: v > 0),
+                   default=sandbox.DEFAULT_MAX_MEMORY / 2**30, metavar="GIB",
+                   help="address-space cap of the process that opens and runs an export, in GiB (default "
+                   f"{sandbox.DEFAULT_MAX_MEMORY / 2**30:g})")
+    r.add_argument("--time-limit", type=_seconds("--time-limit"), default=sandbox.DEFAULT_TIME_LIMIT,
+                   metavar="SECONDS", help="seconds that process may take to open the file or to answer one batch "
+                   f"(default {sandbox.DEFAULT_TIME_LIMIT:g})")
     r.set_defaults(run=_predict)
+
+    t = sub.add_parser("trust", help="trust native exports from elsewhere, as if vgg export had written them here",
+                       description="Sign model files whose source you trust with this user's key (as jupyter trust "
+                       "does): a native export loads only when signed. The static checks and the confined "
+                       "process still apply.")
+    t.add_argument("files", nargs="+", help="native exports (.pt2, .savedmodel, .jax_export, .mxnet)")
+    t.set_defaults(run=_trust)
 
     c = sub.add_parser("compare", parents=[several, model, data, placed],
                        help="measure the backends side by side (the main job)")
