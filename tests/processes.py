@@ -63,17 +63,25 @@ def _address(hex_address: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
-def listening(pids: list[int]) -> set[tuple[str, int]]:
-    """``(address, port)`` of every TCP socket that one of ``pids`` holds in the LISTEN state, read from
-    ``/proc/net/tcp`` and ``tcp6`` and each process's open files."""
-    inodes = set().union(*(_socket_inodes(p) for p in pids)) if pids else set()
+def listening(pids: list[int]) -> set[tuple[str, int, bool]]:
+    """``(address, port, private)`` of every TCP socket that one of ``pids`` holds in the LISTEN state, read from
+    each process's own view of ``/proc/net/tcp`` and ``tcp6`` (its network namespace's) and its open files;
+    private when that namespace is not this process's."""
     found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
-                address, port = fields[1].rsplit(":", 1)
-                found.add((_address(address), int(port, 16)))
+    own = os.readlink("/proc/self/ns/net")
+    for pid in pids:
+        inodes = _socket_inodes(pid)
+        try:
+            private = os.readlink(f"/proc/{pid}/ns/net") != own
+            tables = [Path(f"/proc/{pid}/net/{t}").read_text() for t in ("tcp", "tcp6")]
+        except OSError:  # it ended meanwhile
+            continue
+        for table in tables:
+            for line in table.splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                    address, port = fields[1].rsplit(":", 1)
+                    found.add((_address(address), int(port, 16), private))
     return found
 
 
@@ -85,7 +93,7 @@ class ListenerWatch:
     """Samples, in a thread, what the processes below ``pid`` listen on, until stopped."""
 
     def __init__(self, pid: int, descendants) -> None:
-        self.found: set[tuple[str, int]] = set()
+        self.found: set[tuple[str, int, bool]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(pid, descendants), daemon=True)
         self._thread.start()
@@ -95,7 +103,7 @@ class ListenerWatch:
             self.found |= listening([pid, *descendants(pid)])
             self._stop.wait(0.05)
 
-    def stop(self) -> set[tuple[str, int]]:
+    def stop(self) -> set[tuple[str, int, bool]]:
         self._stop.set()
         self._thread.join()
         return self.found

@@ -69,6 +69,19 @@ def own_network(loopback: bool = False) -> str | None:
     return None
 
 
+def join_network(pid: int) -> None:
+    """Move the (single-threaded) process into the user and network namespaces of process ``pid`` (one that
+    ran :func:`own_network`), so that several processes share one private network."""
+    libc = _libc()
+    for kind, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET)):
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if libc.setns(fd, flag) != 0:
+                raise ConfineError(ctypes.get_errno(), f"setns({kind}): {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(fd)
+
+
 def _loopback_up() -> None:
     """Bring ``lo`` up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP): the namespace's own, so that processes
     inside can talk to each other over 127.0.0.1 and ::1."""

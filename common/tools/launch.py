@@ -5,12 +5,16 @@ rendezvous store listens on every network interface, so torch workers meet throu
 It picks free loopback ports, sets each framework's own environment (common.runtime.distributed's
 ``worker_environments``) and starts MXNet's scheduler and server, streams every worker's output prefixed
 with its rank, and stops the job when one worker fails (naming it) or when no worker has made progress for
-``stall_timeout`` seconds (naming the silent ranks). Children never import from the working folder.
+``stall_timeout`` seconds (naming the silent ranks). Children never import from the working folder, and
+where the kernel allows it they share a network namespace of their own that holds only loopback, so that
+no listener of the job (TensorFlow's bind every interface) can be reached from outside.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import os
 import re
 import signal
@@ -22,9 +26,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
-from common.runtime import distributed
+from common.runtime import confine, distributed
 from common.runtime.distributed import DistributedError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,9 +74,10 @@ def _die_with_parent() -> None:
 def safe_path_env(env: dict[str, str]) -> dict[str, str]:
     """``env`` for a child ``python -m``: Python's own switch (``PYTHONSAFEPATH``, 3.11+) keeps the working
     folder off ``sys.path``, so a module planted there cannot stand in for the project's; the project's root
-    comes first on ``PYTHONPATH`` instead."""
-    path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return {**env, "PYTHONSAFEPATH": "1", "PYTHONPATH": path}
+    comes first on ``PYTHONPATH`` instead, and its empty entries are dropped (``/x:`` or ``:/x`` puts the
+    working folder back on ``sys.path``, whatever PYTHONSAFEPATH says)."""
+    entries = [str(ROOT), *env.get("PYTHONPATH", "").split(os.pathsep)]
+    return {**env, "PYTHONSAFEPATH": "1", "PYTHONPATH": os.pathsep.join(p for p in entries if p)}
 
 
 def base_env(threads: int) -> dict[str, str]:
@@ -130,9 +135,39 @@ def _pump(stream: IO[bytes], out: IO[str], child: _Child) -> None:
         _write(out, prefix + pending.decode("utf-8", "replace") + "\n")
 
 
-def _start(cmd: list[str], env: dict[str, str], label: str, rank: int | None) -> _Child:
+#: the holder of a job's private network: it enters a new network namespace, brings its loopback up, says
+#: so in one line (or why it could not) and waits to be stopped; standard library only, so single-threaded
+_HOLDER = ("import signal; from common.runtime import confine; problem = confine.own_network(loopback=True); "
+           "print(problem or 'ok', flush=True); problem or signal.pause()")
+
+
+@contextlib.contextmanager
+def private_network() -> Iterator[tuple[int | None, str | None]]:
+    """``(pid, None)`` of a process holding a new network namespace with only loopback, for workers to join
+    while the block runs; ``(None, why)`` where the kernel does not allow one."""
+    holder = subprocess.Popen(_python_code(_HOLDER), env=safe_path_env(dict(os.environ)), stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                              preexec_fn=_die_with_parent)
+    try:
+        said = holder.stdout.readline().strip()
+        yield (holder.pid, None) if said == "ok" else (None, said or f"its holder {describe_exit(holder.wait())}")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def _in_network(holder: int | None) -> None:
+    """In a child, before exec: die with the launcher, and join the job's private network if it has one."""
+    _die_with_parent()
+    if holder is not None:
+        confine.join_network(holder)
+
+
+def _start(cmd: list[str], env: dict[str, str], label: str, rank: int | None, holder: int | None = None) -> _Child:
     proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=functools.partial(_in_network, holder))
     beat = env.get(distributed.HEARTBEAT_VARIABLE)
     child = _Child(label, proc, rank, Path(beat) if beat else None)
     for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
@@ -189,26 +224,34 @@ def _python(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
+def _python_code(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
 def launch(backend: str, module: str, args: list[str], workers: int, *, threads: int, port: int | None = None,
            prog: str = "vgg", stall_timeout: float = STALL_TIMEOUT_S) -> int:
     """Run ``python -m module args`` in ``workers`` processes on this machine with ``backend``'s engine;
     return 0 when all succeed, else the failed worker's status (1 for a signal or a stall), 130 on Ctrl-C."""
     port = check_port(port, backend) if port else free_port()
-    if backend == "tf":
-        print(f"{prog}: warning: TensorFlow's MultiWorkerMirroredStrategy servers listen on all network "
-              f"interfaces (0.0.0.0), unauthenticated, while this job runs; on a network you do not trust use "
-              f"--devices {workers} (one process) instead", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="vgg-launch-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="vgg-launch-") as scratch, private_network() as (holder, why):
+        if holder is None and backend == "tf":
+            print(f"{prog}: warning: no private network for the workers ({why}), and TensorFlow's "
+                  f"MultiWorkerMirroredStrategy servers listen on all network interfaces, IPv6 and IPv4 ([::] and "
+                  f"0.0.0.0), unauthenticated, while this job runs; on a network you do not trust use --devices "
+                  f"{workers} (one process) instead", file=sys.stderr)
+        elif holder is None:
+            print(f"{prog}: note: no private network for the workers ({why}); they listen on loopback only",
+                  file=sys.stderr)
         envs = distributed.worker_environments(backend, base_env(threads), workers, threads, port, free_port,
                                                Path(scratch))
         children: list[_Child] = []
         if backend == "mxnet":
             for role in ("scheduler", "server"):  # importing MXNet with a non-worker role runs that node
                 env = {**distributed.mxnet_environment(base_env(1), workers, port), "DMLC_ROLE": role}
-                children.append(_start(_python("vgg_mxnet.framework"), env, f"mxnet {role}", None))
+                children.append(_start(_python("vgg_mxnet.framework"), env, f"mxnet {role}", None, holder))
         for rank, env in enumerate(envs):
             children.append(_start(_python(module) + args, {**env, "VGG_LAUNCH_RANK": str(rank)},
-                                   f"rank {rank}", rank))
+                                   f"rank {rank}", rank, holder))
         return _watch(children, workers, prog, stall_timeout)
 
 
