@@ -673,6 +673,10 @@ def _race(args: argparse.Namespace) -> int:
     return 0 if any(r["status"] != "error" for r in report["runs"]) else 1
 
 
+#: the commands that run a model in this process, whose frameworks raise errors of their own kinds
+_RUNS_MODELS = ("predict", "export", "parity", "compare")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
@@ -687,6 +691,11 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except (arch.ArchError, backends.BackendError, export_flow.ExportError, ValueError, OSError) as exc:
         print(f"vgg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a framework's own error while it runs a model (torch, XLA, MXNet, ONNX Runtime)
+        if args.command not in _RUNS_MODELS:
+            raise
+        print(f"vgg {args.command}: error: {formats.first_line(exc, 400)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vgg {args.command}: interrupted", file=sys.stderr)
