@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
+from jax.extend.mlir import refine_polymorphic_shapes
 from jax.interpreters import mlir
 
 from common.core import atomic
-from common.serving import export_flow, formats
+from common.core.config import MAX_TENSOR_BYTES
+from common.serving import export_flow, formats, signing
 from common.serving.optional import require
 from vgg_jax.model import LAYOUT, NAME, VGG, predict
 from vgg_jax.weights import export_weights, import_weights
@@ -80,25 +83,60 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
     tf2onnx.convert.from_function(function, input_signature=spec, opset=TF2ONNX_OPSET, output_path=str(path))
 
 
-def _walk(operation, ops: set[str], targets: set[str]) -> None:
-    """Add the name of every operation nested in ``operation``, and every custom call's target."""
+def _element_bytes(element: mlir.ir.Type) -> int:
+    """Bytes of one element of a tensor type (a complex number's two parts; fewer bits than a byte as one)."""
+    if mlir.ir.ComplexType.isinstance(element):
+        return 2 * _element_bytes(mlir.ir.ComplexType(element).element_type)
+    return max(getattr(element, "width", 64), 8) // 8  # index, the one type without a width, is 64 bits
+
+
+def _tensor_bytes(value_type: mlir.ir.Type) -> int:
+    """Bytes of a value of a ranked tensor type, a dynamic dimension counted as 1; 0 for other types."""
+    if not mlir.ir.RankedTensorType.isinstance(value_type):
+        return 0
+    shaped = mlir.ir.ShapedType(value_type)
+    dims = [1 if shaped.is_dynamic_dim(i) else size for i, size in enumerate(shaped.shape)]
+    return math.prod(dims) * _element_bytes(shaped.element_type)
+
+
+def _walk(operation, ops: set[str], targets: set[str], tensors: dict[str, int]) -> None:
+    """Add the name of every operation nested in ``operation``, every custom call's target, and the bytes of
+    every tensor type its blocks take or its operations make (every operand is one or the other)."""
     for region in operation.regions:
         for block in region.blocks:
+            tensors.update((str(arg.type), _tensor_bytes(arg.type)) for arg in block.arguments)
             for inner in block.operations:
                 inner = inner.operation
                 ops.add(inner.name)
+                tensors.update((str(result.type), _tensor_bytes(result.type)) for result in inner.results)
                 if inner.name == "stablehlo.custom_call":
                     targets.add(mlir.ir.StringAttr(inner.attributes["call_target_name"]).value)
-                _walk(inner, ops, targets)
+                _walk(inner, ops, targets, tensors)
 
 
-def module_ops(exported: jax_export.Exported) -> tuple[set[str], set[str]]:
-    """``(operations, custom-call targets)`` of a deserialized export's StableHLO module, parsed, not run."""
+def module_contents(module_text: str | bytes) -> tuple[set[str], set[str], dict[str, int]]:
+    """``(operations, custom-call targets, tensor type -> bytes)`` of a StableHLO module (text or bytecode),
+    parsed, not run."""
     with mlir.make_ir_context():
-        module = mlir.ir.Module.parse(exported.mlir_module())
-        ops, targets = {module.operation.name}, set()
-        _walk(module.operation, ops, targets)
-    return ops, targets
+        module = mlir.ir.Module.parse(module_text)
+        ops, targets, tensors = {module.operation.name}, set(), {}
+        _walk(module.operation, ops, targets, tensors)
+    return ops, targets, tensors
+
+
+def _refined(exported: jax_export.Exported) -> bytes:
+    """The module of ``exported`` as called on a batch of one, every dynamic shape resolved by StableHLO's
+    shape refinement (lowered, neither compiled nor run): a ``?`` may stand for ``batch * 100000``."""
+    args = [jax.ShapeDtypeStruct(tuple(d if isinstance(d, int) else 1 for d in aval.shape), aval.dtype)
+            for aval in exported.in_avals]
+    module = jax.jit(exported.call).lower(*args).compiler_ir("stablehlo")
+    return refine_polymorphic_shapes(mlir.module_to_bytecode(module))
+
+
+def _too_big(tensors: dict[str, int]) -> list[str]:
+    """A finding for each tensor type beyond :data:`MAX_TENSOR_BYTES`, with its size in GB."""
+    return [f"{name} of {min(size, 10 ** 300) / 1e9:.3g} GB" for name, size in sorted(tensors.items())
+            if size > MAX_TENSOR_BYTES]
 
 
 def _deserialize(path: Path) -> jax_export.Exported:
@@ -108,9 +146,13 @@ def _deserialize(path: Path) -> jax_export.Exported:
 
 def findings(path: Path, exported: jax_export.Exported | None = None) -> list[str]:
     """The operations and custom calls of the export folder at ``path`` (``exported``, when already read)
-    that no export of a VGG has."""
-    ops, targets = module_ops(exported or _deserialize(path))
-    return formats.foreign(ops, STABLEHLO_OPS, "operation") + formats.foreign(targets, CUSTOM_CALLS, "custom call")
+    that no export of a VGG has, and its tensors beyond :data:`MAX_TENSOR_BYTES` for one image: as its
+    module types them and, where nothing else is found, once its shapes are refined for a batch of one."""
+    exported = exported or _deserialize(path)
+    ops, targets, tensors = module_contents(exported.mlir_module())
+    found = [*formats.foreign(ops, STABLEHLO_OPS, "operation"), *formats.foreign(targets, CUSTOM_CALLS, "custom call"),
+             *_too_big(tensors)]
+    return found or _too_big(module_contents(_refined(exported))[2])
 
 
 def load_exported(path: str | Path, trust_model: bool = False) -> tuple[export_flow.Forward, dict]:
@@ -118,8 +160,11 @@ def load_exported(path: str | Path, trust_model: bool = False) -> tuple[export_f
 
     The blob is data (a flatbuffer holding StableHLO, no pickle), but the module can call native code
     through custom calls; unless ``trust_model``, one with an operation outside :data:`STABLEHLO_OPS` or a
-    custom call outside :data:`CUSTOM_CALLS` is refused before it is compiled."""
+    custom call outside :data:`CUSTOM_CALLS`, or a tensor beyond :data:`MAX_TENSOR_BYTES` for one image, is
+    refused before it is compiled."""
     path = Path(path)
+    if not trust_model:
+        signing.require_signed(path)
     if not (path / _BLOB).is_file() or not (path / formats.METADATA_FILE).is_file():
         raise formats.ModelFileError(f"{path} is not a jax.export folder written by vgg export "
                                      f"(needs {_BLOB} and {formats.METADATA_FILE})")

@@ -135,6 +135,7 @@ def _resume(engine: Engine, folder: Path, recipe: Recipe, run: dict, log: Callab
         log(f"no checkpoint in {folder}: starting from epoch 1")
         return 0, History()
     arrays, meta = checkpoint.read(path)
+    checkpoint.check_meta(path, meta, recipe.epochs)
     # a checkpoint written before a config field was recorded has that field's default
     defaults = {f.name: f.default for f in fields(ModelConfig) if f.default is not MISSING}
     saved = defaults | meta["run"] | {k: v for k, v in meta["recipe"].items() if k != "epochs"}

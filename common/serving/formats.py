@@ -35,12 +35,12 @@ class ModelFileError(ValueError):
 
 
 def untrusted(path: str | Path, found: Iterable[str]) -> ModelFileError:
-    """The refusal of a model file that holds what could run code of its own: names the file, what it
-    ``found`` (e.g. "op WriteFile", "pickled constant c0") and :data:`TRUST_HINT`."""
+    """The refusal of a model file that holds what could run code of its own or ask for more memory than a
+    VGG: names the file, what it ``found`` (e.g. "op WriteFile", "tensor pad of 34.4 GB") and :data:`TRUST_HINT`."""
     found = sorted({printable(f, 80) for f in found})
     listed = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
-    return ModelFileError(f"{path}: not loaded: it holds {listed}, which vgg export never writes and which could "
-                          f"run code of the file's own; {TRUST_HINT}")
+    return ModelFileError(f"{path}: not loaded: it holds {listed}, which vgg export never writes (code of the "
+                          f"file's own, or sizes beyond a VGG's); {TRUST_HINT}")
 
 
 def printable(text: str, limit: int | None = None) -> str:
@@ -48,6 +48,13 @@ def printable(text: str, limit: int | None = None) -> str:
     breaks, no bidi overrides), cut to ``limit`` characters."""
     text = "".join(ch for ch in str(text) if not unicodedata.category(ch).startswith("C"))
     return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
+
+def shown(path: str | Path) -> str:
+    """A file's name as printed in results and errors: unchanged if printable, else escaped as ``repr`` does
+    (quoted), so a line break in a name cannot forge a result line nor an escape code reach the terminal."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 def foreign(used: Iterable[str], allowed: frozenset[str], kind: str = "op") -> list[str]:

@@ -118,7 +118,8 @@ def _train(args: argparse.Namespace) -> int:
         images = fashion_mnist.load_split("train", args.data_dir, verify=not args.no_verify)[0]
         count = min(len(images), args.limit) if args.limit else len(images)
         distributed.check_split(workers * devices, args.batch_size, count)
-    if launcher:
+    if launcher:  # the workers' private network has no route out: any download happens here, first
+        fashion_mnist.load_split("test", args.data_dir, verify=not args.no_verify)
         if args.port:
             launch.check_port(args.port, args.backend)
         if args.device != "cpu":  # a missing GPU is refused here, once, rather than in every worker
@@ -306,10 +307,10 @@ def _predict(args: argparse.Namespace) -> int:
         for result in predict.classify(opened, files, top=args.top, batch_size=args.batch_size,
                                        progress=not args.json and sys.stderr.isatty()):
             if args.json:
-                print(json.dumps(result))
+                print(json.dumps({k: v for k, v in result.items() if k != "shown"}))
             else:
                 best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
-                print(f"{result['file']}: {best}")
+                print(f"{result['shown']}: {best}")
     return 0
 
 

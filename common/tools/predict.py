@@ -29,8 +29,10 @@ def check_classes(opened: Opened, logits: int) -> None:
 
 def classify(opened: Opened, files: list[Path], top: int = 3, batch_size: int = 64,
              progress: bool = True) -> Iterator[dict]:
-    """For every file in order: ``{"file", "top": [{"class", "index", "probability"}, ...]}``; class names
-    come from the model file, so they reach the terminal without control characters."""
+    """For every file in order: ``{"file", "shown", "top": [{"class", "index", "probability"}, ...]}``:
+    ``file`` the path as given (for JSON, which escapes it), ``shown`` it escaped for text output
+    (:func:`formats.shown`); class names come from the model file, so they reach the terminal without
+    control characters."""
     classes = [formats.printable(name, 200) for name in opened.meta["classes"]]
     top = max(1, min(top, len(classes)))
     with tqdm(total=len(files), unit="image", desc="vgg predict", disable=not progress or len(files) < 2,
@@ -44,6 +46,6 @@ def classify(opened: Opened, files: list[Path], top: int = 3, batch_size: int = 
             check_classes(opened, probs.shape[-1])
             for f, p in zip(chunk, probs):
                 best = np.argsort(-p, kind="stable")[:top]
-                yield {"file": str(f), "top": [{"class": classes[i], "index": int(i), "probability": float(p[i])}
-                                               for i in best]}
+                yield {"file": str(f), "shown": formats.shown(f),
+                       "top": [{"class": classes[i], "index": int(i), "probability": float(p[i])} for i in best]}
             bar.update(len(chunk))
