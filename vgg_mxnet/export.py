@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import sys
 import types
 import warnings
@@ -19,7 +20,8 @@ from unittest import mock
 import numpy as np
 
 from common.core import atomic
-from common.serving import export_flow, formats
+from common.core.config import MAX_TENSOR_BYTES
+from common.serving import export_flow, formats, signing
 from common.serving.optional import require
 from vgg_mxnet.framework import gluon, mx
 from vgg_mxnet.model import LAYOUT, NAME, VGG, predict
@@ -97,19 +99,67 @@ def findings(path: Path) -> list[str]:
     return formats.foreign(symbol_ops(path / _SYMBOL), SYMBOL_OPS)
 
 
+def _shapes(symbol, data: tuple[int, ...]) -> tuple[dict[str, tuple], list[tuple[int, str]]]:
+    """MXNet's own shape inference on ``symbol`` for the input shape ``data``, nothing allocated: ``(its
+    parameters' shapes as the .params file names them, (bytes, name) of every operator's output)``."""
+    internals = symbol.get_internals()
+    args, outputs, aux = internals.infer_shape(**{_INPUT: data})
+    if outputs is None:  # MXNet warns and gives up on a graph whose shapes the input leaves open
+        raise ValueError(f"its graph's shapes do not follow from its input shape {data}")
+    _, types, _ = internals.infer_type(**{_INPUT: "float32"})
+    params = {f"arg:{name}": shape for name, shape in zip(internals.list_arguments(), args) if name != _INPUT}
+    params |= {f"aux:{name}": shape for name, shape in zip(internals.list_auxiliary_states(), aux)}
+    inputs = {*internals.list_arguments(), *internals.list_auxiliary_states()}
+    sizes = [(math.prod(shape) * np.dtype(kind).itemsize, name)
+             for name, shape, kind in zip(internals.list_outputs(), outputs, types) if name not in inputs]
+    return params, sizes
+
+
+def _misfit(params: dict[str, tuple], path: Path) -> str | None:
+    """How the arrays of the .params file at ``path`` differ from ``params`` (name -> shape; float32), or None."""
+    loaded = {name: (tuple(array.shape), np.dtype(array.dtype)) for name, array in mx.nd.load(str(path)).items()}
+    wanted = {name: (tuple(shape), np.dtype(np.float32)) for name, shape in params.items()}
+    for name in sorted(wanted.keys() | loaded.keys()):
+        if loaded.get(name) != wanted.get(name):
+            return f"{name} is {_shown(loaded.get(name))} where its graph has {_shown(wanted.get(name))}"
+    return None
+
+
+def _shown(entry: tuple | None) -> str:
+    return "none" if entry is None else f"{entry[0]} {entry[1]}"
+
+
+def check(path: Path, meta: dict) -> None:
+    """Refuse (ModelFileError, one line) an export whose symbol names an operator no export of a VGG has, asks
+    for an operator output beyond MAX_TENSOR_BYTES for one image of its metadata's input shape (inferred
+    before any parameter is read), or whose parameters do not have the shapes its graph gives them."""
+    if found := findings(path):
+        raise formats.untrusted(path, found)
+    params, sizes = _shapes(mx.sym.load(str(path / _SYMBOL)), (1, *meta["input_shape"][1:]))
+    size, name = max(sizes, default=(0, ""), key=lambda entry: entry[0])  # the first of the largest
+    if size > MAX_TENSOR_BYTES:
+        raise formats.ModelFileError(f"{path}: not loaded: its node {formats.printable(name, 80)} holds {size:,} "
+                                     f"bytes for one image, beyond this project's bound of {MAX_TENSOR_BYTES:,}; "
+                                     f"{formats.TRUST_HINT}")
+    if misfit := _misfit(params, path / _PARAMS):
+        raise formats.ModelFileError(f"{path}: its parameters do not fit its graph: {formats.printable(misfit, 200)}")
+
+
 def load_exported(path: str | Path, trust_model: bool = False) -> tuple[export_flow.Forward, dict]:
     """``(forward, metadata)`` of a ``.mxnet`` folder written by :func:`export`: NCHW images to logits.
 
-    Unless ``trust_model``, a symbol naming an operator outside :data:`SYMBOL_OPS` is refused before MXNet
-    reads it."""
+    Unless ``trust_model``, a symbol naming an operator outside :data:`SYMBOL_OPS`, asking for more memory
+    than a VGG or not fitting its parameters is refused (:func:`check`) before MXNet builds it."""
     path = Path(path)
+    if not trust_model:
+        signing.require_signed(path)
     if not all((path / name).is_file() for name in (_SYMBOL, _PARAMS, formats.METADATA_FILE)):
         raise formats.ModelFileError(f"{path} is not an MXNet export written by vgg export "
                                      f"(needs {_SYMBOL}, {_PARAMS} and {formats.METADATA_FILE})")
     meta = formats.loads((path / formats.METADATA_FILE).read_text(), path)
     try:
-        if not trust_model and (found := findings(path)):
-            raise formats.untrusted(path, found)
+        if not trust_model:
+            check(path, meta)
         with warnings.catch_warnings():  # "Cannot decide type ... data: None": the input's type comes at call
             warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)
             block = gluon.SymbolBlock.imports(str(path / _SYMBOL), [_INPUT], str(path / _PARAMS))

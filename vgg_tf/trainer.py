@@ -11,12 +11,14 @@ import h5py
 import numpy as np
 
 from common.core import atomic, backends, precision
-from common.core.config import ModelConfig
+from common.core.config import ConfigError, ModelConfig
 from common.runtime import distributed, training
 from common.runtime.distributed import World
+from common.serving import formats
 from vgg_tf import distributed as dist
 from vgg_tf.framework import keras, tf
 from vgg_tf.model import NAME, VGG, logits_of
+from keras.src.saving import saving_lib  # after vgg_tf.framework, which picks Keras's backend
 
 MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
 JIT_COMPILE = False  # XLA on CPU: see Engine's docstring
@@ -237,5 +239,64 @@ def load(path: str | Path) -> VGG:
     except (OSError, KeyError) as exc:
         raise ValueError(f"{path} is not a model written by vgg_tf.save ({exc})") from None
     model = VGG(ModelConfig.from_file(config, path))
+    _check_weights_file(model, path)
     model.load_weights(path)
     return model
+
+
+class _Recorder(saving_lib.H5IOStore):
+    """A Keras weights store that records where saving would put each weight (dataset path, shape and dtype)
+    and writes nothing: the layout comes from Keras's own walk over the model, as ``save_weights`` does."""
+
+    def __init__(self) -> None:  # no file behind it
+        self.found: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._path = ""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def make(self, path: str, metadata: dict | None = None) -> _Recorder:
+        self._path = path
+        return self
+
+    def __setitem__(self, key: str, value) -> None:
+        self.found["/".join(filter(None, (self._path, "vars", key)))] = (tuple(value.shape), np.dtype(value.dtype))
+
+
+def _layout(model: VGG) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Dataset path -> (shape, dtype) of every weight ``model.save_weights`` writes."""
+    recorder = _Recorder()
+    saving_lib._save_state(model, weights_store=recorder, assets_store=None, inner_path="", visited_saveables=set())
+    return recorder.found
+
+
+def _problems(f: h5py.File, layout: dict) -> list[str]:
+    """What in the open weights file ``f`` is not the dataset ``layout`` has at that path (shape, dtype),
+    stored in the file itself at a fixed size, reached by its own (hard) link; and what it lacks."""
+    found, problems = set(), []
+
+    def visit(name: str, link) -> None:
+        if not isinstance(link, h5py.HardLink):
+            problems.append(f"{name} is a link")
+        elif isinstance(item := f[name], h5py.Dataset):
+            found.add(name)
+            want = layout.get(name)
+            if want is None:
+                problems.append(f"it holds {name}, which its model has not")
+            elif (item.shape, item.dtype) != want:
+                problems.append(f"{name} is {item.shape} {item.dtype} where its model has {want[0]} {want[1]}")
+            elif item.maxshape != item.shape or item.external or item.is_virtual:
+                problems.append(f"{name} is resizable or stored outside the file")
+
+    f.visititems_links(visit)
+    return problems + [f"it lacks {name}" for name in sorted(set(layout) - found)]
+
+
+def _check_weights_file(model: VGG, path: str | Path) -> None:
+    """Refuse (ConfigError, one line) a weights file that is not what ``model.save_weights`` writes for this
+    model, before Keras reads a weight: an HDF5 dataset may declare any shape and be filled with its fill
+    value in memory, so a small file could ask for gigabytes."""
+    with h5py.File(path, "r") as f:
+        problems = _problems(f, _layout(model))
+    if problems:
+        raise ConfigError(f"{path}: its weights do not fit its config: {formats.printable(problems[0], 200)}")

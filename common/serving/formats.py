@@ -65,6 +65,8 @@ def foreign(used: Iterable[str], allowed: frozenset[str], kind: str = "op") -> l
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """``Type: message`` of ``exc`` in one line: the first line of its message that is not part of a
     traceback (MXNet puts its C++ one before the reason), without a repeated type prefix."""
+    if isinstance(exc, MemoryError):  # raised with no message: say what it means
+        return "MemoryError: it needs more memory than this process may take"
     lines = [line.strip() for line in str(exc).strip().splitlines()]
     meaningful = [line for line in lines if line and not line.startswith(("Traceback", "File ", "[bt]", "Stack"))]
     text = (meaningful or [""])[0]

@@ -138,6 +138,8 @@ class Sandbox:
         if got == wire.ERROR:
             self.close()
             text = formats.printable(payload.decode("utf-8", "replace"), 600)
+            if "MemoryError" in text and self.max_memory:
+                text += f"; its address space is capped at {self.max_memory / 2**30:g} GiB (--max-memory)"
             raise SandboxError(text if text.startswith(str(self.path)) else f"{self.path}: {text}")
         if got != kind:
             self._fail(stage)

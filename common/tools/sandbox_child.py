@@ -67,11 +67,9 @@ def _confine(request: dict) -> list[str]:
 
 
 def _message(exc: BaseException) -> str:
-    """One line for an error in the child: ours (a ValueError naming the file) as it is, a framework's as
-    its first line, running out of the cap as such."""
+    """One line for an error in the child: ours (a ValueError naming the file) as it is, a framework's (and
+    running out of the cap) as its first line."""
     from common.serving import formats
-    if isinstance(exc, MemoryError):
-        return "memory: it needs more than the address-space cap (--max-memory) allows"
     if isinstance(exc, ValueError) and not type(exc).__module__.startswith(("builtins", "numpy")):
         return formats.printable(str(exc), 600)
     return formats.first_line(exc)
