@@ -109,25 +109,32 @@ class ListenerWatch:
         return self.found
 
 
+#: runs the command given after its first argument and writes ``[exit status, peak KiB]`` of it (and of every
+#: descendant it waited for) to the file named first: a small process of its own, since a child forked from
+#: the suite's big one would start with the suite's resident set as its peak (Linux keeps it across exec)
+_MEASURER = ("import json, os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, status, usage = "
+             "os.wait4(p.pid, 0); open(sys.argv[1], 'w').write(json.dumps([os.waitstatus_to_exitcode(status), "
+             "usage.ru_maxrss]))")
+
+
 def run_measured(argv: list[str], timeout: float = 300, env: dict | None = None,
                  cwd: Path | None = None) -> tuple[int, str, str, int]:
     """``vgg argv`` as a real process: ``(exit status, stdout, stderr, peak bytes)``, where peak is the
     largest resident set of it and every descendant it waited for (``wait4``'s rusage), for memory bounds."""
+    import json
     import tempfile
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "common.tools.cli", *map(str, argv)], env=env,
-                                cwd=cwd or ROOT, text=True, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        return proc.returncode, out.read(), err.read(), usage.ru_maxrss * 1024
+    with tempfile.TemporaryDirectory() as folder:
+        result, out, err = (Path(folder) / name for name in ("result", "out", "err"))
+        with open(out, "w") as o, open(err, "w") as e:
+            proc = subprocess.Popen([sys.executable, "-c", _MEASURER, str(result), sys.executable, "-m",
+                                     "common.tools.cli", *map(str, argv)], env=env, cwd=cwd or ROOT, stdout=o,
+                                    stderr=e, stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return -signal.SIGKILL, out.read_text(), err.read_text(), 0
+        status, peak_kib = json.loads(result.read_text())
+        return status, out.read_text(), err.read_text(), peak_kib * 1024

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -324,16 +325,16 @@ def _edited_symbol(native, tmp_path: Path, op: str, **attrs) -> Path:
 
 @pytest.mark.backend("mxnet")
 @pytest.mark.parametrize("op, attrs, node, size", [
-    ("FullyConnected", {"num_hidden": "300000000"}, "dense0_fwd_output", 1_200_000_000),
-    ("Convolution", {"pad": "(20000, 20000)"}, "conv0_fwd_output", 4 * 4 * 40030 * 40030),
+    ("FullyConnected", {"num_hidden": "300000000"}, r"dense\d+_fwd_output", 1_200_000_000),
+    ("Convolution", {"pad": "(20000, 20000)"}, r"conv\d+_fwd_output", 4 * 4 * 40030 * 40030),
 ], ids=["wide dense", "padding"])
 def test_an_mxnet_graph_asking_for_more_than_a_gib_is_refused(native, png, tmp_path, capsys, op, attrs, node, size):
     err = error(capsys, "predict", "--model", _edited_symbol(native, tmp_path, op, **attrs), png)
-    assert f"its node {node} holds {size:,} bytes for one image, beyond this project's bound" in err, err
+    assert re.search(f"its node {node} holds {size:,} bytes for one image, beyond this project's bound", err), err
 
 
 @pytest.mark.backend("mxnet")
 def test_mxnet_parameters_that_do_not_fit_the_graph_are_refused(native, png, tmp_path, capsys):
     err = error(capsys, "predict", "--model", _edited_symbol(native, tmp_path, "Convolution", num_filter="5"), png)
-    assert ("its parameters do not fit its graph: arg:conv0_bias is (4,) float32 where its graph has (5,) float32"
-            in err), err
+    assert re.search(r"its parameters do not fit its graph: arg:conv\d+_bias is \(4,\) float32 where its graph "
+                     r"has \(5,\) float32", err), err  # Gluon numbers its layers per process

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import os
 import re
 import signal
@@ -157,17 +156,18 @@ def private_network() -> Iterator[tuple[int | None, str | None]]:
         holder.stdout.close()
 
 
-def _in_network(holder: int | None) -> None:
-    """In a child, before exec: die with the launcher, and join the job's private network if it has one."""
-    _die_with_parent()
-    if holder is not None:
-        confine.join_network(holder)
+#: a fresh interpreter that joins the namespaces of the holder (its first argument) and becomes the command
+#: that follows: joining a user namespace needs a single-threaded process, which a child forked from the
+#: launcher is not once a framework's fork handlers have started threads in it (MXNet's engine does)
+_JOIN = ("import os, sys; from common.runtime import confine; confine.join_network(int(sys.argv[1])); "
+         "os.execv(sys.argv[2], sys.argv[2:])")
 
 
 def _start(cmd: list[str], env: dict[str, str], label: str, rank: int | None, holder: int | None = None) -> _Child:
+    if holder is not None:
+        cmd = [*_python_code(_JOIN), str(holder), *cmd]
     proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=functools.partial(_in_network, holder))
+                            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
     beat = env.get(distributed.HEARTBEAT_VARIABLE)
     child = _Child(label, proc, rank, Path(beat) if beat else None)
     for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
