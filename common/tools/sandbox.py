@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from common.core.config import MAX_CLASSES, MAX_IMAGE_SIZE, MAX_IN_CHANNELS
-from common.serving import formats
+from common.serving import formats, signing
 from common.tools import launch, sandbox_child as wire
 from common.tools.models import Opened
 
@@ -69,6 +69,8 @@ class Sandbox:
                  max_memory: int | None = DEFAULT_MAX_MEMORY, time_limit: float = DEFAULT_TIME_LIMIT,
                  max_batch: int = 256, threads: int | None = None) -> None:
         self.path, self.time_limit, self.max_memory = Path(path), time_limit, max_memory
+        if formats.kind(path)[0] == "native" and not trust_model:  # refused before any process starts
+            signing.require_signed(path)
         self._folder = tempfile.mkdtemp(prefix="vgg-model-")
         to_child, self._inbox = os.pipe()
         self._outbox, from_child = os.pipe()
