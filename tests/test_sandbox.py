@@ -95,6 +95,19 @@ def test_a_signed_file_changed_afterwards_is_unsigned(exports, tmp_path, capsys)
     assert not signing.is_signed(path)
 
 
+@pytest.mark.backend("torch")
+def test_the_users_own_config_folder_is_found_without_the_variable(exports, png, tmp_path, monkeypatch, capsys):
+    """As for a user who never heard of VGG_CONFIG_DIR: the key and signatures under XDG_CONFIG_HOME, while
+    the model's process has a HOME of its own."""
+    source = exports("torch")
+    monkeypatch.delenv("VGG_CONFIG_DIR")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    path = tmp_path / "m.pt2"
+    shutil.copy(source, path)
+    assert cli.main(["trust", str(path)]) == 0 and (tmp_path / "config" / "vgg-frameworks" / "signing.key").is_file()
+    assert cli.main(["predict", "--model", str(path), str(png)]) == 0
+
+
 def test_trust_refuses_data_formats_and_missing_files(tmp_path, capsys):
     assert "is data and loads without trust" in one_line(capsys, "trust", tmp_path / "m.onnx")
     assert "no such file" in one_line(capsys, "trust", tmp_path / "m.pt2")

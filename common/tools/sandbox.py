@@ -41,6 +41,7 @@ class SandboxError(formats.ModelFileError):
 def _child_env(threads: int | None) -> dict[str, str]:
     env = launch.safe_path_env(dict(os.environ))
     env["MALLOC_ARENA_MAX"] = "2"  # glibc reserves 64 MiB of address space per arena and thread otherwise
+    env["VGG_CONFIG_DIR"] = str(signing.config_dir())  # the child's HOME is its private folder
     if threads:
         env["VGG_THREADS"] = env["OMP_NUM_THREADS"] = str(threads)
     return env
