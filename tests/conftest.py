@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -62,4 +63,33 @@ def all_backends():
 def reference():
     """The backend the others are compared with where the oracle computes nothing (gradients, SGD steps)."""
     return load_backend(REFERENCE)
+
+
+@pytest.fixture(scope="session")
+def native(tmp_path_factory):
+    """``native(backend, kind="lrn-1x1")``: a native export of the hostile-file tests' VGG (tests/hostile.py),
+    made once for the session and signed, as vgg export signs, in the suite's config folder."""
+    from common.serving import formats
+    from hostile import KINDS, SIZE
+    from tiny_data import HIDDEN
+    folder, made = tmp_path_factory.mktemp("native"), {}
+
+    def get(name: str, kind: str = "lrn-1x1") -> Path:
+        if (name, kind) not in made:
+            vgg = load_backend(name)
+            blocks, batch_norm = KINDS[kind]
+            model = vgg.VGG(blocks, image_size=SIZE, hidden=HIDDEN, batch_norm=batch_norm)
+            made[name, kind] = vgg.export(model, folder / f"{kind}{formats.NATIVE[name]}").path
+        return made[name, kind]
+    return get
+
+
+@pytest.fixture(scope="session")
+def png(tmp_path_factory) -> Path:
+    """One 28x28 grayscale PNG."""
+    import numpy as np
+    from PIL import Image
+    path = tmp_path_factory.mktemp("images") / "a.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+    return path
 

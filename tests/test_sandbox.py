@@ -20,46 +20,14 @@ import pytest
 from common.runtime import confine
 from common.serving import formats, signing
 from common.tools import cli, models, sandbox
-from helpers import load_backend
+from hostile import SIZE, error
 from processes import ROOT, run_measured
-from tiny_data import HIDDEN
 
-SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """``exports(backend)``: a native export of one tiny model of that backend, made once."""
-    folder, made = tmp_path_factory.mktemp("exports"), {}
-
-    def get(name: str) -> Path:
-        if name not in made:
-            vgg = load_backend(name)
-            model = vgg.VGG(((1, 4), (1, 8)), image_size=SIZE, hidden=HIDDEN)
-            made[name] = vgg.export(model, folder / f"m{formats.NATIVE[name]}").path
-        return made[name]
-    return get
-
-
-@pytest.fixture(scope="module")
-def png(tmp_path_factory) -> Path:
-    from PIL import Image
-    path = tmp_path_factory.mktemp("images") / "a.png"
-    Image.fromarray((np.arange(28 * 28) % 251).astype(np.uint8).reshape(28, 28)).save(path)
-    return path
-
-
-def one_line(capsys, *argv) -> str:
-    """The one stderr line of ``vgg argv``, which must exit 2."""
-    assert cli.main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"vgg {argv[0]}: error: "), err
-    return err
 
 
 @pytest.mark.backend("torch")
-def test_the_python_api_opens_a_model_in_the_boundary_on_request(exports):
-    path = exports("torch")
+def test_the_python_api_opens_a_model_in_the_boundary_on_request(native):
+    path = native("torch")
     opened = sandbox.open_isolated(path)
     images = np.random.default_rng(0).random((3, 1, SIZE, SIZE), dtype=np.float32)
     try:
@@ -72,12 +40,12 @@ def test_the_python_api_opens_a_model_in_the_boundary_on_request(exports):
 # --- signatures ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.backend(name)) for name in ("torch", "jax")])
-def test_an_unsigned_export_is_refused_until_the_user_trusts_it(exports, png, name, monkeypatch, tmp_path, capsys):
-    source = exports(name)
+def test_an_unsigned_export_is_refused_until_the_user_trusts_it(native, png, name, monkeypatch, tmp_path, capsys):
+    source = native(name)
     monkeypatch.setenv("VGG_CONFIG_DIR", str(tmp_path / "stranger-config"))  # another user: no key, no signatures
     path = tmp_path / source.name
     (shutil.copytree if source.is_dir() else shutil.copy)(source, path)
-    err = one_line(capsys, "predict", "--model", path, png)
+    err = error(capsys, "predict", "--model", path, png)
     assert "not written by vgg export here nor trusted" in err and f"vgg trust {path}" in err, err
     assert cli.main(["trust", str(path)]) == 0
     assert capsys.readouterr().out.startswith(f"vgg trust: {path} (native) is trusted by this user")
@@ -86,9 +54,9 @@ def test_an_unsigned_export_is_refused_until_the_user_trusts_it(exports, png, na
 
 
 @pytest.mark.backend("torch")
-def test_a_signed_file_changed_afterwards_is_unsigned(exports, tmp_path, capsys):
+def test_a_signed_file_changed_afterwards_is_unsigned(native, tmp_path, capsys):
     path = tmp_path / "m.pt2"
-    shutil.copy(exports("torch"), path)
+    shutil.copy(native("torch"), path)
     assert signing.is_signed(path)
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("m/extra/note.txt", "one more entry")
@@ -96,10 +64,10 @@ def test_a_signed_file_changed_afterwards_is_unsigned(exports, tmp_path, capsys)
 
 
 @pytest.mark.backend("torch")
-def test_the_users_own_config_folder_is_found_without_the_variable(exports, png, tmp_path, monkeypatch, capsys):
+def test_the_users_own_config_folder_is_found_without_the_variable(native, png, tmp_path, monkeypatch, capsys):
     """As for a user who never heard of VGG_CONFIG_DIR: the key and signatures under XDG_CONFIG_HOME, while
     the model's process has a HOME of its own."""
-    source = exports("torch")
+    source = native("torch")
     monkeypatch.delenv("VGG_CONFIG_DIR")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     path = tmp_path / "m.pt2"
@@ -109,8 +77,8 @@ def test_the_users_own_config_folder_is_found_without_the_variable(exports, png,
 
 
 def test_trust_refuses_data_formats_and_missing_files(tmp_path, capsys):
-    assert "is data and loads without trust" in one_line(capsys, "trust", tmp_path / "m.onnx")
-    assert "no such file" in one_line(capsys, "trust", tmp_path / "m.pt2")
+    assert "is data and loads without trust" in error(capsys, "trust", tmp_path / "m.onnx")
+    assert "no such file" in error(capsys, "trust", tmp_path / "m.pt2")
 
 
 def test_a_folder_with_a_link_cannot_be_signed(tmp_path):
@@ -159,12 +127,12 @@ def _confinement_works(kind: str) -> str | None:
 
 
 @pytest.mark.backend("torch")
-def test_trusted_code_runs_but_cannot_write_outside_its_folder(exports, png, tmp_path, capsys):
+def test_trusted_code_runs_but_cannot_write_outside_its_folder(native, png, tmp_path, capsys):
     if why := _confinement_works("landlock"):
         pytest.skip(f"this kernel cannot confine writes: {why}")
     marker = tmp_path / "marker"
-    path = code_pt2(exports("torch"), tmp_path / "w.pt2", f"open({str(marker)!r}, 'w').write('#!/bin/sh')")
-    err = one_line(capsys, "predict", "--model", path, png, "--trust-model")
+    path = code_pt2(native("torch"), tmp_path / "w.pt2", f"open({str(marker)!r}, 'w').write('#!/bin/sh')")
+    err = error(capsys, "predict", "--model", path, png, "--trust-model")
     assert str(path) in err and "Permission denied" in err, err
     assert not marker.exists()
     with contextlib.suppress(formats.ModelFileError):  # the same file outside the boundary: the code is real
@@ -173,23 +141,23 @@ def test_trusted_code_runs_but_cannot_write_outside_its_folder(exports, png, tmp
 
 
 @pytest.mark.backend("torch")
-def test_trusted_code_cannot_reach_the_network(exports, png, tmp_path, capsys):
+def test_trusted_code_cannot_reach_the_network(native, png, tmp_path, capsys):
     if why := _confinement_works("network"):
         pytest.skip(f"no network namespace here: {why}")
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.settimeout(0.5)
         port = server.getsockname()[1]
         code = f"import socket; socket.create_connection(('127.0.0.1', {port}), 5).sendall(b'stolen')"
-        path = code_pt2(exports("torch"), tmp_path / "n.pt2", code)
-        err = one_line(capsys, "predict", "--model", path, png, "--trust-model")
+        path = code_pt2(native("torch"), tmp_path / "n.pt2", code)
+        err = error(capsys, "predict", "--model", path, png, "--trust-model")
         assert str(path) in err and ("unreachable" in err or "Permission denied" in err), err
         with pytest.raises(socket.timeout):
             server.accept()
 
 
 @pytest.mark.backend("torch")
-def test_trusted_code_that_allocates_past_the_cap_is_one_line(exports, png, tmp_path):
-    path = code_pt2(exports("torch"), tmp_path / "m.pt2", "x = bytearray(40 << 30)")
+def test_trusted_code_that_allocates_past_the_cap_is_error(native, png, tmp_path):
+    path = code_pt2(native("torch"), tmp_path / "m.pt2", "x = bytearray(40 << 30)")
     status, _, err, peak = run_measured(["predict", "--model", path, png, "--trust-model", "--max-memory", "4"])
     ours = [line for line in err.splitlines() if line.startswith("vgg ")]
     assert status == 2 and len(ours) == 1 and "Traceback" not in err, err[-2000:]
@@ -198,16 +166,16 @@ def test_trusted_code_that_allocates_past_the_cap_is_one_line(exports, png, tmp_
 
 
 @pytest.mark.backend("torch")
-def test_a_model_process_killed_by_a_signal_is_one_line(exports, png, tmp_path, capsys):
-    path = code_pt2(exports("torch"), tmp_path / "k.pt2", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    err = one_line(capsys, "predict", "--model", path, png, "--trust-model")
+def test_a_model_process_killed_by_a_signal_is_error(native, png, tmp_path, capsys):
+    path = code_pt2(native("torch"), tmp_path / "k.pt2", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    err = error(capsys, "predict", "--model", path, png, "--trust-model")
     assert str(path) in err and "SIGSEGV" in err, err
 
 
 @pytest.mark.backend("torch")
-def test_a_model_that_hangs_is_stopped_at_the_time_limit(exports, png, tmp_path, capsys):
-    path = code_pt2(exports("torch"), tmp_path / "h.pt2", "import time; time.sleep(600)")
-    err = one_line(capsys, "predict", "--model", path, png, "--trust-model", "--time-limit", "3")
+def test_a_model_that_hangs_is_stopped_at_the_time_limit(native, png, tmp_path, capsys):
+    path = code_pt2(native("torch"), tmp_path / "h.pt2", "import time; time.sleep(600)")
+    err = error(capsys, "predict", "--model", path, png, "--trust-model", "--time-limit", "3")
     assert str(path) in err and "no answer within 3 s" in err, err
 
 

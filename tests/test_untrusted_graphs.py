@@ -7,7 +7,6 @@ the SaveV2 ones passed the checks before issue 34)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shutil
@@ -18,59 +17,10 @@ import pytest
 
 from common.core.config import MAX_TENSOR_BYTES
 from common.serving import formats, signing
-from common.tools import cli
+from hostile import ARCH, SIZE, export_module, error
 from helpers import load_backend
 from processes import run_measured
 from tiny_data import HIDDEN
-
-#: a VGG with LRN and a 1x1 convolution, at the tests' image size
-ARCH, SIZE = ((1, 4, (3, "lrn")), (2, 8, (3, 1))), 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def config_dir(tmp_path_factory):
-    """This user's signing key and signatures, in a folder of the tests' own."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VGG_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
-        yield
-
-
-def export_module(name: str):
-    """``vgg_<name>.export``, the module (the package's ``export`` is the function)."""
-    load_backend(name)
-    return importlib.import_module(f"vgg_{name}.export")
-
-
-@pytest.fixture(scope="module")
-def native(tmp_path_factory):
-    """``native(backend)``: the path of a native export of the tiny VGG, made once."""
-    folder, made = tmp_path_factory.mktemp("native"), {}
-
-    def get(name: str) -> Path:
-        if name not in made:
-            vgg = load_backend(name)
-            made[name] = vgg.export(vgg.VGG(ARCH, image_size=SIZE, hidden=HIDDEN),
-                                    folder / f"vgg{formats.NATIVE[name]}").path
-        return made[name]
-    return get
-
-
-@pytest.fixture(scope="module")
-def png(tmp_path_factory) -> Path:
-    """One 28x28 grayscale PNG."""
-    from PIL import Image
-    path = tmp_path_factory.mktemp("images") / "a.png"
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
-    return path
-
-
-def error(capsys, *argv) -> str:
-    """The one stderr line of ``vgg argv`` run in this process, which must exit 2."""
-    assert cli.main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"vgg {argv[0]}: error: "), err
-    return err
-
 
 def written(folder: Path) -> list[Path]:
     """The marker files a crafted model wrote in ``folder`` (SaveV2 adds suffixes to its prefix)."""

@@ -23,6 +23,7 @@ from common.runtime import checkpoint, run_folder
 from common.serving import formats, image_files, onnx_files
 from common.tools import cli, launch, predict
 from common.tools.models import Opened
+from hostile import error
 from helpers import ACTIVE, load_backend
 from processes import ROOT, run_measured, vgg_cli
 from tiny_data import HIDDEN, fake_files
@@ -33,14 +34,6 @@ from onnx import TensorProto, helper  # noqa: E402  (after the skip: onnx is an 
 
 torch_only = pytest.mark.backend("torch")  # the cheapest backend stands for all four: the guards are shared code
 SIZE = 32
-
-
-def error(capsys, *argv) -> str:
-    """The one stderr line of ``vgg argv`` run in this process, which must exit 2."""
-    assert cli.main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"vgg {argv[0]}: error: "), err
-    return err
 
 
 def our_error(err: str) -> str:

@@ -6,7 +6,6 @@ big is allocated or built. The crafted files are real attacks: trusted, each one
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import pickle
@@ -24,52 +23,10 @@ from common.core import arch, canonical
 from common.core.config import ConfigError, ModelConfig
 from common.serving import formats, signing
 from common.tools import cli, models
+from hostile import SIZE, KINDS, export_module, error
 from helpers import ACTIVE, REFERENCE, load_backend
 from processes import ROOT
 from tiny_data import HIDDEN
-
-#: a VGG with every layer kind but batch norm (LRN and a 1x1 convolution), and one with batch norm
-ARCH, SIZE = ((1, 4, (3, "lrn")), (2, 8, (3, 1))), 32
-KINDS = {"lrn-1x1": (ARCH, False), "batch-norm": (arch.TINY, True)}
-
-
-def export_module(name: str):
-    """``vgg_<name>.export``, the module (the package's ``export`` is the function)."""
-    load_backend(name)
-    return importlib.import_module(f"vgg_{name}.export")
-
-
-@pytest.fixture(scope="module")
-def native(tmp_path_factory):
-    """``native(backend, kind="lrn-1x1")``: the path of a native export of that model, made once."""
-    folder, made = tmp_path_factory.mktemp("native"), {}
-
-    def get(name: str, kind: str = "lrn-1x1") -> Path:
-        if (name, kind) not in made:
-            vgg = load_backend(name)
-            blocks, batch_norm = KINDS[kind]
-            model = vgg.VGG(blocks, image_size=SIZE, hidden=HIDDEN, batch_norm=batch_norm)
-            made[name, kind] = vgg.export(model, folder / f"{kind}{formats.NATIVE[name]}").path
-        return made[name, kind]
-    return get
-
-
-@pytest.fixture(scope="module")
-def png(tmp_path_factory) -> Path:
-    """One 28x28 grayscale PNG."""
-    from PIL import Image
-    path = tmp_path_factory.mktemp("images") / "a.png"
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
-    return path
-
-
-def error(capsys, *argv) -> str:
-    """The one stderr line of ``vgg argv`` run in this process, which must exit 2."""
-    assert cli.main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"vgg {argv[0]}: error: "), err
-    return err
-
 
 def subprocess_error(*argv) -> str:
     """The error line of ``vgg argv`` as a real process, which must exit 2 with no traceback: the one line of

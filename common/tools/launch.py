@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
-from common.runtime import confine, distributed
+from common.runtime import distributed
 from common.runtime.distributed import DistributedError
 
 ROOT = Path(__file__).resolve().parents[2]
