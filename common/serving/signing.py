@@ -33,7 +33,9 @@ def config_dir() -> Path:
 
 
 def _key(create: bool) -> bytes | None:
-    """The user's signing key (32 random bytes, mode 0600), made on first use when ``create``."""
+    """The user's signing key (32 random bytes, mode 0600), made on first use when ``create``: written whole
+    under a temporary name and linked into place, so a process that starts at the same moment reads the
+    winner's key, never an empty file."""
     path = config_dir() / KEY_FILE
     try:
         return path.read_bytes()
@@ -41,14 +43,19 @@ def _key(create: bool) -> bytes | None:
         if not create:
             return None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{KEY_FILE}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
-        f.flush()
-        os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process put its key there first: then that one is the key
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
     return path.read_bytes()
 
 
