@@ -83,16 +83,22 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
     tf2onnx.convert.from_function(function, input_signature=spec, opset=TF2ONNX_OPSET, output_path=str(path))
 
 
+def _is(value: mlir.ir.Type, kind: type) -> bool:
+    """Whether an MLIR type is of ``kind``: newer bindings hand back the concrete class and drop the static
+    ``isinstance`` that older ones need."""
+    return isinstance(value, kind) or (hasattr(kind, "isinstance") and kind.isinstance(value))
+
+
 def _element_bytes(element: mlir.ir.Type) -> int:
     """Bytes of one element of a tensor type (a complex number's two parts; fewer bits than a byte as one)."""
-    if mlir.ir.ComplexType.isinstance(element):
+    if _is(element, mlir.ir.ComplexType):
         return 2 * _element_bytes(mlir.ir.ComplexType(element).element_type)
     return max(getattr(element, "width", 64), 8) // 8  # index, the one type without a width, is 64 bits
 
 
 def _tensor_bytes(value_type: mlir.ir.Type) -> int:
     """Bytes of a value of a ranked tensor type, a dynamic dimension counted as 1; 0 for other types."""
-    if not mlir.ir.RankedTensorType.isinstance(value_type):
+    if not _is(value_type, mlir.ir.RankedTensorType):
         return 0
     shaped = mlir.ir.ShapedType(value_type)
     dims = [1 if shaped.is_dynamic_dim(i) else size for i, size in enumerate(shaped.shape)]
