@@ -22,7 +22,9 @@ def export_module(name: str):
 
 
 def error(capsys, *argv) -> str:
-    """The one stderr line of ``vgg argv`` run in this process, which must exit 2."""
+    """The one stderr line of ``vgg argv`` run in this process, which must exit 2 (what was printed before it,
+    such as a framework's chatter while a fixture exported, is not the command's)."""
+    capsys.readouterr()
     assert cli.main([str(a) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"vgg {argv[0]}: error: "), err
