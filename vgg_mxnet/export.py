@@ -20,7 +20,6 @@ from unittest import mock
 import numpy as np
 
 from common.core import atomic
-from common.core.config import MAX_TENSOR_BYTES
 from common.serving import export_flow, formats, signing
 from common.serving.optional import require
 from vgg_mxnet.framework import gluon, mx
@@ -137,10 +136,7 @@ def check(path: Path, meta: dict) -> None:
         raise formats.untrusted(path, found)
     params, sizes = _shapes(mx.sym.load(str(path / _SYMBOL)), (1, *meta["input_shape"][1:]))
     size, name = max(sizes, default=(0, ""), key=lambda entry: entry[0])  # the first of the largest
-    if size > MAX_TENSOR_BYTES:
-        raise formats.ModelFileError(f"{path}: not loaded: its node {formats.printable(name, 80)} holds {size:,} "
-                                     f"bytes for one image, beyond this project's bound of {MAX_TENSOR_BYTES:,}; "
-                                     f"{formats.TRUST_HINT}")
+    formats.check_tensor_size(path, name, size)
     if misfit := _misfit(params, path / _PARAMS):
         raise formats.ModelFileError(f"{path}: its parameters do not fit its graph: {formats.printable(misfit, 200)}")
 

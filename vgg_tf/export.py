@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from common.core import atomic
-from common.core.config import MAX_TENSOR_BYTES
 from common.serving import export_flow, formats, signing
 from common.serving.optional import require
 from vgg_tf.framework import tf
@@ -194,10 +193,7 @@ def check(path: Path) -> None:
     if found := _findings(graph):
         raise formats.untrusted(path, found)
     size, node = _largest_tensor(graph)
-    if size > MAX_TENSOR_BYTES:
-        raise formats.ModelFileError(f"{path}: not loaded: its node {formats.printable(node, 80)} holds {size:,} "
-                                     f"bytes for one image, beyond this project's bound of {MAX_TENSOR_BYTES:,}; "
-                                     f"{formats.TRUST_HINT}")
+    formats.check_tensor_size(path, node, size)
 
 
 def load_exported(path: str | Path, trust_model: bool = False) -> tuple[export_flow.Forward, dict]:

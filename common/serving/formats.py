@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from common.core import backends, tolerances
-from common.core.config import ConfigError, ModelConfig
+from common.core.config import MAX_TENSOR_BYTES, ConfigError, ModelConfig
 from common.data.fashion_mnist import CLASSES
 
 FORMATS = ("native", "onnx")
@@ -41,6 +41,13 @@ def untrusted(path: str | Path, found: Iterable[str]) -> ModelFileError:
     listed = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
     return ModelFileError(f"{path}: not loaded: it holds {listed}, which vgg export never writes (code of the "
                           f"file's own, or sizes beyond a VGG's); {TRUST_HINT}")
+
+
+def check_tensor_size(path: str | Path, node: str, size: int) -> None:
+    """Refuse a graph whose node ``node`` holds ``size`` bytes for one image, beyond MAX_TENSOR_BYTES."""
+    if size > MAX_TENSOR_BYTES:
+        raise ModelFileError(f"{path}: not loaded: its node {printable(node, 80)} holds {size:,} bytes for one image, "
+                             f"beyond this project's bound of {MAX_TENSOR_BYTES:,}; {TRUST_HINT}")
 
 
 def printable(text: str, limit: int | None = None) -> str:
