@@ -23,7 +23,7 @@ from common.core.precision import PrecisionError, PrecisionWarning
 from common.data import batches, fashion_mnist
 from common.runtime import capability, distributed, run_folder, training
 from common.serving import export_flow, formats, image_files, signing
-from common.tools import compare, launch, loading, models, parity, parity_distributed, parity_onnx, predict, sandbox
+from common.tools import compare, launch, loading, models, parity, parity_distributed, parity_onnx, predict, results, sandbox
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -632,6 +632,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--port", type=_integer("--port", 1, 65535), default=None,
                    help="the coordinator's loopback port for --workers (default: a free one)")
     t.set_defaults(run=_train)
+
+    results.add_parser(sub, _Parser)
 
     g = sub.add_parser("race", parents=[several, model, data, low, placed, recipe],
                        help="time to a target test accuracy: every backend from one recipe, over several seeds",
