@@ -124,10 +124,18 @@ def running_variances(model: VGG) -> list[list]:
 
 def finish_batch_norms(model: VGG, before: list[list], batch: int) -> None:
     """After a training step's ``backward`` (``batch`` images per context): make MXNet's running-variance
-    update PyTorch's (unbiased variance) and count the batch, on every context."""
+    update PyTorch's (unbiased variance) and count the batch, on every context.
+
+    MXNet's oneDNN BatchNorm updates its running statistics in its backward operator, which its engine does
+    not count as writing them: the correction first waits for each batch norm's gradients (the same operator),
+    and the next step waits for the correction. Without that, a backward that runs late (a resumed run under
+    load) writes over the correction or loses its own update."""
     for (bn, pixels), old in zip(batch_norms(model), before, strict=True):
+        for grad in bn.gamma.list_grad():
+            grad.wait_to_read()
         for var, was in zip(bn.running_var.list_data(), old, strict=True):
             var[:] = unbiased_running_var(var, was, batch * pixels)
+            var.wait_to_read()
         for count in bn.num_batches_tracked.list_data():
             count += 1
 
