@@ -13,10 +13,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter
 # Where TensorFlow already turns them on this changes nothing. Read at import; the user's value wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import contextlib  # noqa: E402
+import re  # noqa: E402
 
 from common.core import precision as precisions  # noqa: E402
+from common.runtime import native_logs  # noqa: E402
+
+#: what TensorFlow logs at start-up on a CPU machine before it reads TF_CPP_MIN_LOG_LEVEL
+_CHATTER = re.compile(r"absl::InitializeLog|port\.cc:\d+\] oneDNN custom operations|cudart_stub\.cc|"
+                      r"cuda_platform\.cc:\d+\] failed call to cuInit|cpu_feature_guard\.cc|"
+                      r"Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc|TF-TRT Warning")
+with native_logs.without(_CHATTER) if os.environ["TF_CPP_MIN_LOG_LEVEL"] >= "2" else contextlib.nullcontext():
+    import keras
+    import tensorflow as tf
+    tf.config.list_physical_devices("GPU")  # CUDA's probe, here: it logs an error where there is no GPU
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(

@@ -231,7 +231,9 @@ def _epochs(engine: Engine, train, test: Iterable, recipe: Recipe, run: dict, fo
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
                                 ex_per_s=f"{seen / (time.perf_counter() - began):.1f}", refresh=False)
         train_seconds = time.perf_counter() - began
-        test_acc = engine.evaluate(test)
+        with tqdm(test, total=len(test), desc=f"evaluating {epoch + 1}/{recipe.epochs}", unit="batch",
+                  disable=not progress or not world.is_chief, leave=False, dynamic_ncols=True) as shown:
+            test_acc = engine.evaluate(shown)
         history.append(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
                        examples_per_sec=seen / train_seconds, seconds=time.perf_counter() - began)
         log(f"epoch {epoch + 1}/{recipe.epochs}: {history.line()}")
