@@ -7,11 +7,15 @@ the order rotates from round to round, and the ratio to the first variant is tak
 
     python benchmarks/ab.py torch 224 base= hugetlb='GLIBC_TUNABLES=glibc.malloc.hugetlb=1' --rounds 3
     python benchmarks/ab.py jax 56 base= donate=tree=/tmp/vgg-donate
+
+Every run writes its rounds (``ab.json``) and its record (``vgg results show``) into ``--out`` (default ./reports
+for the record alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -21,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 from book_reference import check_measuring  # noqa: E402  (this folder is on the path of a script run from it)
 from book_reference import check_size, run_child
 
-from common.core import backends  # noqa: E402
+from common.core import atomic, backends  # noqa: E402
 from common.runtime.machine import cores, cpu  # noqa: E402
+from common.tools import records  # noqa: E402
 from common.tools.compare import child_env  # noqa: E402
 
 
@@ -45,6 +50,63 @@ def parse_variant(text: str) -> tuple[str, dict[str, str], Path]:
     return label, env, tree
 
 
+def ratios(report: dict, label: str) -> list[float]:
+    """``label``'s ratio to the baseline (the first variant) in every round both finished: median step against
+    median step, within the round."""
+    by_round: dict[int, dict[str, float]] = {}
+    for run in report["runs"]:
+        if "ex_s_median" in run:
+            by_round.setdefault(run["round"], {})[run["variant"]] = run["ex_s_median"]
+    base = report["variants"][0]["label"]
+    return [got[label] / got[base] for _, got in sorted(by_round.items()) if base in got and label in got]
+
+
+def record(output: dict, **provenance) -> dict:
+    """The ab record of ``output`` (this script's JSON): per variant its examples/s (median step) and peak RSS
+    with every round as a sample, and its ratio to the baseline taken round by round; a variant that failed
+    is named in ``details.failed`` with its first error; ``provenance`` goes to ``records.make``."""
+    results, failed = [], {}
+    labels = {"backend": output["backend"], "size": output["size"]}
+    for variant in output["variants"]:
+        label = variant["label"]
+        runs = [r for r in output["runs"] if r["variant"] == label]
+        done = [r for r in runs if "ex_s_median" in r]
+        if not done:
+            failed[label] = next((r["failed"] for r in runs if "failed" in r), "no round ran")
+            continue
+        for metric, unit, key in (("train_ex_s", "ex/s", "ex_s_median"), ("peak_rss_mb", "MB", "peak_rss_mb")):
+            values = [r[key] for r in done]
+            results.append(records.result(metric, unit, statistics.median(values), samples=values, variant=label,
+                                          **labels))
+        ratio = ratios(output, label) if label != output["variants"][0]["label"] else []
+        if ratio:
+            results.append(records.result("ratio", "x", statistics.median(ratio), samples=ratio, variant=label,
+                                          **labels))
+    details = {k: output[k] for k in ("batch_size", "momentum", "rounds", "seconds")}
+    details.update(baseline=output["variants"][0]["label"], variants=output["variants"], failed=failed)
+    if output.get("note"):
+        details["note"] = output["note"]
+    return records.make("ab", results, details=details, **provenance)
+
+
+def summary(report: dict) -> str:
+    """The run's table: per variant its examples/s, ratio to the baseline and peak RSS, median (range)."""
+    base = report["variants"][0]["label"]
+    lines = [f"| variant | ex/s median (range) | ratio to {base} | peak RSS MB |", "|---|---|---|---|"]
+    for variant in report["variants"]:
+        label = variant["label"]
+        done = [r for r in report["runs"] if r["variant"] == label and "ex_s_median" in r]
+        if not done:
+            lines.append(f"| {label} | failed | | |")
+            continue
+        ex = [r["ex_s_median"] for r in done]
+        ratio = ratios(report, label) if label != base else []
+        lines.append(f"| {label} | {statistics.median(ex):.1f} ({min(ex):.1f}-{max(ex):.1f}) | "
+                     + (f"{statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f})" if ratio else "—")
+                     + f" | {statistics.median(r['peak_rss_mb'] for r in done):.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("backend", choices=backends.NAMES)
@@ -54,6 +116,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15, help="timed steps per run, after two warm-up steps")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--momentum", type=float, default=0.0, help="the step's SGD momentum (default 0, as the book)")
+    p.add_argument("--out", default=None, help="a new folder for ab.json and the record (default: the record "
+                                               "alone, into ./reports)")
     a = p.parse_args()
     try:
         variants = [parse_variant(v) for v in a.variants]
@@ -61,38 +125,35 @@ def main() -> None:
         p.error(str(e))
     check_size(p, "size", a.size)
     check_measuring(p, a)
+    if a.out and (Path(a.out) / "ab.json").exists():
+        p.error(f"--out {a.out}: it holds another run's ab.json; results are never overwritten")
     print(f"{a.backend} at {a.size}, batch {a.batch_size}, momentum {a.momentum:g}; {cores()} cores, {cpu()}; "
           f"{a.rounds} rounds of {a.seconds:g} s", flush=True)
-    rows: dict[str, list[dict]] = {label: [] for label, _, _ in variants}
-    ratios: dict[str, list[float]] = {label: [] for label, _, _ in variants[1:]}
+    report = {"backend": a.backend, "size": a.size, "batch_size": a.batch_size, "momentum": a.momentum,
+              "rounds": a.rounds, "seconds": a.seconds, "runs": [],
+              "variants": [{"label": label, "env": env, "tree": None if tree == ROOT else str(tree)}
+                           for label, env, tree in variants]}
     for r in range(a.rounds):
         order = variants[r % len(variants):] + variants[:r % len(variants)]
-        got = {}
         for label, env, tree in order:
             # the tree's own copy of book_reference.py measures its code
             row = run_child(tree / "benchmarks" / "book_reference.py", ["project", a.backend, str(a.size)], a,
                             {**child_env(), **env, "PYTHONPATH": str(tree)}, tree)
             if isinstance(row, str):
                 print(f"round {r + 1}: {label} failed: {row}", flush=True)
+                report["runs"].append({"round": r + 1, "variant": label, "failed": row})
                 continue
-            got[label] = row
-            rows[label].append(row)
+            report["runs"].append({"round": r + 1, "variant": label, "ex_s_median": row["ex_s_median"],
+                                   "ex_s": row["ex_s"], "peak_rss_mb": row["peak_rss_mb"]})
             print(f"round {r + 1}: {label:12} {row['ex_s_median']:8.1f} ex/s (median step; mean "
                   f"{row['ex_s']:.1f}), peak {row['peak_rss_mb']:.0f} MB", flush=True)
-        base = variants[0][0]
-        for label in ratios:
-            if base in got and label in got:
-                ratios[label].append(got[label]["ex_s_median"] / got[base]["ex_s_median"])
-    print("\n| variant | ex/s median (range) | ratio to " + variants[0][0] + " | peak RSS MB |\n|---|---|---|---|")
-    for label, _, _ in variants:
-        ex = [row["ex_s_median"] for row in rows[label]]
-        if not ex:
-            print(f"| {label} | failed | | |")
-            continue
-        ratio = ratios.get(label)
-        print(f"| {label} | {statistics.median(ex):.1f} ({min(ex):.1f}-{max(ex):.1f}) | "
-              + (f"{statistics.median(ratio):.3f} ({min(ratio):.3f}-{max(ratio):.3f})" if ratio else "—")
-              + f" | {statistics.median(row['peak_rss_mb'] for row in rows[label]):.0f} |")
+    print("\n" + summary(report))
+    out = Path(a.out) if a.out else Path("reports")
+    if a.out:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(out / "ab.json", json.dumps(report, indent=1))
+    if any("ex_s_median" in run for run in report["runs"]):
+        print(f"ab: wrote the record {records.write(record(report), out)}")
 
 
 if __name__ == "__main__":

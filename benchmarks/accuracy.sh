@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The accuracy benchmark: small VGG at 56x56, 10 epochs, one recipe for all four backends, one at a time
-# (2 cores: never two trainings at once), then the table in benchmarks/results/accuracy-56.md.
+# (2 cores: never two trainings at once), then one accuracy record per run in benchmarks/records/ (the
+# tables in docs/results.md render from them: vgg results render) and the histories in benchmarks/results/.
 # ARCH=small_bn runs the batch-norm net with its own recipe (BN takes a larger lr; weight decay 5e-4).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,6 +12,8 @@ table gives the median and range per cell.
     python benchmarks/book_reference.py                       # torch,tf,jax,mxnet at 224 and 56, 2 rounds
     python benchmarks/book_reference.py --backends tf --sizes 56 --rounds 3 --seconds 10
     ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/book_reference.py   # a cap is passed on to every child
+
+Every run writes its record (``vgg results show``) into ``--out``, or into ./reports without it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common.core import arch, atomic, backends  # noqa: E402
 from common.runtime.machine import cores, cpu, peak_rss_mb  # noqa: E402
-from common.tools import loading  # noqa: E402
+from common.tools import loading, records  # noqa: E402
 from common.tools.compare import child_env  # noqa: E402
 
 ARCH = arch.small()  # ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128)), the book's training net
@@ -301,6 +303,33 @@ def table(rows: list[dict], names: list[str], sizes: list[int]) -> str:
     return "\n".join(lines)
 
 
+def record(rows: list[dict], settings: dict, **provenance) -> dict:
+    """The book-reference record of ``rows`` (this script's JSON): examples/s, peak RSS and build-and-first-step
+    time per code, backend and size with every round as a sample, and the project/book ratio taken round by
+    round; ``provenance`` goes to ``records.make`` (a converted report passes the one it stated)."""
+    results = []
+    for backend, size in dict.fromkeys((r["backend"], r["size"]) for r in rows):
+        cell = {code: {r["round"]: r for r in rows if (r["code"], r["backend"], r["size"]) == (code, backend, size)}
+                for code in ("book", "project")}
+        for code, by_round in cell.items():
+            for metric, unit, key in (("train_ex_s", "ex/s", "ex_s"), ("peak_rss_mb", "MB", "peak_rss_mb"),
+                                      ("build_and_first_step_s", "s", "build_and_first_step_s")):
+                values = [r[key] for r in by_round.values()]
+                if values:
+                    results.append(records.result(metric, unit, statistics.median(values), samples=values,
+                                                  code=code, backend=backend, size=size))
+        ratios = [cell["project"][n]["ex_s"] / cell["book"][n]["ex_s"] for n in cell["book"] if n in cell["project"]]
+        if ratios:  # round by round: the two ran minutes apart
+            results.append(records.result("ratio", "x", statistics.median(ratios), samples=ratios,
+                                          backend=backend, size=size))
+    return records.make("book-reference", results, details=settings, **provenance)
+
+
+def _refuse_overwrite(p: argparse.ArgumentParser, out: Path | None) -> None:
+    if out and any((out / name).exists() for name in ("book_reference.md", "book_reference.json")):
+        p.error(f"--out {out}: it holds another run's report; results are never overwritten, choose a new folder")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", default="torch,tf,jax,mxnet", help="comma-separated (default: all four)")
@@ -310,7 +339,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--momentum", type=float, default=0.0,
                    help="the project's SGD momentum (default 0: the book's plain SGD)")
-    p.add_argument("--out", default=None, help="also write the report (Markdown) and rows (JSON) here")
+    p.add_argument("--out", default=None,
+                   help="a folder for the report (Markdown), rows (JSON) and the run's record (default: the "
+                        "record alone, into ./reports)")
     p.add_argument("--child", nargs=3, metavar=("CODE", "BACKEND", "SIZE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -329,6 +360,7 @@ def main() -> None:
     for name in names:
         if name not in BOOK:
             p.error(f"--backends: unknown backend {name!r}; choose from {','.join(BOOK)}")
+    _refuse_overwrite(p, Path(a.out) if a.out else None)
     caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
     header = (f"{datetime.now(timezone.utc):%Y-%m-%d}; {cores()} cores, {cpu()}; caps: "
               f"{', '.join(f'{k}={v}' for k, v in caps.items()) or 'none'}; batch {a.batch_size}, "
@@ -350,11 +382,16 @@ def main() -> None:
                           f"peak {row['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
     report = f"{header}\n\n{table(rows, names, sizes)}\n"
     print(report)
+    out = Path(a.out) if a.out else Path("reports")
     if a.out:
-        out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out / "book_reference.md", f"`{' '.join(sys.argv)}`\n\n{report}")
         atomic.write_text(out / "book_reference.json", json.dumps(rows, indent=1))
+    if rows:
+        settings = {"batch_size": a.batch_size, "seconds": a.seconds, "rounds": a.rounds, "momentum": a.momentum,
+                    "caps": caps}
+        done = records.write(record(rows, settings, report=str(out / "book_reference.md") if a.out else None), out)
+        print(f"book_reference: wrote the record {done}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ interleaved over rounds. Per call: seconds to open (framework import included); 
 a batch's forward, images sent to the child and logits read back.
 
     python benchmarks/boundary_cost.py --backends torch,tf,jax,mxnet --rounds 3 --out benchmarks/results/boundary-zen3
+
+The report (``boundary-cost.json``, ``.md``) and the run's record (``vgg results show``) go into ``--out``, a new
+folder; without it the record alone goes into ./reports.
 """
 
 from __future__ import annotations
@@ -19,8 +22,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.tools import records  # noqa: E402
 
 MODES = ("in-process", "boundary")
+
+
+def record(output: dict, **provenance) -> dict:
+    """The boundary-cost record of ``output`` (this script's JSON): seconds to open and milliseconds per image
+    per backend, format and where it ran, median with every round (or the range an older report kept);
+    ``provenance`` goes to ``records.make``."""
+    results = []
+    for row in output["rows"]:
+        labels = {"backend": row["backend"], "format": row["format"], "where": row["mode"]}
+        for metric, unit, spread in (("open_s", "s", "open"), ("ms_per_image", "ms", "ms")):
+            low, high = row[f"{spread}_range"]
+            results.append(records.result(metric, unit, row[metric], samples=row.get(f"{spread}_samples"),
+                                          low=low, high=high, **labels))
+    details = {k: output[k] for k in ("arch", "resize", "hidden", "images", "rounds") if k in output}
+    return records.make("boundary-cost", results, details=details, **provenance)
 
 
 def one(path: str, mode: str, images: int) -> dict:
@@ -85,11 +104,13 @@ def main() -> None:
     for (b, f, mode), runs in samples.items():
         opens, per = [r["open_s"] for r in runs], [r["ms_per_image"] for r in runs]
         rows.append({"backend": b, "format": f, "mode": mode, "open_s": statistics.median(opens),
-                     "open_range": [min(opens), max(opens)], "ms_per_image": statistics.median(per),
-                     "ms_range": [min(per), max(per)], "env": known.environment(b)})
+                     "open_range": [min(opens), max(opens)], "open_samples": opens,
+                     "ms_per_image": statistics.median(per), "ms_range": [min(per), max(per)], "ms_samples": per,
+                     "env": known.environment(b)})
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     report = {"machine": compare_report.machine(), "commit": commit,
-              "command": "python benchmarks/boundary_cost.py " + " ".join(sys.argv[1:]), "rows": rows}
+              "command": "python benchmarks/boundary_cost.py " + " ".join(sys.argv[1:]), "rows": rows,
+              "arch": a.arch, "resize": a.resize, "hidden": a.hidden, "images": a.images, "rounds": a.rounds}
     m = report["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['date']}; commit {commit[:10]}", "",
              f"`{report['command']}` ({a.arch} at {a.resize}, hidden {a.hidden}, batches of {a.images}; median "
@@ -104,6 +125,9 @@ def main() -> None:
         out.mkdir(parents=True)
         (out / "boundary-cost.json").write_text(json.dumps(report, indent=1))
         (out / "boundary-cost.md").write_text(text)
+    done = records.write(record(report, command=report["command"],
+                               report=str(out / "boundary-cost.md") if out else None), out or "reports")
+    print(f"boundary_cost: wrote the record {done}")
 
 
 if __name__ == "__main__":

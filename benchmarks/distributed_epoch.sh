@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One epoch on the real data with 2 worker processes on each framework's own engine, then in one process,
-# one run at a time; then the table in benchmarks/results/distributed-epoch-56.md. The recipe is the first
+# one run at a time; then one distributed-epoch record per run in benchmarks/records/ (docs/distributed.md's
+# table renders from them: vgg results render). The recipe is the first
 # epoch of benchmarks/accuracy.sh (small VGG at 56x56, global batch 128, momentum 0.9, lr warming up
 # linearly to 0.02 over the epoch); without the warm-up TF's initial weights do not train in one epoch.
 set -euo pipefail

@@ -1,42 +1,44 @@
-"""Collect the ``benchmarks/distributed_epoch.sh`` runs into benchmarks/results/distributed-epoch-56.md.
+"""Collect the ``benchmarks/distributed_epoch.sh`` runs: one ``distributed-epoch`` record per run into
+benchmarks/records/.
 
     python benchmarks/distributed_table.py runs/dist-*-w1 runs/dist-*-w2
+
+A record carries the run's own provenance (the record ``vgg train`` wrote into the folder) and its engine,
+workers and threads. A run collected again is left as it is, and no other run's record is touched:
+docs/distributed.md renders its table from the records (``vgg results render``).
 """
 
 from __future__ import annotations
 
-import json
-import platform
+import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.tools.compare_report import machine  # noqa: E402
+from common.tools import records, train_record  # noqa: E402
+
+KIND = "distributed-epoch"
 
 
-def main(folders: list[str]) -> None:
-    m = machine()
-    lines = [f"{m['date']}; {m['cores']} cores ({m['cpu']}); Python {platform.python_version()}", "",
-             "| backend | engine | workers x threads | test acc | train acc | loss | examples/s |",
-             "|---|---|---|---|---|---|---|"]
-    runs = []
-    for folder in map(Path, folders):
-        if not (folder / "history.json").exists():
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", help="vgg train --out folders")
+    p.add_argument("--records", type=Path, default=records.STORE, help="where the records go")
+    args = p.parse_args(argv)
+    for folder in map(Path, args.folders):
+        if not (folder / train_record.HISTORY).exists():
             print(f"skipping {folder}: no history.json (run not finished)", file=sys.stderr)
             continue
-        run = json.loads((folder / "run.json").read_text())
-        last = json.loads((folder / "history.json").read_text())["rows"][-1]
-        runs.append((run["backend"], run["world"]["processes"], run, last))
-    for backend, _, run, last in sorted(runs, key=lambda r: (r[0], r[1])):
-        w = run["world"]
-        lines.append(f"| {backend} | {w['engine']} | {w['processes']} x {w['threads']} | {last['test_acc']:.3f} | "
-                     f"{last['train_acc']:.3f} | {last['train_loss']:.3f} | {last['examples_per_sec']:.0f} |")
-    table = "\n".join(lines)
-    (ROOT / "benchmarks" / "results" / "distributed-epoch-56.md").write_text(table + "\n")
-    print(table)
+        try:
+            path, new = train_record.publish(folder, KIND, args.records)
+        except records.RecordError as exc:
+            print(f"skipping {folder}: {exc}", file=sys.stderr)
+            continue
+        print(f"{folder}: {'wrote' if new else 'already recorded in'} {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

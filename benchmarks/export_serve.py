@@ -4,6 +4,9 @@ and the ONNX file (in ONNX Runtime). One model per child process, so each gets a
 
     python benchmarks/export_serve.py runs/torch/model.pt runs/tf/model.weights.h5 ... --out benchmarks/results/export-serve
     python benchmarks/export_serve.py w.safetensors --arch small --resize 56   # one set of weights in every backend
+
+The report (``export-serve.json``, ``.md``) and the run's record (``vgg results show``) go into ``--out``;
+without it the record alone goes into ./reports.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ import numpy as np  # noqa: E402
 from common.core import backends, layouts  # noqa: E402
 from common.data import batches, fashion_mnist  # noqa: E402
 from common.serving import formats  # noqa: E402
-from common.tools import compare_report, models  # noqa: E402
+from common.tools import compare_report, models, records  # noqa: E402
+
+#: what each served form's figures are, as the record names them: (metric, unit, key in the report's row)
+FIGURES = (("export_s", "s", "export_s"), ("size_mb", "MB", "mb"), ("load_s", "s", "load_s"),
+           ("max_abs_diff", "abs", "difference"), ("test_acc", "fraction", "accuracy"),
+           ("same_top1_as_live", "images", "same_top1_as_live"))
 
 
 def measure(model_file: str, count: int, batch: int, backend: str | None, arch: str | None,
@@ -80,6 +88,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def record(output: dict, **provenance) -> dict:
+    """The export-serve record of ``output`` (this script's JSON): per backend and served form (the live
+    model, the native export, the ONNX file) images/s with its range, accuracy, and for the files the
+    export's seconds, size, load seconds, difference from the live model and top-1 agreement; ``provenance``
+    goes to ``records.make``."""
+    results = []
+    for row in output["rows"]:
+        for served in ("live", *formats.FORMATS):
+            figures = row[served]
+            labels = {"backend": row["backend"], "served": served}
+            low, high = figures["spread"]
+            results.append(records.result("infer_ex_s", "ex/s", figures["images_per_s"], low=low, high=high,
+                                          **labels))
+            results += [records.result(metric, unit, figures[key], **labels)
+                        for metric, unit, key in FIGURES if key in figures]
+    first = output["rows"][0] if output["rows"] else {}
+    details = {k: first.get(k) for k in ("model", "arch", "image_size", "images", "batch")}
+    return records.make("export-serve", results, details=details, **provenance)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", help="model files written by vgg train")
@@ -92,6 +120,8 @@ def main() -> None:
     p.add_argument("--backend", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if not a.child and a.out and (Path(a.out) / "export-serve.json").exists():
+        p.error(f"--out {a.out}: it holds another run's export-serve.json; results are never overwritten")
     if a.child:
         print(json.dumps(measure(a.models[0], a.images, a.batch, a.backend, a.arch, a.resize)))
         return
@@ -115,11 +145,14 @@ def main() -> None:
     text = (f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['date']}\n\n"
             f"Command: `{report['command']}`\n\n{table(rows)}\n")
     print(text)
+    out = Path(a.out) if a.out else Path("reports")
     if a.out:
-        out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "export-serve.json").write_text(json.dumps(report, indent=1))
         (out / "export-serve.md").write_text(text)
+    done = records.write(record(report, command=report["command"],
+                                report=str(out / "export-serve.md") if a.out else None), out)
+    print(f"export_serve: wrote the record {done}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 #    rounding oracle, a bf16 training step on the device) for torch and JAX;
 # 2. one epoch of `vgg train --device gpu` per backend on made-up Fashion-MNIST-shaped data (the machine has
 #    no copy of the real files), fp32 and bf16;
-# 3. the bf16 and fp32 (TF32 off and on) training step at 224x224, examples/s, for torch and JAX;
+# 3. the bf16 and fp32 (TF32 off and on) training step at 224x224, examples/s, for torch and JAX
+#    (benchmarks/gpu_step.py; its record, with the machine and its GPU, goes into OUT_DIR);
 # 4. `vgg parity --device gpu` for torch and JAX in fp32 (TF32 off) and bf16, against the CPU's NumPy oracle;
 # 5. `vgg predict --device gpu` on a native export and `vgg compare --device gpu --precision fp32,tf32,bf16`
 #    at 224 for torch and JAX (one round, 5 s a cell) with the GPU's name and its fp32, tf32 and bf16 product
@@ -44,47 +45,7 @@ for backend in torch jax; do
 done
 
 echo "== 3. the training step at 224x224, batch 64 (examples/s after 3 warm-up steps, 10 timed)"
-timeout 180 "$PY" - <<'PYCODE'
-import time, warnings
-import numpy as np
-from common.core import arch
-from common.core.precision import PrecisionWarning
-from common.runtime.training import Recipe
-from common.tools import loading
-warnings.simplefilter("ignore", PrecisionWarning)
-for name in ("torch", "jax"):
-    try:
-        vgg = loading.backend(name)
-        if name == "torch":
-            import torch
-            if not torch.cuda.is_available():
-                print("torch: no CUDA device"); continue
-            vgg.init_distributed(device="gpu")
-            sync = torch.cuda.synchronize
-        else:
-            import jax
-            if not [d for d in jax.devices() if d.platform == "gpu"]:
-                print("jax: no GPU"); continue
-            sync = lambda: None  # the step returns host floats: already synchronised
-        for precision in ("fp32", "tf32", "bf16"):
-            model = vgg.VGG(arch.small(), image_size=224, hidden=4096, precision=precision)
-            engine = vgg.Engine(model, Recipe(batch_size=64, momentum=0.9))
-            engine.reseed(0)
-            x = np.random.default_rng(0).random((64, 1, 224, 224), dtype=np.float32)
-            x = x if vgg.LAYOUT == "NCHW" else x.transpose(0, 2, 3, 1).copy()
-            y = np.random.default_rng(1).integers(0, 10, 64)
-            batch = vgg.to_tensor(x, y)
-            for _ in range(3):
-                engine.step(*batch, 0.01)
-            sync()
-            began = time.perf_counter()
-            for _ in range(10):
-                engine.step(*batch, 0.01)
-            sync()
-            print(f"{name} {precision}: {640 / (time.perf_counter() - began):.0f} examples/s")
-    except Exception as exc:  # one line per failure; the rest still runs
-        print(f"{name}: failed: {type(exc).__name__}: {exc}")
-PYCODE
+timeout 180 "$PY" benchmarks/gpu_step.py --out "$out" --command "bash benchmarks/gpu_check.sh $out"
 echo "== 4. vgg parity --device gpu (tiny arch, 32x32) in fp32 and bf16"
 for precision in fp32 bf16; do
   timeout 120 "$PY" -m common.tools.cli parity --device gpu --precision "$precision" --backends torch,jax \

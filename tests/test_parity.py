@@ -112,13 +112,13 @@ def test_sgd_trajectories_agree(backend, reference):
         assert diff <= tolerances.TOLERANCES["trajectory"], (pair, diff)
 
 
-def test_parity_command_prints_an_all_pass_matrix(all_backends, capsys):
+def test_parity_command_prints_an_all_pass_matrix(all_backends, capsys, tmp_path):
     from common.tools import cli
 
     if len(all_backends) < 2:
         pytest.skip("vgg parity compares two or more backends")
     status = cli.main(["parity", "--resize", "32", "--hidden", str(HIDDEN), "--batch", "4", "--steps", "2",
-                       "--backends", ",".join(all_backends)])
+                       "--backends", ",".join(all_backends), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0, out
     assert out.count("pass") >= 3 * len(all_backends) * (len(all_backends) - 1) and "FAIL" not in out

@@ -134,12 +134,12 @@ def test_an_export_of_a_mixed_model_is_float32(backend, tmp_path):
 
 def test_what_a_machine_or_backend_cannot_run_is_refused_or_said():
     with pytest.raises(PrecisionError, match="TensorFloat-32 and means nothing on a CPU"):
-        capability.check("torch", "tf32")
+        capability.check("torch", "tf32")  # cpu-neutral: tf32 is refused on every CPU
     with pytest.raises(PrecisionError, match="mxnet runs fp32 only"):
-        capability.check("mxnet", "bf16")
+        capability.check("mxnet", "bf16")  # cpu-neutral: MXNet runs fp32 only, on every CPU
     assert "emulated" in capability.check("torch", "bf16", flags={"avx2", "fma"})
     assert capability.check("torch", "bf16", flags={"avx512f", "avx512_bf16"}) is None
-    assert "no speed-up" in capability.check("jax", "bf16")
+    assert "no speed-up" in capability.check("jax", "bf16")  # cpu-neutral: XLA upcasts on every CPU
     assert "fp16 is for GPUs" in capability.check("tf", "fp16", flags={"avx512_bf16"})
     with pytest.raises(PrecisionError, match="precision 'int8' is not one of fp32, bf16, fp16, tf32"):
         precision.get("int8")
@@ -196,13 +196,13 @@ def test_predict_and_export_on_a_missing_gpu_are_one_line_and_write_nothing(comm
     assert not out.exists()
 
 
-def test_parity_command_in_bf16_prints_an_all_pass_matrix(capsys):
+def test_parity_command_in_bf16_prints_an_all_pass_matrix(capsys, tmp_path):
     from common.tools import cli
     names = [n for n in ACTIVE if BACKENDS[n].cpu_mixed != "none" and not _refuses_bf16(n)]
     if len(names) < 2:
         pytest.skip("vgg parity compares two or more backends that run bf16")
     status = cli.main(["parity", "--precision", "bf16", "--arch", "tiny", "--resize", "32", "--hidden", str(HIDDEN),
-                       "--batch", "4", "--steps", "2", "--backends", ",".join(names)])
+                       "--batch", "4", "--steps", "2", "--backends", ",".join(names), "--out", str(tmp_path)])
     captured = capsys.readouterr()
     assert status == 0, captured.out
     assert "in bf16" in captured.out and "vgg parity: all pass" in captured.out
@@ -211,10 +211,10 @@ def test_parity_command_in_bf16_prints_an_all_pass_matrix(capsys):
 
 def _refuses_bf16(name: str) -> bool:
     try:
-        capability.check(name, "bf16")
+        capability.check(name, "bf16")  # cpu-neutral: picks which backends the test runs, on any CPU
         if name == "jax":
             from vgg_jax.framework import check_bf16
-            check_bf16()
+            check_bf16()  # cpu-neutral: as above
     except PrecisionError:
         return True
     return False

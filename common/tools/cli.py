@@ -24,6 +24,8 @@ from common.data import batches, fashion_mnist
 from common.runtime import capability, distributed, run_folder, training
 from common.serving import export_flow, formats, image_files, signing
 from common.tools import compare, launch, loading, models, parity, parity_distributed, parity_onnx, predict, results, sandbox
+from common.tools import parity_record, records
+from common.tools import train_record
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -142,13 +144,14 @@ def _run(args: argparse.Namespace, vgg, world: distributed.World, out: Path, rec
          note: str | None, blocks, batch_norm: bool) -> int:
     """Train in this process (the only worker or one of several); the chief writes the run's files."""
     data = vgg.load_fashion_mnist(args.batch_size, resize=args.resize, data_dir=args.data_dir, seed=args.seed,
-                                  limit=args.limit, verify=not args.no_verify)
+                                  limit=args.limit, eval_limit=args.eval_limit, verify=not args.no_verify)
     with _noted(note, "vgg train", world.is_chief):
         model = vgg.VGG(blocks, image_size=args.resize, seed=args.seed, batch_norm=batch_norm, hidden=args.hidden,
                         precision=args.precision)
     if world.is_chief:
         print(f"vgg train: {args.backend}, {args.arch} at {args.resize}x{args.resize} in {args.precision}, "
-              f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training examples -> {out}")
+              f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training and "
+              f"{data.test.num_examples:,} test examples -> {out}")
         print(f"vgg train: {world.describe()}")
     history = vgg.train(model, data, **{k: getattr(recipe, k) for k in training.Recipe.__dataclass_fields__},
                         checkpoint_dir=out / "checkpoints", resume=args.resume, overwrite=args.overwrite,
@@ -158,6 +161,10 @@ def _run(args: argparse.Namespace, vgg, world: distributed.World, out: Path, rec
         history.save(out)
         model_path = vgg.save(model, out / f"model{vgg.MODEL_SUFFIX}")
         print(f"vgg train: wrote {out / 'history.json'}, history.csv, history.png and {model_path.name}")
+        try:  # the run's final figures as a record (docs/results.md); a checkout without git has no commit to name
+            print(f"vgg train: wrote the record {train_record.write(out).name}")
+        except records.RecordError as exc:
+            print(f"vgg train: no record written: {exc}", file=sys.stderr)
     return 0
 
 
@@ -188,7 +195,14 @@ def _parity(args: argparse.Namespace) -> int:
         print("\n" + parity.format_matrix(cells, quantity, args.precision))
     ok = parity.passed(matrices, args.precision)
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
+    _parity_record(args, parity_record.of_run(args, matrices))
     return 0 if ok else 1
+
+
+def _parity_record(args: argparse.Namespace, record: dict) -> None:
+    """Write a vgg parity run's record into --out (default reports/parity-<time>), as vgg compare does."""
+    out = Path(args.out or f"reports/parity-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"vgg parity: wrote {records.write(record, out)}")
 
 
 def _parity_onnx(args: argparse.Namespace, modules: dict, blocks, batch_norm: bool) -> int:
@@ -199,6 +213,7 @@ def _parity_onnx(args: argparse.Namespace, modules: dict, blocks, batch_norm: bo
     print("\n" + parity.format_matrix(cells, "logits"))
     ok = parity.passed({"logits": cells})
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL"))
+    _parity_record(args, parity_record.of_run(args, {"logits": cells}))
     return 0 if ok else 1
 
 
@@ -214,6 +229,7 @@ def _parity_workers(args: argparse.Namespace) -> int:
     print("\n" + parity_distributed.format_report(report))
     ok = parity_distributed.passed(report)
     print("\nvgg parity: " + ("all pass" if ok else "FAILED: see the cells marked FAIL or FAILED"))
+    _parity_record(args, parity_record.of_run(args, report=report))
     return 0 if ok else 1
 
 
@@ -497,6 +513,8 @@ def _parents() -> tuple[argparse.ArgumentParser, ...]:
                         help="accept IDX files whose checksum is not Fashion-MNIST's (your own data)")
     recipe.add_argument("--limit", type=_positive("--limit"), default=None,
                         help="use only the first N training examples")
+    recipe.add_argument("--eval-limit", type=_positive("--eval-limit"), default=None,
+                        help="evaluate on only the first N test examples (default: all 10,000)")
     return several, model, data, weights, low, placed, recipe
 
 
@@ -538,7 +556,8 @@ def parser() -> argparse.ArgumentParser:
                    "(and W devices of one process) of every framework's data-parallel engine")
     q.add_argument("--onnx", action="store_true", help="export one set of weights to ONNX from every backend and "
                    "compare the files in ONNX Runtime, with each other and the NumPy oracle")
-    q.add_argument("--out", default=None, help="with --onnx: keep the ONNX files in this folder")
+    q.add_argument("--out", default=None, help="the folder for the run's record (default reports/parity-<time>); "
+                   "with --onnx a given --out keeps the ONNX files too")
     q.set_defaults(run=_parity)
 
     e = sub.add_parser("export", parents=[weights, data, placed],
@@ -685,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv  # what a launcher passes on to each worker
     try:
+        if hasattr(args, "data_dir"):  # $VGG_DATA_DIR too is refused before anything runs or is written
+            fashion_mnist.check_named_folders(args.data_dir)
         status = args.run(args)
     except training.TrainingDiverged as exc:
         print(f"vgg {args.command}: error: {exc}", file=sys.stderr)

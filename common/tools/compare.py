@@ -5,8 +5,8 @@ and the report gives each figure's median and range over the rounds. Each cell r
 process (its memory is its own, no thread pool starves another) with the same thread settings, under the
 interpreter given for that backend (so JAX can come from a NumPy 2 environment and MXNet from a NumPy 1
 one); the parent prints progress, collects one JSON line per child and rewrites the report after every
-run, so Ctrl-C keeps what was measured. The children's work is
-``common.tools.measure``, the report ``common.tools.compare_report``.
+run, so Ctrl-C keeps what was measured; at the end it writes the run's record beside the report. The
+children's work is ``common.tools.measure``, the report and the record ``common.tools.compare_report``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from common.core import arch
 from common.core.config import ModelConfig
 from common.runtime import capability, distributed
 from common.runtime.machine import cores, cpu_flags
-from common.tools import launch, loading
-from common.tools.compare_report import (ceiling_of, console_table, engines, machine, merge_ceilings,
+from common.tools import launch, loading, records
+from common.tools.compare_report import (ceiling_of, console_table, engines, machine, merge_ceilings, record,
                                          write_report)
 from common.tools.measure import MIN_REQUESTS, SERVED, matmul_ceiling, measure  # noqa: F401  (MIN_REQUESTS: the CLI's)
 from common.tools.spreads import cell as cell_of, summarise
@@ -170,13 +171,15 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
     reason as its row without running. ``requests`` > 0 also measures batch-1 serving latency.
 
     ``pythons`` maps a backend to the interpreter of the environment that has it (default: this one)."""
+    began = time.perf_counter()
     pythons = {name: (pythons or {}).get(name, sys.executable) for name in names}
     blocks, batch_norm = arch.parse(arch_name)
     refused = refused or {}
     job = Job(blocks, batch_norm, hidden, batch_size, seconds, train_epochs, device, data_dir, verify, requests,
               pythons)
     report = {"command": command, "arch": arch_name, "hidden": hidden, "batch_size": batch_size, "seconds": seconds,
-              "precisions": list(precisions), "device": device, "train_epochs": train_epochs, "machine": machine(),
+              "precisions": list(precisions), "device": device, "train_epochs": train_epochs,
+              "machine": {**machine(), "system": records.machine()}, "commit": list(records.commit()),
               "pythons": pythons, "rounds": rounds, "latency_requests": requests,
               "matmul_runs": {"before": _ceiling(pythons, device)}, "runs": [], "rows": []}
     own, report["ceilings_skipped"] = own_ceilings(precisions, device)
@@ -218,9 +221,21 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
     log(f"float32 matmul ceiling: {report['matmul_gflop_s']:.0f} GFLOP/s, the fastest of before and after the rows "
         f"({spread['engine']}: before {spread['before']:.0f}, after {spread['after']:.0f}; its {spread['products']} "
         f"products {spread['low']:.0f}-{spread['high']:.0f}); the % of ceiling in the report uses it")
+    report["wall_s"] = time.perf_counter() - began  # the whole command, ceilings and every round included
     write_report(report, out)
     log(console_table(report))
+    if any("error" not in row for row in report["rows"]):  # a record holds what was measured, not only failures
+        _write_record(report, out, log)
     return report
+
+
+def _write_record(report: dict, out: Path, log) -> None:
+    """The run's record beside its report; where it lacks provenance (no git checkout) the report stays and
+    the reason is printed."""
+    try:
+        log(f"record: {records.write(record(report, str(out / 'compare.json')), out)}")
+    except records.RecordError as exc:
+        log(f"no record written: {exc}")
 
 
 def _main() -> None:

@@ -1,6 +1,7 @@
 """The ``vgg compare`` report: compare.json (every round's runs and the rows summarised from them), compare.md
 (tables of every row with medians, ranges and ties, the step split, serving latency, the data-parallel
-scaling, the environments) and PNG charts, each rewritten atomically after every run."""
+scaling, the environments) and PNG charts, each rewritten atomically after every run; and the run's record
+(``record``), built the same way from this version's compare.json and from the older ones committed."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 from common.core import arch, atomic, backends
 from common.runtime.machine import cores, cpu
+from common.tools import records
 from common.tools.measure import SERVED, WARMUP_REQUESTS
-from common.tools.spreads import spread, text, versus_fastest
+from common.tools.spreads import cell as cell_of, spread, text, versus_fastest
 
 #: what each framework is told, with the same core count everywhere
 THREADS = {name: b.threads for name, b in backends.BACKENDS.items()}
@@ -374,3 +376,139 @@ def write_report(report: dict, out: Path) -> None:
           _table(report), "", _split_table(report), "", _latency_table(report), "", _scaling_table(report), ""]
     atomic.write_text(out / "compare.md", "\n".join(md))
     _charts(report, out)
+
+
+# -- the run as a record ------------------------------------------------------------------------------------
+
+#: a row's figures that its record keeps, by name (the record's metric) with their units
+UNITS = {"train_ex_s": "ex/s", "infer_ex_s": "ex/s", "train_gflop_s": "GFLOP/s", "first_step_s": "s",
+         "build_s": "s", "import_s": "s", "peak_rss_mb": "MB", "forward_ms": "ms", "backward_update_ms": "ms",
+         "step_ms": "ms", "parity_error": "relative", "comm_ms": "ms", "test_acc": "fraction"}
+#: the figures of each server (live, native, onnx) under a row's ``latency``, with their units
+LATENCY_UNITS = {"p50_ms": "ms", "p90_ms": "ms", "p99_ms": "ms", "export_s": "s"}
+#: the environments `.ci/setup` builds, by their folder
+ENVIRONMENTS = {".venv": "all", ".venv-modern": "modern"}
+#: what a record converted from an older report says of its commit
+COMMIT_NOTE = "the commit that wrote this file; the run did not record its own"
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _figure(run: dict, path: tuple[str, ...]):
+    for key in path:
+        run = run.get(key) if isinstance(run, dict) else None
+    return run
+
+
+def _spread(report: dict, row: dict, path: tuple[str, ...]) -> dict:
+    """A figure's spread as ``records.result`` takes it: every successful round's value where the report keeps
+    its runs (so n is the rounds), else the row's range, else nothing (an older single run)."""
+    runs = [r for r in report.get("runs", []) if "error" not in r and cell_of(r) == cell_of(row)]
+    values = [v for r in runs if _number(v := _figure(r, path))]
+    if values:
+        return {"samples": values}
+    found = row.get("range", {}).get(".".join(path))
+    return {"low": found[0], "high": found[1]} if found else {}
+
+
+def _cell_results(report: dict, row: dict) -> list[dict]:
+    """Every figure a successful row holds, labelled with its cell (older rows ran float32 in one process)."""
+    labels = {"backend": row["backend"], "size": row["size"], "precision": row.get("precision") or "fp32",
+              "workers": row.get("workers", 1)}
+    found = [records.result(key, unit, row[key], **_spread(report, row, (key,)), **labels)
+             for key, unit in UNITS.items() if _number(row.get(key))]
+    for served, entry in row.get("latency", {}).items():
+        found += [records.result(key, unit, entry[key], **_spread(report, row, ("latency", served, key)),
+                                 **labels, served=served)
+                  for key, unit in LATENCY_UNITS.items() if _number(entry.get(key))]
+    return found
+
+
+def _ceiling_results(report: dict) -> list[dict]:
+    """The matmul ceiling per engine and precision: its fastest product, spread over every product measured."""
+    ceilings = {"fp32": (report["matmul_by_engine"], report.get("matmul_runs", {}))}
+    ceilings.update({p: (c["by_engine"], report.get("ceiling_runs", {}).get(p, {}))
+                     for p, c in report.get("ceilings", {}).items()})
+    return [records.result("ceiling_gflop_s", "GFLOP/s", value, engine=engine, precision=p,
+                           samples=[s for run in runs.values() for s in run.get("samples", {}).get(engine, [])])
+            for p, (by_engine, runs) in ceilings.items() for engine, value in by_engine.items()]
+
+
+def _cell(row: dict) -> dict:
+    """What a row says besides its figures: its engine and threads, its rounds, and any error."""
+    latency_errors = {s: e["error"] for s, e in row.get("latency", {}).items() if "error" in e}
+    found = {"backend": row["backend"], "size": row["size"], "precision": row.get("precision") or "fp32",
+             "workers": row.get("workers", 1), "engine": row.get("engine"), "threads": row.get("threads"),
+             "rounds": row.get("rounds"), "failed_rounds": row.get("failed_rounds"), "error": row.get("error"),
+             "latency_errors": latency_errors}
+    return {k: v for k, v in found.items() if v not in (None, {})}
+
+
+def _merge(envs: list[dict]) -> dict:
+    """One environment from several: each field's value, or its distinct values joined by " / "."""
+    values: dict[str, list] = {}
+    for env in envs:
+        for key, value in env.items():
+            values.setdefault(key, [])
+            if value is not None and value not in values[key]:
+                values[key].append(value)
+    return {k: (v[0] if len(v) == 1 else " / ".join(map(str, v)) if v else None) for k, v in values.items()}
+
+
+def environment(report: dict) -> dict:
+    """The environment of a report's rows (each row's interpreter, Python, NumPy and framework versions),
+    with ``by_backend`` where the backends ran in different interpreters; an older report's is its
+    machine block's one interpreter."""
+    envs, interpreters = {}, set()
+    for row in report["rows"]:
+        env = row.get("env") or {}
+        if env.get("python") and row["backend"] not in envs:
+            interpreters.add(env.get("executable"))
+            name = ENVIRONMENTS.get(Path(env["executable"]).parent.parent.name) if env.get("executable") else None
+            envs[row["backend"]] = {"name": name, **{k: v for k, v in env.items() if k != "executable"}}
+    if not envs:
+        m = report["machine"]
+        return {"name": None, "python": m.get("python"), **m.get("versions", {})}
+    merged = _merge(list(envs.values()))
+    return {**merged, "by_backend": envs} if len(interpreters) > 1 else merged
+
+
+def _where(path: str) -> str:
+    """A report's path as a record names it: relative to the project where it lies inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(records.ROOT)) if resolved.is_relative_to(records.ROOT) else str(path)
+
+
+def _provenance(report: dict, report_path: str | None) -> tuple[tuple | None, dict | None]:
+    """The commit a record states and its ``source``: the run's own where the report recorded it, else the
+    commit that wrote ``report_path`` with a note saying so, else (no path) this checkout's."""
+    if report.get("commit"):
+        return tuple(report["commit"]), None
+    if not report_path:
+        return None, None
+    return (records.file_commit(Path(report_path).resolve()), None), {"file": _where(report_path),
+                                                                      "commit_note": COMMIT_NOTE}
+
+
+def record(report: dict, report_path: str | None = None) -> dict:
+    """The record (kind "compare") of a compare report, as this version writes it or as older ones did: a
+    result per figure of every row (spread over its rounds), per served model's latency and per engine's
+    matmul ceiling, with the report's command, date, machine and the rows' environment. A report that did
+    not record its commit gets the commit that wrote ``report_path``, and says so in ``source``."""
+    m = report["machine"]
+    machine_info = m.get("system") or records.machine_from_text(m["cpu"], m["cores"])
+    where = _where(report_path) if report_path else None
+    commit_info, source = _provenance(report, report_path)
+    results = [x for row in report["rows"] if "error" not in row for x in _cell_results(report, row)]
+    if report.get("wall_s"):
+        results.append(records.result("command_seconds", "s", report["wall_s"]))
+    details = {k: report[k] for k in ("arch", "hidden", "batch_size", "seconds", "rounds", "train_epochs", "device",
+                                      "latency_requests", "precisions", "ceilings_skipped") if report.get(k)}
+    details.update(ceiling_size=report.get("matmul_runs", {}).get("before", {}).get("size"),
+                   threads=m.get("threads"), cells=[_cell(row) for row in report["rows"]])
+    return records.make("compare", results + _ceiling_results(report), command=report.get("command") or None,
+                        date=m["date"], machine_info=machine_info, environment_info=environment(report),
+                        commit_info=commit_info, report=where, details={k: v for k, v in details.items() if v},
+                        source=source)

@@ -13,6 +13,7 @@ Ctrl-C keeps what finished and ``--resume`` continues.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from common.core.precision import PrecisionError
 from common.data import fashion_mnist
 from common.runtime import capability, run_folder, training
 from common.serving import formats
-from common.tools import parity, race_report
+from common.tools import parity, race_report, records
 from common.tools.compare import ROOT, child_env, child_error
 from common.tools.compare_report import machine
 
@@ -38,8 +39,8 @@ from common.tools.compare_report import machine
 TAG = "@race "
 #: the parity check's small batch and SGD steps
 PARITY_BATCH, PARITY_STEPS = 8, 3
-#: every file a race writes into --out (anything else there is another tool's, and refused)
-FILES = ("race.json", "race.md", *race_report.CHARTS, run_folder.LOCK)
+#: every file a race writes into --out (anything else there is another tool's, and refused), its records too
+FILES = ("race.json", "race.md", *race_report.CHARTS, run_folder.LOCK, f"*-{race_report.KIND}-*.json")
 #: settings a --resume may change: more (or fewer) seeds extend the same race
 MAY_CHANGE = ("seeds",)
 
@@ -52,7 +53,8 @@ def settings(args: argparse.Namespace) -> dict:
     return {"backends": list(dict.fromkeys(args.backends)), "arch": args.arch, "hidden": args.hidden,
             "resize": args.resize, "precision": args.precision, "device": args.device, "target": args.target,
             "max_epochs": args.max_epochs, "eval_every": args.eval_every, "seeds": args.seeds, "recipe": recipe,
-            "limit": args.limit, "data_dir": args.data_dir, "verify": not args.no_verify}
+            "limit": args.limit, "eval_limit": args.eval_limit, "data_dir": args.data_dir,
+            "verify": not args.no_verify}
 
 
 def config_of(plan: dict, seed: int) -> ModelConfig:
@@ -122,7 +124,8 @@ def _worker(a: argparse.Namespace) -> None:
     vgg.init_distributed(device=plan["device"])  # threads: every core, as vgg train and vgg compare give one process
     imported = time.perf_counter()
     data = vgg.load_fashion_mnist(plan["recipe"]["batch_size"], resize=plan["resize"], data_dir=plan["data_dir"],
-                                  seed=seed, limit=plan["limit"], verify=plan["verify"])
+                                  seed=seed, limit=plan["limit"], eval_limit=plan.get("eval_limit"),
+                                  verify=plan["verify"])
     loaded = time.perf_counter()
     with warnings.catch_warnings():  # the parent printed the precision's note once
         warnings.simplefilter("ignore", precisions.PrecisionWarning)
@@ -244,7 +247,8 @@ def load_earlier(out: Path, plan: dict, resume: bool) -> dict | None:
     holds another race without --resume, one run with other settings, or files that are no race's."""
     if not out.is_dir():
         return None
-    strange = sorted(p.name for p in out.iterdir() if p.name not in FILES and not p.name.startswith(".probe-"))
+    strange = sorted(p.name for p in out.iterdir()
+                     if not any(fnmatch.fnmatchcase(p.name, f) for f in FILES) and not p.name.startswith(".probe-"))
     if strange:
         raise ValueError(f"--out {out} holds files that are not a race's ({', '.join(strange[:5])}); "
                          "choose another --out")
@@ -299,6 +303,7 @@ def run(plan: dict, out: Path, resume: bool = False, command: str = "", log: Cal
     with run_folder.locked(out, f"--out {out}"):
         earlier = load_earlier(out, plan, resume)  # again, now that no other race can write there
         report = earlier or {"command": command, "settings": plan, "machine": machine(), "runs": []}
+        report.setdefault("provenance", provenance())  # the record's: a race from before records gets this sitting's
         report["settings"] = plan
         if "parity" not in report:
             names = [n for n in plan["backends"] if n not in refused]
@@ -317,7 +322,23 @@ def run(plan: dict, out: Path, resume: bool = False, command: str = "", log: Cal
             log(f"vgg race: {name} seed {seed}: {race_report.outcome(result)}")
             report["runs"] = [r for r in report["runs"] if (r["backend"], r["seed"]) != (name, seed)] + [result]
             race_report.write(report, out)
+        write_record(report, out, log)
     return report
+
+
+def provenance() -> dict:
+    """What a race's record needs besides its report: this machine, environment and commit."""
+    head, dirty = records.commit()
+    return {"machine": records.machine(), "environment": records.environment(), "commit": [head, dirty]}
+
+
+def write_record(report: dict, out: Path, log: Callable[[str], None]) -> None:
+    """The race's record into ``out`` (a resumed race adds one); a race without provenance to name (a checkout
+    without git) is said so, and its report stands."""
+    try:
+        log(f"vgg race: wrote the record {records.write(race_report.record(report), out).name}")
+    except records.RecordError as exc:
+        log(f"vgg race: no record written: {exc}")
 
 
 def _main() -> None:

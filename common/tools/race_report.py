@@ -7,10 +7,12 @@ import io
 import itertools
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
 from common.core import atomic, precision
+from common.tools import records
 
 #: the charts: test accuracy against wall-clock seconds, and time-to-target with its range
 CHARTS = ("race_accuracy.png", "race_time.png")
@@ -21,6 +23,8 @@ OLYMPIC_RUNS = 5
 STARTUP = ("interpreter_s", "import_s", "data_s", "build_s", "engine_s")
 #: the equivalence margin, in units of the larger of the two backends' standard deviations over seeds
 MARGIN_STDS = 2.0
+#: the kind of record a race writes (docs/race.md's tables render from them)
+KIND = "race"
 
 
 def settle(run: dict, target: float) -> dict:
@@ -327,3 +331,86 @@ def write(report: dict, out: Path) -> None:
     if report["runs"]:
         _png(_accuracy_chart(report), out / CHARTS[0])
         _png(_time_chart(report, summary), out / CHARTS[1])
+
+
+def _environment(report: dict) -> dict:
+    """The race's environment: the one it recorded, else its runs' (Python, NumPy, each framework; the
+    environment's name from the interpreter's folder), None where nothing says."""
+    if "provenance" in report:
+        return report["provenance"]["environment"]
+    env: dict = {"name": None, "python": None}
+    for run in report["runs"]:
+        for key, value in run.get("env", {}).items():
+            if key == "executable":
+                env["name"] = env["name"] or {".venv": "all", ".venv-modern": "modern"}.get(Path(value).parents[1].name)
+            elif env.get(key) is None:
+                env[key] = value
+    return env
+
+
+def _worst(report: dict, backend: str) -> dict[str, float]:
+    """The parity check's largest difference of ``backend`` per quantity, against the oracle or any backend."""
+    worst: dict[str, float] = {}
+    for quantity, cells in report.get("parity", {}).get("matrices", {}).items():
+        for a, _, d in cells:
+            if a == backend:
+                worst[quantity] = max(worst.get(quantity, 0.0), d)
+    return worst
+
+
+def _backend_results(report: dict, name: str, stats: dict | None, cell: dict) -> list[dict]:
+    """One backend's figures over seeds: runs and finished, median time to target (samples: the finished
+    runs'), MLPerf's mean where there are enough runs, training-only and evaluation medians, epochs and steps
+    to target and the final test accuracy (mean, samples per run), the parity check's worst differences."""
+    result = records.result
+    refused = report.get("parity", {}).get("refused", {})
+    found = [result("raced", "bool", int(name not in refused), **cell),
+             *(result("parity_max_rel_diff", "rel", d, quantity=q, **cell) for q, d in _worst(report, name).items())]
+    if not stats or "time_median_s" not in stats:
+        return found
+    done = sorted((r for r in report["runs"] if r["backend"] == name and r["status"] != "error"),
+                  key=lambda r: r["seed"])
+    finished = [r for r in done if r["status"] == "finished"]
+    figures = [("runs", "runs", stats["runs"], None), ("finished", "runs", stats["finished"], None),
+               ("time_to_target_s", "s", stats["time_median_s"], "time_to_target_s"),
+               ("mlperf_mean_s", "s", stats["olympic_mean_s"], None),
+               ("train_to_target_s", "s", stats["train_median_s"], "train_to_target_s"),
+               ("eval_to_target_s", "s", stats["eval_median_s"], "eval_to_target_s"),
+               ("epochs_to_target", "epochs", stats["epochs_to_target"]["mean"], "epochs_to_target"),
+               ("steps_to_target", "steps", stats["steps_to_target"]["mean"], "steps_to_target")]
+    found += [result(metric, unit, value, samples=[r[key] for r in finished] if key else None, **cell)
+              for metric, unit, value, key in figures if value is not None or key == "time_to_target_s"]
+    accs = [r["final_acc"] for r in done if r["final_acc"] is not None]
+    if accs:
+        found.append(result("test_acc", "fraction", stats["final_acc"]["mean"], samples=accs, **cell))
+    return found
+
+
+def record(report: dict, report_path: str | os.PathLike | None = None) -> dict:
+    """The race as a record (kind ``race``): per backend the figures over seeds (:func:`_backend_results`),
+    with the provenance the race recorded; a report from before races recorded theirs gets its machine from
+    the CPU text it states, its environment from its runs and, given its ``report_path``, the commit that
+    last wrote that file (``source`` says so)."""
+    s, m = report["settings"], report["machine"]
+    summary = report.get("summary") or summarise(report)
+    cell = {"arch": s["arch"], "size": s["resize"], "precision": s["precision"]}
+    results = [r for name in s["backends"]
+               for r in _backend_results(report, name, summary["backends"].get(name), {"backend": name, **cell})]
+    shown = None
+    if report_path is not None:
+        path = Path(report_path).resolve()
+        shown = os.path.relpath(path, records.ROOT) if path.is_relative_to(records.ROOT) else str(report_path)
+    provenance = report.get("provenance")
+    if provenance:
+        machine_info, commit_info, source = provenance["machine"], tuple(provenance["commit"]), None
+    else:
+        machine_info = records.machine_from_text(m["cpu"], m["cores"])
+        commit_info = (records.file_commit(report_path) if report_path else None, None)
+        source = {"file": shown, "commit_note": "the commit that last wrote this file; the race did not record "
+                  "its own"} if shown else None
+    details = {"settings": {k: v for k, v in s.items() if k != "data_dir"},
+               "refused": report.get("parity", {}).get("refused", {}), "equivalence": summary["equivalence"]}
+    name = f"{s['arch']}-{s['resize']}" + (f"-{s['precision']}" if s["precision"] != "fp32" else "")
+    return records.make(KIND, results, command=report["command"], name=name, date=m["date"],
+                        machine_info=machine_info, environment_info=_environment(report), commit_info=commit_info,
+                        report=shown, details=details, source=source)

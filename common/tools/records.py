@@ -31,9 +31,9 @@ ISA = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "a
 #: packages besides the frameworks whose versions change a figure
 PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxscript", "tf2onnx", "jax2onnx", "safetensors")
 #: provenance every record must hold: (path, what it is)
-REQUIRED = ((("command",), "the command line"), (("date",), "the date"), (("commit",), "the commit"),
-            (("machine", "cpu"), "the CPU"), (("machine", "cores"), "the core count"),
-            (("environment", "python"), "the Python version"))
+REQUIRED = ((("command",), "command line"), (("date",), "date"), (("commit",), "commit"),
+            (("machine", "cpu"), "CPU"), (("machine", "cores"), "core count"),
+            (("environment", "python"), "Python version"))
 #: AMD family 25 models by core generation; the name says which CPU class a figure belongs to
 _ZEN = {(25, 1): "zen3", (25, 33): "zen3", (25, 17): "zen4", (25, 97): "zen4", (26, 2): "zen5"}
 
@@ -167,8 +167,9 @@ def make(kind: str, results: list[dict], *, command: str | None = None, name: st
 
 def write(record: dict, folder: str | os.PathLike = STORE) -> Path:
     """Write ``record`` as ``folder/<id>.json``, never over another run's record: a name already taken gets
-    ``-2``, ``-3``, ... (the file is linked into place whole, so a reader never sees half of it)."""
-    problems = validate(record)
+    ``-2``, ``-3``, ... (the file is linked into place whole, so a reader never sees half of it). A run outside a
+    git checkout is written without a commit; ``vgg results check`` refuses such a record among the project's."""
+    problems = validate(record, need_commit=False)
     if problems:
         raise RecordError(f"record {record.get('id')!r} is incomplete: {'; '.join(problems)}")
     folder = Path(folder)
@@ -197,14 +198,17 @@ def _get(record: dict, path: tuple[str, ...]):
     return record
 
 
-def validate(record: dict) -> list[str]:
-    """What ``record`` lacks: a schema, results with metric, unit and value, or provenance (``REQUIRED``)."""
+def validate(record: dict, need_commit: bool = True) -> list[str]:
+    """What ``record`` lacks: a schema, results with metric, unit and value, or provenance (``REQUIRED``; the
+    commit only if ``need_commit``)."""
     if not isinstance(record, dict):
         return ["not a JSON object"]
     problems = []
     if record.get("schema") != SCHEMA:
         problems.append(f"schema is {record.get('schema')!r}, expected {SCHEMA!r}")
     for path, what in REQUIRED:
+        if path == ("commit",) and not need_commit:
+            continue
         if _get(record, path) in (None, "", "unknown"):
             problems.append(f"no {what} ({'.'.join(path)})")
     results = record.get("results")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import time
 from pathlib import Path
 
 from common.tools import records, tables
@@ -130,16 +131,61 @@ def _matches(record: Record, args: argparse.Namespace) -> bool:
 
 
 def resolve(run: str, paths: list[str]) -> Record:
-    """A record by path, id or unique id prefix among the records under ``paths``."""
-    if Path(run).is_file() or Path(run, "record.json").is_file():
-        return records.read(Path(run) if Path(run).is_file() else Path(run, "record.json"))
-    found = [r for r in records.find(_sources(paths)) if r.id == run] or \
-            [r for r in records.find(_sources(paths)) if r.id.startswith(run)]
+    """A record by path (a record file, or a folder holding one), id or unique id prefix among the records
+    under ``paths``."""
+    if Path(run).is_file():
+        return records.read(run)
+    if Path(run).is_dir():
+        found = records.find([run])
+        if len(found) != 1:
+            raise RecordError(f"{run} holds {len(found)} records; name one of its files")
+        return found[0]
+    known = records.find(_sources(paths))
+    found = [r for r in known if r.id == run] or [r for r in known if r.id.startswith(run)]
     if len(found) != 1:
         where = ", ".join(str(p) for p in _sources(paths))
         raise RecordError(f"{run!r} names {'no' if not found else len(found)} records in {where}; "
                           "give a record's path, id or a unique id prefix (vgg results list)")
     return found[0]
+
+
+#: reports written before records existed, by file name: the function that makes their record
+def _converters() -> dict:
+    from common.tools import compare_report, race_report
+    return {"compare.json": compare_report.record, "race.json": race_report.record}
+
+
+def importable(path: Path) -> list[dict]:
+    """The records under ``path``: records as they are, and older ``vgg compare`` / ``vgg race`` reports
+    converted (their commit is the one they state, if any)."""
+    found = [r.data for r in records.find([path])]
+    converters = _converters()
+    files = [path] if path.is_file() else sorted(path.rglob("*.json")) if path.is_dir() else []
+    for file in files:
+        if file.name in converters:
+            found.append(converters[file.name](json.loads(file.read_text()), str(file)))
+    if not found:
+        raise RecordError(f"{path}: no record and no compare.json or race.json report in it")
+    return found
+
+
+def _import(args: argparse.Namespace) -> int:
+    store = Path(args.store or records.STORE)
+    held = {json.dumps(r.data, sort_keys=True) for r in records.find([store])} if store.is_dir() else set()
+    for path in map(Path, args.paths):
+        for record in importable(path):
+            if args.commit and not record.get("commit"):
+                record["commit"] = args.commit
+                record.setdefault("source", {})["commit_note"] = "stated by vgg results import --commit"
+            problems = records.validate(record)
+            if problems:
+                raise RecordError(f"{path}: record {record.get('id')} cannot be published: {'; '.join(problems)}"
+                                  + (" (--commit names the commit it measured)" if not record.get("commit") else ""))
+            if json.dumps(record, sort_keys=True) in held:
+                print(f"vgg results: {record['id']} is already in {store}")
+                continue
+            print(f"vgg results: imported {records.write(record, store)}")
+    return 0
 
 
 def _labels(result: dict) -> str:
@@ -248,6 +294,15 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _environment(args: argparse.Namespace) -> int:
+    """Write a record of this interpreter's environment (kind environment): one version per package."""
+    env = records.environment()
+    found = [records.result("version", "", v, package=k) for k, v in env.items() if k != "name" and v]
+    out = args.out or time.strftime("reports/environment-%Y%m%d-%H%M%S")
+    print(f"vgg results: wrote {records.write(records.make('environment', found, name=env['name']), out)}")
+    return 0
+
+
 def add_parser(sub, parent: type[argparse.ArgumentParser]) -> None:
     """``vgg results`` and its verbs, under the ``vgg`` parser's sub-commands."""
     p = sub.add_parser("results", help="list, show and compare measured records; render and check the docs' tables",
@@ -274,6 +329,15 @@ def add_parser(sub, parent: type[argparse.ArgumentParser]) -> None:
     cp.add_argument("--metric")
     cp.add_argument("--any-machine", action="store_true", help="compare records from different machines too")
     cp.set_defaults(run=_compare)
+    im = verbs.add_parser("import", help="publish records (and older compare.json / race.json reports) into the "
+                          f"project's records ({records.STORE.relative_to(records.ROOT)})")
+    im.add_argument("paths", nargs="+", metavar="PATH", help="record files, report folders or files")
+    im.add_argument("--commit", help="the commit a report measured, where it did not record one")
+    im.add_argument("--store", default=None, help=argparse.SUPPRESS)
+    im.set_defaults(run=_import)
+    en = verbs.add_parser("environment", help="write a record of this interpreter's package versions")
+    en.add_argument("--out", default=None, help="the record's folder (default reports/environment-<time>)")
+    en.set_defaults(run=_environment)
     for verb, run, text in (("render", _render, "rewrite every marked table in README.md and docs/"),
                             ("check", _check, "fail where a page's table is not what its records render")):
         v = verbs.add_parser(verb, help=text)
