@@ -49,7 +49,7 @@ timeout 180 "$PY" benchmarks/gpu_step.py --out "$out" --command "bash benchmarks
 echo "== 4. vgg parity --device gpu (tiny arch, 32x32) in fp32 and bf16"
 for precision in fp32 bf16; do
   timeout 120 "$PY" -m common.tools.cli parity --device gpu --precision "$precision" --backends torch,jax \
-    --arch tiny --resize 32 --hidden 64 --batch 4 --steps 2 2>&1 | tail -12
+    --arch tiny --resize 32 --hidden 64 --batch 4 --steps 2 --out "$out/parity-gpu-$precision" 2>&1 | tail -12
 done
 
 echo "== 5. vgg predict --device gpu on a native export; vgg compare --device gpu at 224"

@@ -1,5 +1,5 @@
 """The machine a measurement ran on, as every report states it: cores, CPU model and vector extensions
-(figures differ up to 5x between AVX2 and AVX-512 CPUs), and a process's peak memory."""
+(figures differ between AVX2 and AVX-512 CPUs), and a process's peak memory."""
 
 from __future__ import annotations
 

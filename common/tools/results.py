@@ -14,8 +14,8 @@ from common.tools.records import Record, RecordError
 
 #: the pages whose tables are rendered from records
 PAGES = (records.ROOT / "README.md", *sorted((records.ROOT / "docs").glob("*.md")))
-#: a rendered region: ``<!-- results: NAME -->`` ... ``<!-- /results -->`` (a block or inline)
-MARKER = re.compile(r"<!-- results: (?P<name>[\w.-]+) -->(?P<body>.*?)<!-- /results -->", re.S)
+#: a rendered region: ``<!-- results: NAME -->`` ... ``<!-- /results -->`` (a block or inline; not in a code span)
+MARKER = re.compile(r"(?<!`)<!-- results: (?P<name>[\w.-]+) -->(?P<body>.*?)<!-- /results -->", re.S)
 #: a table that holds no measured figure says so on the line before it
 NOT_MEASURED = re.compile(r"<!-- not measured: [^>]+ -->")
 #: what reads as a measured figure in a table cell: a number with a unit, an accuracy, a tiny difference
@@ -142,6 +142,8 @@ def resolve(run: str, paths: list[str]) -> Record:
         return found[0]
     known = records.find(_sources(paths))
     found = [r for r in known if r.id == run] or [r for r in known if r.id.startswith(run)]
+    if len({r.id for r in found}) == 1:  # one run, published and in a reports/ folder: the first source's copy
+        found = found[:1]
     if len(found) != 1:
         where = ", ".join(str(p) for p in _sources(paths))
         raise RecordError(f"{run!r} names {'no' if not found else len(found)} records in {where}; "
@@ -158,11 +160,13 @@ def _converters() -> dict:
 def importable(path: Path) -> list[dict]:
     """The records under ``path``: records as they are, and older ``vgg compare`` / ``vgg race`` reports
     converted (their commit is the one they state, if any)."""
-    found = [r.data for r in records.find([path])]
+    held = records.find([path])
+    found = [r.data for r in held]
+    recorded = {r.path.parent for r in held}  # a report beside its own record is that record's run
     converters = _converters()
     files = [path] if path.is_file() else sorted(path.rglob("*.json")) if path.is_dir() else []
     for file in files:
-        if file.name in converters:
+        if file.name in converters and file.parent not in recorded:
             found.append(converters[file.name](json.loads(file.read_text()), str(file)))
     if not found:
         raise RecordError(f"{path}: no record and no compare.json or race.json report in it")

@@ -245,3 +245,18 @@ def boundary_cost(store: Store) -> Rendered:
                "ms per image in the child", "difference ms")
     return Rendered(f"{markdown(headers, rows)}\n\n{caption(record)}", [record.id])
 
+
+
+#: the loader's run the Loader section shows
+LOADER = "20261207T003959-loader-throughput-intel-f6m207"
+
+
+@table("loader")
+def loader(store: Store) -> Rendered:
+    """Images/s of each backend's loader alone on one core, per image size, and its peak memory."""
+    record = store[LOADER]
+    sizes = sorted({r["labels"]["size"] for r in record.results("loader_images_s")}, reverse=True)
+    rows = [[b, *(f"{record.value('loader_images_s', backend=b, size=s):,.0f}" for s in sizes),
+             f"{record.value('peak_rss_mb', backend=b):.0f}"] for b in BACKENDS if record.results(backend=b)]
+    headers = ["backend", *(f"{s}x{s} images/s" for s in sizes), "peak RSS MB"]
+    return Rendered(f"{markdown(headers, rows)}\n\n{caption(record)}", [record.id])

@@ -18,6 +18,7 @@ SMALL_BN = "20261124T070011-parity-small_bn-56-zen3"
 BF16 = ("20261206-parity-small-32-bf16-zen4", "20261206-parity-small_bn-32-bf16-zen4")
 ONNX = "20261124T031858-parity-small-56-onnx-zen3"
 WORKERS = "20261123T225341-parity-small-56-workers2-zen3"
+WORKERS_MXNET = "20261207T001430-parity-tiny-32-workers2-intel-f6m207"
 
 
 def sci(value: float) -> str:
@@ -97,10 +98,8 @@ _inline("parity-onnx-oracle", ONNX, "logits", with_name="numpy")
 _inline("parity-onnx-files", ONNX, "logits", without="numpy")
 
 
-@table("parity-workers")
-def parity_workers(store: Store) -> Rendered:
+def _parity_workers(record: Record) -> Rendered:
     """``vgg parity --workers``: each engine against one process, and the W-process runs across frameworks."""
-    record = store[WORKERS]
     engines = record.data["details"]["engines"]
     rows = []
     for backend in engines:
@@ -115,6 +114,18 @@ def parity_workers(store: Store) -> Rendered:
     rows.append(["tolerance", "", short(record.value("tolerance", check="engine")), "",
                  short(record.value("tolerance", check="trajectory"))])
     return Rendered(markdown(headers, rows) + "\n\n" + caption(record, backends=list(engines)), [record.id])
+
+
+@table("parity-workers")
+def parity_workers(store: Store) -> Rendered:
+    """torch and JAX on their engines, small VGG at 56x56."""
+    return _parity_workers(store[WORKERS])
+
+
+@table("parity-workers-mxnet")
+def parity_workers_mxnet(store: Store) -> Rendered:
+    """MXNet's synchronous engine against torch DDP, tiny VGG at 32x32."""
+    return _parity_workers(store[WORKERS_MXNET])
 
 
 #: the columns of README's versions table: header, packages shown in it joined by ' / '
