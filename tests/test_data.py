@@ -224,6 +224,16 @@ def test_bad_arguments():
         small_split(batch_size=4, layout="CHW")
     with pytest.raises(ValueError, match="limit=0"):
         loader.from_arrays(*[np.zeros((2, 28, 28), np.uint8), np.zeros(2)] * 2, 4, limit=0)
+    with pytest.raises(ValueError, match="eval_limit=True"):
+        loader.from_arrays(*[np.zeros((2, 28, 28), np.uint8), np.zeros(2)] * 2, 4, eval_limit=True)
+
+
+def test_limit_and_eval_limit_keep_the_first_examples_of_each_split():
+    images, labels = np.arange(10 * 28 * 28, dtype=np.uint8).reshape(10, 28, 28), np.arange(10) % 10
+    data = loader.from_arrays(images, labels, images, labels, 2, limit=6, eval_limit=3, prefetch=0)
+    assert (data.train.num_examples, data.test.num_examples) == (6, 3)
+    seen = np.concatenate([y for _, y in data.test])
+    assert seen.tolist() == [0, 1, 2]
 
 
 TENSOR_TYPES = {"torch": "torch.Tensor", "tf": "tensorflow", "jax": "jax", "mxnet": "mxnet.numpy.ndarray"}

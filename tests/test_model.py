@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -184,3 +188,13 @@ def test_summary_flops_prints_layers_and_the_conv_dense_split(capsys):
     assert cli.main(["summary", "--arch", "tiny", "--resize", "32", "--flops", "--hidden", "64"]) == 0
     out = capsys.readouterr().out  # tiny at 32: 16 x 8 x 8 features into 64, then 64 into 10
     assert "| fc-64 | classifier.0 | (64,) | 65,600 |" in out and "| fc-10 | classifier.6 | (10,) | 650 |" in out
+
+
+@pytest.mark.backend("tf")
+def test_importing_tensorflow_prints_nothing_on_a_machine_without_a_gpu():
+    """TensorFlow's start-up lines and its CUDA probe's 'failed call to cuInit' error stay off stderr; a line
+    of its own (here Python's) still gets through."""
+    code = "import sys, vgg_tf; print('after', file=sys.stderr)"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stderr == "after\n", proc.stderr[-2000:]
