@@ -238,3 +238,24 @@ def compare_envs_train(store: Store) -> Rendered:
     """Inline: training examples/s per backend of the run across two environments, 'a / b / c / d'."""
     record = store[ENVS]
     return Rendered(" / ".join(f"{r['value']:.0f}" for r in record.results("train_ex_s")), [ENVS])
+
+
+#: the main job (.ci/main) run twice in a row on this project's Intel Xeon, the same tree
+INTEL, INTEL_AGAIN = "20261207T002520-compare-intel-f6m207", "20261207T003150-compare-intel-f6m207"
+
+
+@table("compare-intel")
+def compare_intel(store: Store) -> Rendered:
+    """docs/results.md: the main job's four backends at 56 on the Intel Xeon."""
+    return _side_by_side(store, INTEL)
+
+
+@table("compare-intel-repeat")
+def compare_intel_repeat(store: Store) -> Rendered:
+    """Inline: how many cells of the main job's second run are distinguishable from the first's."""
+    from common.tools.results import comparison
+
+    rows = [r for r in comparison(store[INTEL], store[INTEL_AGAIN]) if r["verdict"].endswith("distinguishable")]
+    apart = [r for r in rows if r["verdict"] == "distinguishable"]
+    return Rendered(f"{len(rows) - len(apart)} of its {len(rows)} figures with rounds are not distinguishable "
+                    f"from the first run's; {len(apart)} are", [INTEL, INTEL_AGAIN])
