@@ -21,7 +21,7 @@ import pytest
 from common.core import arch
 from common.runtime import checkpoint, run_folder
 from common.serving import formats, image_files, onnx_files
-from common.tools import cli, launch, predict
+from common.tools import cli, launch, predict, records
 from common.tools.models import Opened
 from hostile import error
 from helpers import ACTIVE, load_backend
@@ -363,6 +363,8 @@ def test_a_checkpoint_past_the_runs_epochs_trains_nothing_and_writes_nothing(fin
     out = forged(run, tmp_path / "run", _set("epoch", 10**9))
     for name in ("run.json", "history.json", "history.csv", "history.png", f"model{formats.TRAINED['torch']}"):
         (out / name).unlink()
+    for record in records.find([out]):  # the finished run's record of its figures
+        record.path.unlink()
     proc = vgg_cli(*train_args(data, out, "--resume", "--epochs", "3"))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2
