@@ -13,7 +13,7 @@ from common.core import arch, atomic, backends
 from common.runtime.machine import cores, cpu
 from common.tools import records
 from common.tools.measure import SERVED, WARMUP_REQUESTS
-from common.tools.spreads import cell as cell_of, spread, text, versus_fastest
+from common.tools.spreads import cell as cell_of, figure, is_number, spread, text, versus_fastest
 
 #: what each framework is told, with the same core count everywhere
 THREADS = {name: b.threads for name, b in backends.BACKENDS.items()}
@@ -386,27 +386,15 @@ UNITS = {"train_ex_s": "ex/s", "infer_ex_s": "ex/s", "train_gflop_s": "GFLOP/s",
          "step_ms": "ms", "parity_error": "relative", "comm_ms": "ms", "test_acc": "fraction"}
 #: the figures of each server (live, native, onnx) under a row's ``latency``, with their units
 LATENCY_UNITS = {"p50_ms": "ms", "p90_ms": "ms", "p99_ms": "ms", "export_s": "s"}
-#: the environments `.ci/setup` builds, by their folder
-ENVIRONMENTS = {".venv": "all", ".venv-modern": "modern"}
 #: what a record converted from an older report says of its commit
 COMMIT_NOTE = "the commit that wrote this file; the run did not record its own"
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _figure(run: dict, path: tuple[str, ...]):
-    for key in path:
-        run = run.get(key) if isinstance(run, dict) else None
-    return run
 
 
 def _spread(report: dict, row: dict, path: tuple[str, ...]) -> dict:
     """A figure's spread as ``records.result`` takes it: every successful round's value where the report keeps
     its runs (so n is the rounds), else the row's range, else nothing (an older single run)."""
     runs = [r for r in report.get("runs", []) if "error" not in r and cell_of(r) == cell_of(row)]
-    values = [v for r in runs if _number(v := _figure(r, path))]
+    values = [v for r in runs if is_number(v := figure(r, path))]
     if values:
         return {"samples": values}
     found = row.get("range", {}).get(".".join(path))
@@ -418,11 +406,11 @@ def _cell_results(report: dict, row: dict) -> list[dict]:
     labels = {"backend": row["backend"], "size": row["size"], "precision": row.get("precision") or "fp32",
               "workers": row.get("workers", 1)}
     found = [records.result(key, unit, row[key], **_spread(report, row, (key,)), **labels)
-             for key, unit in UNITS.items() if _number(row.get(key))]
+             for key, unit in UNITS.items() if is_number(row.get(key))]
     for served, entry in row.get("latency", {}).items():
         found += [records.result(key, unit, entry[key], **_spread(report, row, ("latency", served, key)),
                                  **labels, served=served)
-                  for key, unit in LATENCY_UNITS.items() if _number(entry.get(key))]
+                  for key, unit in LATENCY_UNITS.items() if is_number(entry.get(key))]
     return found
 
 
@@ -466,7 +454,7 @@ def environment(report: dict) -> dict:
         env = row.get("env") or {}
         if env.get("python") and row["backend"] not in envs:
             interpreters.add(env.get("executable"))
-            name = ENVIRONMENTS.get(Path(env["executable"]).parent.parent.name) if env.get("executable") else None
+            name = records.ENVIRONMENTS.get(Path(env["executable"]).parent.parent.name) if env.get("executable") else None
             envs[row["backend"]] = {"name": name, **{k: v for k, v in env.items() if k != "executable"}}
     if not envs:
         m = report["machine"]

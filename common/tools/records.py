@@ -34,6 +34,8 @@ PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxscript", "tf2onnx", "jax2onnx",
 REQUIRED = ((("command",), "command line"), (("date",), "date"), (("commit",), "commit"),
             (("machine", "cpu"), "CPU"), (("machine", "cores"), "core count"),
             (("environment", "python"), "Python version"))
+#: the environments `.ci/setup` builds, by their folder
+ENVIRONMENTS = {".venv": "all", ".venv-modern": "modern"}
 #: AMD family 25 models by core generation; the name says which CPU class a figure belongs to
 _ZEN = {(25, 1): "zen3", (25, 33): "zen3", (25, 17): "zen4", (25, 97): "zen4", (26, 2): "zen5"}
 
@@ -98,7 +100,7 @@ def environment() -> dict:
     dists = dict.fromkeys(d for b in backends.BACKENDS.values() for d in b.distributions)
     versions = {d: backends.distribution_version(d) for d in (*PACKAGES, *dists)}
     prefix = Path(sys.prefix).name
-    name = {".venv": "all", ".venv-modern": "modern"}.get(prefix)
+    name = ENVIRONMENTS.get(prefix)
     return {"name": name, "python": platform.python_version(), **versions}
 
 

@@ -20,11 +20,13 @@ def cell(run: dict) -> tuple:
     return tuple(run.get(k) for k in CELL)
 
 
-def _number(value) -> bool:
+def is_number(value) -> bool:
+    """A measured figure: an int or float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _get(run: dict, path: tuple[str, ...]):
+def figure(run: dict, path: tuple[str, ...]):
+    """The figure at key ``path`` in a run (``("latency", "onnx", "p50_ms")``), None where there is none."""
     for key in path:
         run = run.get(key) if isinstance(run, dict) else None
     return run
@@ -32,9 +34,9 @@ def _get(run: dict, path: tuple[str, ...]):
 
 def _paths(run: dict) -> list[tuple[str, ...]]:
     """The figures ``run`` holds, as key paths: ``("train_ex_s",)``, ``("latency", "onnx", "p99_ms")``."""
-    paths = [(k,) for k in FIGURES if _number(run.get(k))]
+    paths = [(k,) for k in FIGURES if is_number(run.get(k))]
     for served, figures in run.get("latency", {}).items():
-        paths += [("latency", served, k) for k in LATENCY_FIGURES if _number(figures.get(k))]
+        paths += [("latency", served, k) for k in LATENCY_FIGURES if is_number(figures.get(k))]
     return paths
 
 
@@ -49,7 +51,7 @@ def summarise(runs: list[dict]) -> dict:
     row = {k: copy.deepcopy(v) for k, v in ok[0].items() if k != "round"}
     row.update(rounds=[r["round"] for r in ok], range={}, **({"failed_rounds": failed} if failed else {}))
     for path in dict.fromkeys(p for r in ok for p in _paths(r)):
-        values = [v for r in ok if _number(v := _get(r, path))]
+        values = [v for r in ok if is_number(v := figure(r, path))]
         target = row
         for key in path[:-1]:
             target = target.setdefault(key, {})
@@ -60,8 +62,8 @@ def summarise(runs: list[dict]) -> dict:
 
 def spread(row: dict, key: str) -> tuple[float, float, float] | None:
     """(median, min, max) of the figure ``key`` ("a.b" for a nested one) in a summarised row, or None."""
-    median = _get(row, tuple(key.split(".")))
-    if not _number(median):
+    median = figure(row, tuple(key.split(".")))
+    if not is_number(median):
         return None
     low, high = row.get("range", {}).get(key, (median, median))
     return median, low, high
