@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+from common.core import atomic
 from common.tools import records, tables
 from common.tools.records import Record, RecordError
 
@@ -85,7 +86,6 @@ def render(pages=PAGES, store: tables.Store | None = None, write: bool = True) -
         if new != text:
             changed.append(page)
             if write:
-                from common.core import atomic
                 atomic.write_text(page, new)
     return changed, problems
 
