@@ -22,13 +22,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from book_reference import check_measuring  # noqa: E402  (this folder is on the path of a script run from it)
-from book_reference import check_size, run_child
+from book_reference import (  # noqa: E402  (this folder is on the path of a script run from it)
+    check_measuring,
+    check_size,
+    run_child,
+)
 
 from common.core import atomic, backends  # noqa: E402
 from common.runtime.machine import cores, cpu  # noqa: E402
 from common.tools import records  # noqa: E402
-from common.tools.compare import child_env  # noqa: E402
+from common.tools.children import child_env  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str], Path]:

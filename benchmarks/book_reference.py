@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from common.core import arch, atomic, backends  # noqa: E402
 from common.runtime.machine import cores, cpu, peak_rss_mb  # noqa: E402
 from common.tools import loading, records  # noqa: E402
-from common.tools.compare import child_env  # noqa: E402
+from common.tools.children import child_env  # noqa: E402
 
 ARCH = arch.small()  # ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128)), the book's training net
 LR = 0.01
@@ -183,8 +183,9 @@ def book_jax(size: int, batch: int):
 
 
 def book_mxnet(size: int, batch: int):
-    import vgg_mxnet.framework  # noqa: F401  the numpy.bool alias MXNet 1.9.1 needs, then npx.set_np() as the book
-    from mxnet import autograd, gluon, init, np as mnp  # noqa: I001  (after the alias above)
+    # vgg_mxnet.framework before mxnet: the numpy.bool alias MXNet 1.9.1 needs, then npx.set_np() as the book
+    import vgg_mxnet.framework  # noqa: F401, I001  (imported for those effects, so first)
+    from mxnet import autograd, gluon, init, np as mnp
     from mxnet.gluon import nn
 
     def vgg_block(num_convs, num_channels):

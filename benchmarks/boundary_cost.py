@@ -46,6 +46,7 @@ def one(path: str, mode: str, images: int) -> dict:
     """Open ``path`` in ``mode`` and classify ``images`` random images three times; seconds and ms/image."""
     start = time.perf_counter()
     import numpy as np
+
     from common.tools import models, sandbox
     opened = models.open_model(path) if mode == "in-process" else sandbox.open_isolated(path)
     opened_s = time.perf_counter() - start
@@ -88,8 +89,8 @@ def main() -> None:
     out = Path(a.out) if a.out else None
     if out and out.exists():
         sys.exit(f"boundary_cost: {out} exists: results are never overwritten; choose a new --out")
-    from common.tools import compare_report
     from common.core import backends as known
+    from common.runtime.machine import machine
     rows = []
     with tempfile.TemporaryDirectory(prefix="vgg-boundary-") as folder:
         exports = [(b, f, _export(b, f, Path(folder), a.arch, a.resize, a.hidden))
@@ -108,7 +109,7 @@ def main() -> None:
                      "ms_per_image": statistics.median(per), "ms_range": [min(per), max(per)], "ms_samples": per,
                      "env": known.environment(b)})
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    report = {"machine": compare_report.machine(), "commit": commit,
+    report = {"machine": machine(), "commit": commit,
               "command": "python benchmarks/boundary_cost.py " + " ".join(sys.argv[1:]), "rows": rows,
               "arch": a.arch, "resize": a.resize, "hidden": a.hidden, "images": a.images, "rounds": a.rounds}
     m = report["machine"]

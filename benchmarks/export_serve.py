@@ -1,8 +1,9 @@
-"""Export models trained by ``vgg train`` in both formats and serve them: export time and size, load time,
+r"""Export models trained by ``vgg train`` in both formats and serve them: export time and size, load time,
 inference speed (batch 64, median of 3 passes) and test accuracy of the live model, the native export
 and the ONNX file (in ONNX Runtime). One model per child process, so each gets a fresh interpreter.
 
-    python benchmarks/export_serve.py runs/torch/model.pt runs/tf/model.weights.h5 ... --out benchmarks/results/export-serve
+    python benchmarks/export_serve.py runs/torch/model.pt runs/tf/model.weights.h5 ... \
+        --out benchmarks/results/export-serve
     python benchmarks/export_serve.py w.safetensors --arch small --resize 56   # one set of weights in every backend
 
 The report (``export-serve.json``, ``.md``) and the run's record (``vgg results show``) go into ``--out``;
@@ -24,10 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
-from common.core import backends, layouts  # noqa: E402
+from common.core import arch as vgg_arch, backends, layouts  # noqa: E402
+from common.core.config import ModelConfig  # noqa: E402
 from common.data import batches, fashion_mnist  # noqa: E402
+from common.runtime.machine import machine  # noqa: E402
 from common.serving import formats  # noqa: E402
-from common.tools import compare_report, models, records  # noqa: E402
+from common.tools import models, records  # noqa: E402
 
 #: what each served form's figures are, as the record names them: (metric, unit, key in the report's row)
 FIGURES = (("export_s", "s", "export_s"), ("size_mb", "MB", "mb"), ("load_s", "s", "load_s"),
@@ -37,7 +40,11 @@ FIGURES = (("export_s", "s", "export_s"), ("size_mb", "MB", "mb"), ("load_s", "s
 
 def measure(model_file: str, count: int, batch: int, backend: str | None, arch: str | None,
             resize: int | None) -> dict:
-    vgg, model = models.live(model_file, backend, arch, resize)
+    config = None
+    if arch is not None:  # a canonical .safetensors: the model it was made for
+        blocks, batch_norm = vgg_arch.parse(arch)
+        config = ModelConfig(blocks, image_size=resize or 224, batch_norm=batch_norm)
+    vgg, model = models.live(model_file, backend, config)
     backend = vgg.__name__.removeprefix("vgg_")
     images, labels = fashion_mnist.load_split("test")
     x = layouts.with_channels(batches.to_float(images[:count], model.image_size), vgg.LAYOUT)
@@ -114,7 +121,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=2000, help="test images to classify")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--out", default=None, help="folder for export-serve.json and export-serve.md")
-    p.add_argument("--backends", default=",".join(backends.NAMES), help="for a .safetensors model: backends to load it in")
+    p.add_argument("--backends", default=",".join(backends.NAMES),
+                   help="for a .safetensors model: backends to load it in")
     p.add_argument("--arch", default=None, help="for a .safetensors model")
     p.add_argument("--resize", type=int, default=None, help="for a .safetensors model")
     p.add_argument("--backend", default=None, help=argparse.SUPPRESS)
@@ -140,7 +148,7 @@ def main() -> None:
         if proc.returncode:
             sys.exit(f"export_serve: {model_file} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    report = {"machine": compare_report.machine(), "command": "python benchmarks/export_serve.py " + " ".join(sys.argv[1:]),
+    report = {"machine": machine(), "command": "python benchmarks/export_serve.py " + " ".join(sys.argv[1:]),
               "rows": rows}
     text = (f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['date']}\n\n"
             f"Command: `{report['command']}`\n\n{table(rows)}\n")

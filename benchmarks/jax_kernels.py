@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def convolutions(size: int, batch: int, repeats: int) -> list[dict]:
             forward = jax.jit(lambda x, w, g: conv(x, w))
             dx = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g))
             dw = jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g))
-            times = [median_ms(lambda f=f: f(x, w, g), repeats) for f in (forward, dx, dw)]
+            times = [median_ms(partial(f, x, w, g), repeats) for f in (forward, dx, dw)]
             rows.append({"layer": f"conv {size}x{size} {channels}->{out}",
                          **{key: t for (key, _), t in zip(PARTS, times)}})
             channels = out
@@ -84,8 +85,8 @@ def products(size: int, batch: int, repeats: int) -> list[dict]:
         left, right = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
         jl, jr = jnp.asarray(left), jnp.asarray(right)
         gflop = 2 * m * k * n / 1e6  # per ms
-        rows.append({"m": m, "k": k, "n": n, "jax_gflop_s": gflop / median_ms(lambda: matmul(jl, jr), repeats),
-                     "numpy_gflop_s": gflop / median_ms(lambda: left @ right, repeats)})
+        rows.append({"m": m, "k": k, "n": n, "jax_gflop_s": gflop / median_ms(partial(matmul, jl, jr), repeats),
+                     "numpy_gflop_s": gflop / median_ms(partial(np.matmul, left, right), repeats)})
     return rows
 
 

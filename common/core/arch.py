@@ -13,13 +13,19 @@ Every block ends in a 2x2 max pool with stride 2, so an arch of ``n`` blocks nee
 
 from __future__ import annotations
 
+import inspect
 import numbers
+from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any, Final, Literal, TypeGuard
 
-Block = tuple[int, int] | tuple[int, int, tuple[int, ...]]
+LRN: Final = "lrn"
+#: a layer of a block before its pooling: a convolution's kernel size, or LRN after a convolution
+Layer = int | Literal["lrn"]
+Block = tuple[int, int] | tuple[int, int, tuple[Layer, ...]]
 Arch = tuple[Block, ...]
 #: kernel sizes a convolution may have (Table 1 has 3x3 and, in configuration C, 1x1); padding keeps the size
 KERNEL_SIZES = (1, 3)
-LRN = "lrn"
 
 A: Arch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
 A_LRN: Arch = ((1, 64, (3, LRN)), (1, 128), (2, 256), (2, 512), (2, 512))
@@ -41,7 +47,7 @@ class ArchError(ValueError):
     """An arch, ratio or input resolution that cannot make a VGG network."""
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -54,26 +60,25 @@ BUILDERS: dict[str, tuple[Arch, bool]] = {name + suffix: (blocks, bool(suffix))
                                           for name, blocks in NAMED.items() for suffix in ("", BN)}
 
 
-def _layers(i: int, arch: object, num_convs: int, layers: object) -> tuple[int | str, ...]:
+def _layers(i: int, arch: object, num_convs: int, layers: object) -> tuple[Layer, ...]:
     expected = (f"expected {num_convs} kernel size(s) of {' or '.join(map(str, KERNEL_SIZES))}, each convolution "
                 f"optionally followed by {LRN!r}")
-    try:
-        layers = tuple(layers)  # type: ignore[arg-type]
-    except TypeError:
-        raise ArchError(f"block {i} of arch {arch!r} has layers {layers!r}: {expected}") from None
-    convs = [x for x in layers if x != LRN]
-    ok = (len(convs) == num_convs and all(_is_int(k) and k in KERNEL_SIZES for k in convs)
-          and all(x != LRN or (j and layers[j - 1] != LRN) for j, x in enumerate(layers)))
-    if not ok:
+    if not isinstance(layers, Iterable):
         raise ArchError(f"block {i} of arch {arch!r} has layers {layers!r}: {expected}")
-    return tuple(x if x == LRN else int(x) for x in layers)
+    items: tuple[object, ...] = tuple(layers)
+    convs = [x for x in items if x != LRN]
+    ok = (len(convs) == num_convs and all(_is_int(k) and k in KERNEL_SIZES for k in convs)
+          and all(x != LRN or (j and items[j - 1] != LRN) for j, x in enumerate(items)))
+    if not ok:
+        raise ArchError(f"block {i} of arch {arch!r} has layers {items!r}: {expected}")
+    return tuple(LRN if x == LRN else int(x) for x in items)  # type: ignore[call-overload]  # checked above
 
 
 def validate(arch: object) -> Arch:
     """Return ``arch`` as a tuple of blocks, ``(num_convs, out_channels)`` or, where a layer is not a 3x3
     convolution, ``(num_convs, out_channels, layers)``; or raise ArchError saying what is wrong."""
     try:
-        blocks = tuple(tuple(block) for block in arch)  # type: ignore[union-attr]
+        blocks: tuple[tuple[Any, ...], ...] = tuple(tuple(block) for block in arch)  # type: ignore[attr-defined]
     except TypeError:
         raise ArchError(f"arch must be a sequence of (num_convs, out_channels) pairs, got {arch!r}") from None
     if not blocks:
@@ -93,17 +98,17 @@ def validate(arch: object) -> Arch:
     return tuple(out)
 
 
-def layers_of(block: Block) -> tuple[int | str, ...]:
+def layers_of(block: Block) -> tuple[Layer, ...]:
     """Every layer of a validated block before its pooling: kernel sizes, and ``"lrn"`` after a convolution."""
-    return block[2] if len(block) == 3 else (3,) * block[0]  # type: ignore[misc]
+    return block[2] if len(block) == 3 else (3,) * block[0]
 
 
 def kernel_sizes(block: Block) -> tuple[int, ...]:
     """The kernel size of every convolution of a validated block."""
-    return tuple(x for x in layers_of(block) if x != LRN)  # type: ignore[misc]
+    return tuple(x for x in layers_of(block) if isinstance(x, int))
 
 
-def block_layers(num_convs: object, layers: object = None) -> tuple[int | str, ...]:
+def block_layers(num_convs: object, layers: object = None) -> tuple[Layer, ...]:
     """A backend ``vgg_block``'s layers: ``layers`` (default all 3x3 convolutions) checked against ``num_convs``."""
     block = (num_convs, 1) if layers is None else (num_convs, 1, layers)
     return layers_of(validate((block,))[0])
@@ -209,21 +214,26 @@ def check_model_args(arch: object, num_classes: object, in_channels: object, ima
         if not _is_int(value) or value <= 0:
             raise ArchError(f"{name} must be a positive integer, got {value!r}")
     check_resolution(blocks, image_size)
-    if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+    if not isinstance(dropout, numbers.Real) or not 0 <= float(dropout) < 1:
         raise ArchError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     return blocks
 
 
 def builder(model_class, name: str):
-    """torchvision's ``vgg11`` ... ``vgg19_bn`` for a backend's ``VGG`` class, with this project's defaults
-    (10 classes, 1 channel, 224x224); ``in_channels=3, num_classes=1000`` is torchvision's model."""
+    """torchvision's ``vgg11`` ... ``vgg19_bn`` for a backend's ``VGG`` class: the name fixes the arch and batch
+    norm, and every other ModelConfig field is an argument, in the config's order and with its default (10
+    classes, 1 channel, 224x224); ``in_channels=3, num_classes=1000`` is torchvision's model."""
+    from common.core.config import ModelConfig  # config.py builds on this module, so it is imported here
+
     blocks, batch_norm = BUILDERS[name]
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature([inspect.Parameter(f.name, kind, default=f.default)
+                                   for f in fields(ModelConfig) if f.name not in ("arch", "batch_norm")])
 
-    def build(num_classes: int = 10, in_channels: int = 1, image_size: int = 224, dropout: float = 0.5,
-              seed: int = 0, hidden: int = HIDDEN):
-        return model_class(blocks, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                           dropout=dropout, seed=seed, batch_norm=batch_norm, hidden=hidden)
+    def build(*args, **options):
+        return model_class(ModelConfig(blocks, batch_norm=batch_norm, **signature.bind(*args, **options).arguments))
 
+    build.__signature__ = signature  # type: ignore[attr-defined]
     build.__name__ = build.__qualname__ = name
     build.__doc__ = (f"VGG configuration {next(k for k, v in CONFIGS.items() if v == blocks)}"
                      f"{' with batch normalisation' if batch_norm else ''} (torchvision's {name}).")

@@ -11,13 +11,16 @@ NCHW <-> NHWC row permutation of the first dense layer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save
 
 from common.core import atomic
-from common.core.arch import HIDDEN, feature_size, validate
+from common.core.arch import HIDDEN, Arch, feature_size, validate
+from common.core.config import ModelConfig
 from common.core.layouts import first_dense_to_nchw, first_dense_to_nhwc, hwio_to_oihw, oihw_to_hwio
 from common.core.summary import weighted_layers
 
@@ -126,8 +129,8 @@ Pair = tuple[np.ndarray, np.ndarray]
 Norm = tuple[np.ndarray, ...]
 
 
-def to_canonical(model, convs: list[Pair], denses: list[Pair], layout: str,
-                 norms: list[Norm] = ()) -> dict[str, np.ndarray]:
+def to_canonical(model, convs: Sequence[Pair], denses: Sequence[Pair], layout: str,
+                 norms: Sequence[Norm] = ()) -> dict[str, np.ndarray]:
     """Canonical weights from a backend's (kernel, bias) pairs in its native layout, in layer order, and
     its batch norms' tensors (layout-free vectors).
 
@@ -193,13 +196,14 @@ def hidden_of(weights: dict[str, np.ndarray]) -> int:
     return int(np.shape(first)[0])
 
 
-def random_weights(arch, in_channels: int = 1, image_size: int = 224, num_classes: int = 10,
-                   seed: int = 0, batch_norm: bool = False, hidden: int = HIDDEN) -> dict[str, np.ndarray]:
-    """Glorot-uniform weights and small random biases in the canonical layout (for parity tests); batch
-    norms get scales and running variances around 1, shifts and running means around 0."""
-    rng = np.random.default_rng(seed)
+def random_weights(config: ModelConfig | Arch, **options: Any) -> dict[str, np.ndarray]:
+    """Glorot-uniform weights and small random biases in the canonical layout for the model ``config``
+    describes, drawn from its seed (for parity tests); batch norms get scales and running variances around 1,
+    shifts and running means around 0. ``options`` are ``VGG(...)``'s keywords (``ModelConfig.of``)."""
+    config = ModelConfig.of(config, **options)
+    rng = np.random.default_rng(config.seed)
     out = {}
-    for name, shape in expected_shapes(arch, in_channels, image_size, num_classes, batch_norm, hidden).items():
+    for name, shape in model_shapes(config).items():
         if name.endswith(COUNT):
             out[name] = np.array(rng.integers(0, 100), np.int64)
         elif len(shape) == 1 and not name.endswith("bias") or name.endswith("running_var"):

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from common.core.precision import check as check_precision
 from common.core.arch import HIDDEN, Arch, check_model_args
+from common.core.precision import check as check_precision
 from common.core.summary import parameter_count
 
 #: the largest image side the tools accept (twice the paper's largest test scale, 512): a resize costs
@@ -147,11 +147,24 @@ def check_bounds(config: ModelConfig, source: str = "the file") -> ModelConfig:
 
 class Configured:
     """A model that carries ``config``, with the config's fields as read-only attributes (``model.arch``,
-    ``model.image_size``, ...): mixed into every backend's ``VGG``, so a new field needs no code here."""
+    ``model.image_size``, ...): mixed into every backend's ``VGG``. The properties are made from the fields
+    below; the annotations are for type checkers (tests/test_config_fields.py holds them to the fields)."""
 
     config: ModelConfig
+    arch: Arch
+    num_classes: int
+    in_channels: int
+    image_size: int
+    dropout: float
+    seed: int
+    batch_norm: bool
+    hidden: int
+    precision: str
+
+
+def _field_property(name: str) -> property:
+    return property(lambda self: getattr(self.config, name), doc=f"``config.{name}``")
 
 
 for _field in fields(ModelConfig):
-    setattr(Configured, _field.name, property(lambda self, _name=_field.name: getattr(self.config, _name),
-                                              doc=f"``config.{_field.name}``"))
+    setattr(Configured, _field.name, _field_property(_field.name))

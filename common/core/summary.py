@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from common.core.arch import HIDDEN, LRN, ArchError, check_resolution, kernel_sizes, layers_of, validate
@@ -136,7 +137,8 @@ def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_c
         lines.append(f"| maxpool (block {b}) | | ({block[1]}, {size}, {size}) | 0 | 0 |")
     dense = list(layers)
     for layer in dense:
-        lines.append(f"| fc-{layer.shape[0]} | {layer.name} | ({layer.shape[0]},) | {layer.params:,} | {layer.flops:,} |")
+        width = layer.shape[0]
+        lines.append(f"| fc-{width} | {layer.name} | ({width},) | {layer.params:,} | {layer.flops:,} |")
     conv = [layer for layer in every if layer.name.startswith("features.")]
     totals = {"convolutional": conv, "fully connected": dense}
     params, flops = sum(x.params for x in every), sum(x.flops for x in every)
@@ -148,7 +150,7 @@ def flops_table(arch: object, in_channels: int = 1, image_size: int = 224, num_c
     return "\n".join(lines)
 
 
-def family_table(configs: dict[str, object], in_channels: int = 3, image_size: int = 224,
+def family_table(configs: Mapping[str, object], in_channels: int = 3, image_size: int = 224,
                  num_classes: int = 1000) -> str:
     """One row per configuration and its batch-norm variant: weight layers (convolutions and dense layers,
     as the paper counts), parameters and forward FLOPs per example."""

@@ -1,11 +1,17 @@
 """The machine a measurement ran on, as every report states it: cores, CPU model and vector extensions
-(figures differ between AVX2 and AVX-512 CPUs), and a process's peak memory."""
+(figures differ between AVX2 and AVX-512 CPUs), each framework's thread setting, and a process's peak memory."""
 
 from __future__ import annotations
 
 import os
 import resource
+from datetime import datetime, timezone
 from pathlib import Path
+
+from common.core import backends
+
+#: what each framework is told, with the same core count everywhere
+THREADS = {name: b.threads for name, b in backends.BACKENDS.items()}
 
 
 def cores() -> int:
@@ -29,7 +35,7 @@ def cpu() -> str:
         info = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return "unknown"
-    fields = {}
+    fields: dict[str, str] = {}
     for line in info:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
@@ -39,6 +45,13 @@ def cpu() -> str:
     flags = cpu_flags()
     wide = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma") if f in flags]
     return f"{model}, {' '.join(wide) or 'no AVX2'}"
+
+
+def machine() -> dict:
+    """Cores, CPU model and vector ISA, thread settings, date: the ``machine`` block of vgg compare's and vgg
+    race's reports (each run holds its own versions)."""
+    return {"cores": cores(), "cpu": cpu(), "threads": THREADS,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def peak_rss_mb() -> float:

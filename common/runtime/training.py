@@ -1,7 +1,8 @@
 """The training loop all four backends share: recipe, lr schedule, epochs, progress, NaN stop, checkpoints.
 
 A backend supplies an *engine* (its jitted/compiled training step, evaluation and state arrays); this
-module does everything around it, so the four trainers differ only in framework code.
+module does everything around it, so the four trainers differ only in framework code. ``vgg race`` runs the
+same :func:`loop` with a hook that evaluates at its own points and stops at its target.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import json
 import math
 import numbers
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from common.core.config import MAX_SEED, ModelConfig
+from common.data.batches import Batches
 from common.runtime import checkpoint, distributed, run_folder
 from common.runtime.distributed import World
 from common.runtime.history import History
@@ -112,7 +115,7 @@ def test_batches(data) -> Iterable:
     return getattr(data, "test", data)
 
 
-def batches_for(data, recipe: Recipe) -> tuple:
+def batches_for(data, recipe: Recipe) -> tuple[Batches, Batches]:
     """Train and test batches of a ``load_fashion_mnist`` result, re-batched and seeded as ``recipe`` says."""
     return data.train.rebatch(recipe.batch_size, seed=recipe.seed), data.test
 
@@ -176,13 +179,13 @@ def _begin(engine: Engine, folder: Path | None, recipe: Recipe, run: dict, resum
     return 0, History()
 
 
-def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run: dict,
+def fit(engine: Engine, train: Batches, test: Batches, recipe: Recipe, *, run: dict,
         checkpoint_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
         progress: bool = True, log: Callable[[str], None] = print,
         on_start: Callable[[int], None] | None = None) -> History:
     """Train for ``recipe.epochs`` epochs; checkpoint after each; stop on a non-finite loss.
 
-    ``train`` must offer ``epoch(k)`` (the batches of epoch ``k``, shuffled reproducibly) and ``len``;
+    ``train.epoch(k)`` gives the batches of epoch ``k`` (shuffled reproducibly), as a resumed run needs;
     ``run`` describes the model and backend and must match when resuming. ``checkpoint_dir`` is locked for
     the run (a second run there fails at once), and an earlier run's checkpoints in it are refused unless
     ``resume`` continues that run or ``overwrite`` deletes them. ``on_start(epochs_done)`` is called once
@@ -203,19 +206,45 @@ def fit(engine: Engine, train: Iterable, test: Iterable, recipe: Recipe, *, run:
     return history
 
 
-def _epochs(engine: Engine, train, test: Iterable, recipe: Recipe, run: dict, folder: Path | None,
-            writer: Path | None, start: int, history: History, progress: bool, log: Callable) -> None:
-    """Epochs ``start`` to ``recipe.epochs`` of :func:`fit`, appended to ``history``; the chief checkpoints
-    each into ``writer``."""
+@dataclass(frozen=True)
+class Step:
+    """One training step as :func:`loop`'s ``on_step`` hook sees it."""
+
+    done: int  # steps taken since the first of epoch 1, this one included
+    epoch: int  # 0-based
+    loss: float  # this step's mean loss
+    train_s: float  # seconds of training steps since the loop started, the hooks' own time left out
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One complete epoch as :func:`loop`'s ``on_epoch`` hook sees it."""
+
+    epoch: int  # 0-based
+    loss: float  # the mean training loss over its examples
+    accuracy: float  # the fraction of its training examples predicted right
+    examples: int
+    train_s: float  # seconds of its training steps, the hooks' own time left out
+    began: float  # ``time.perf_counter()`` at its start
+
+
+def loop(engine: Engine, train: Batches, recipe: Recipe, *, start: int = 0,
+         on_step: Callable[[Step], bool] | None = None, on_epoch: Callable[[Epoch], None] | None = None,
+         progress: bool = False, folder: Path | None = None) -> None:
+    """The training loop, for ``vgg train`` and ``vgg race`` alike: epochs ``start`` to ``recipe.epochs`` of
+    ``train`` (``train.epoch(k)``), each reseeded with ``recipe.epoch_seed``, every step at its global step's
+    ``recipe.lr_at``, a heartbeat after each, TrainingDiverged on a non-finite loss (naming the last
+    checkpoint in ``folder``). ``on_step`` runs after every step and stops the loop by returning True;
+    ``on_epoch`` runs after every complete epoch; ``progress`` shows a bar per epoch (the chief's)."""
     world = getattr(engine, "world", distributed.SINGLE)
     steps = len(train)
+    trained = 0.0  # seconds of training steps in the epochs before this one
     for epoch in range(start, recipe.epochs):
         engine.reseed(recipe.epoch_seed(epoch))
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, hooks = 0.0, 0, 0, 0.0
         began = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="step",
-                  disable=not progress or not world.is_chief,
-                  leave=False, dynamic_ncols=True) as bar:
+                  disable=not progress or not world.is_chief, leave=False, dynamic_ncols=True) as bar:
             for i, (images, labels) in enumerate(train.epoch(epoch)):
                 lr = recipe.lr_at(epoch * steps + i, steps)
                 loss, right = engine.step(images, labels, lr)
@@ -229,24 +258,44 @@ def _epochs(engine: Engine, train, test: Iterable, recipe: Recipe, run: dict, fo
                 loss_sum, correct, seen = loss_sum + loss * n, correct + right, seen + n
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
-                                ex_per_s=f"{seen / (time.perf_counter() - began):.1f}", refresh=False)
-        train_seconds = time.perf_counter() - began
-        with tqdm(test, total=len(test), desc=f"evaluating {epoch + 1}/{recipe.epochs}", unit="batch",
+                                ex_per_s=f"{seen / (time.perf_counter() - began - hooks):.1f}", refresh=False)
+                if on_step is not None:
+                    called = time.perf_counter()
+                    stop = on_step(Step(epoch * steps + i + 1, epoch, loss, trained + called - began - hooks))
+                    hooks += time.perf_counter() - called
+                    if stop:
+                        return
+        train_s = time.perf_counter() - began - hooks
+        trained += train_s
+        if on_epoch is not None:
+            on_epoch(Epoch(epoch, loss_sum / seen, correct / seen, seen, train_s, began))
+
+
+def _epochs(engine: Engine, train: Batches, test: Batches, recipe: Recipe, run: dict, folder: Path | None,
+            writer: Path | None, start: int, history: History, progress: bool, log: Callable) -> None:
+    """Epochs ``start`` to ``recipe.epochs`` of :func:`fit` through :func:`loop`, each evaluated on ``test``
+    and appended to ``history``; the chief checkpoints each into ``writer``."""
+    world = getattr(engine, "world", distributed.SINGLE)
+
+    def evaluated(done: Epoch) -> None:
+        with tqdm(test, total=len(test), desc=f"evaluating {done.epoch + 1}/{recipe.epochs}", unit="batch",
                   disable=not progress or not world.is_chief, leave=False, dynamic_ncols=True) as shown:
             test_acc = engine.evaluate(shown)
-        history.append(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen, test_acc=test_acc,
-                       examples_per_sec=seen / train_seconds, seconds=time.perf_counter() - began)
-        log(f"epoch {epoch + 1}/{recipe.epochs}: {history.line()}")
+        history.append(epoch=done.epoch + 1, train_loss=done.loss, train_acc=done.accuracy, test_acc=test_acc,
+                       examples_per_sec=done.examples / done.train_s, seconds=time.perf_counter() - done.began)
+        log(f"epoch {done.epoch + 1}/{recipe.epochs}: {history.line()}")
         if writer is not None:
-            meta = {"epoch": epoch + 1, "recipe": asdict(recipe), "run": run, "history": history.rows,
+            meta = {"epoch": done.epoch + 1, "recipe": asdict(recipe), "run": run, "history": history.rows,
                     "world": {"processes": world.processes, "devices": world.devices}}
-            checkpoint.write(writer, epoch + 1, engine.state(), meta)
+            checkpoint.write(writer, done.epoch + 1, engine.state(), meta)
+
+    loop(engine, train, recipe, start=start, on_epoch=evaluated, progress=progress, folder=folder)
 
 
 def train(backend: str, engine: Callable[[Any, Recipe], Engine], model, data, *,
           checkpoint_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
           progress: bool = True, log: Callable[[str], None] = print,
-          on_start: Callable[[int], None] | None = None, **recipe) -> History:
+          on_start: Callable[[int], None] | None = None, **recipe: Any) -> History:
     """Every backend's ``train(model, data, *, ...)`` (bound to its name and Engine class): train ``model``
     on ``data`` (from ``load_fashion_mnist``) with minibatch SGD and return the :class:`History`.
 
@@ -255,8 +304,8 @@ def train(backend: str, engine: Callable[[Any, Recipe], Engine], model, data, *,
     is locked for the run, ``resume=True`` continues from its last complete one, ``overwrite=True`` deletes
     an earlier run's checkpoints there (without either, they are refused); ``on_start``: see :func:`fit`.
     """
-    recipe = Recipe(**recipe)
-    train_batches, test_batches = batches_for(data, recipe)
-    return fit(engine(model, recipe), train_batches, test_batches, recipe, run=run_info(backend, model),
+    chosen = Recipe(**recipe)
+    train_batches, test_batches = batches_for(data, chosen)
+    return fit(engine(model, chosen), train_batches, test_batches, chosen, run=run_info(backend, model),
                checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite, progress=progress, log=log,
                on_start=on_start)

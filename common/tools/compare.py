@@ -6,45 +6,40 @@ process (its memory is its own, no thread pool starves another) with the same th
 interpreter given for that backend (so JAX can come from a NumPy 2 environment and MXNet from a NumPy 1
 one); the parent prints progress, collects one JSON line per child and rewrites the report after every
 run, so Ctrl-C keeps what was measured; at the end it writes the run's record beside the report. The
-children's work is ``common.tools.measure``, the report and the record ``common.tools.compare_report``.
+children (``common.tools.children``) do ``common.tools.measure``'s work on the model config they are given;
+the report and the record are ``common.tools.compare_report``'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from common.core import arch
 from common.core.config import ModelConfig
 from common.runtime import capability, distributed
-from common.runtime.machine import cores, cpu_flags
-from common.tools import launch, loading, records
-from common.tools.compare_report import (ceiling_of, console_table, engines, machine, merge_ceilings, record,
-                                         write_report)
+from common.runtime.machine import cores, cpu_flags, machine
+from common.tools import children, launch, loading, records
+from common.tools.compare_report import ceiling_of, console_table, engines, merge_ceilings, record, write_report
 from common.tools.measure import MIN_REQUESTS, SERVED, matmul_ceiling, measure  # noqa: F401  (MIN_REQUESTS: the CLI's)
+from common.tools.report_types import CeilingRun, CompareReport, CompareRun, Machine, MeasuredRun
 from common.tools.spreads import cell as cell_of, summarise
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def child_env() -> dict[str, str]:
-    """The environment of every child: the same thread count for every framework and BLAS, and only the
-    project's own modules importable by their names (never the working folder's)."""
-    n = str(cores())
-    return launch.safe_path_env({**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-                                 "MKL_NUM_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2"})
-
-
-def _ceiling(pythons: dict[str, str], device: str = "cpu", precision: str = "fp32") -> dict:
+def _ceiling(pythons: dict[str, str], device: str = "cpu", precision: str = "fp32") -> CeilingRun:
     """:func:`matmul_ceiling` on ``device`` in ``precision`` in every interpreter of ``pythons`` (backend ->
     interpreter), with its frameworks."""
-    by_engine, samples = {}, {}
+    by_engine: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
+    size = 0
     for python in dict.fromkeys(pythons.values()):
         ceiling, err = _child(["--ceiling", ",".join(n for n in pythons if pythons[n] == python), "--device", device,
                                "--precision", precision], 600, python)
@@ -52,14 +47,17 @@ def _ceiling(pythons: dict[str, str], device: str = "cpu", precision: str = "fp3
             raise RuntimeError(f"could not measure the {precision} matmul ceiling with {python}: {err}")
         by_engine.update(ceiling["by_engine"])
         samples.update(ceiling["samples"])
-    return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples, "size": ceiling["size"]}
+        size = ceiling["size"]
+    return {"gflop_s": max(by_engine.values()), "by_engine": by_engine, "samples": samples, "size": size}
 
 
-def own_ceilings(precisions: list[str], device: str, flags: set[str] | None = None) -> tuple[list[str], dict]:
+def own_ceilings(precisions: Sequence[str], device: str,
+                 flags: set[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The precisions besides fp32 whose products have a ceiling of their own on ``device`` (a GPU's every
     format; a CPU's bf16 with AVX-512 BF16 or AMX), and why each other one has none."""
     flags = cpu_flags() if flags is None else flags
-    own, skipped = [], {}
+    own: list[str] = []
+    skipped: dict[str, str] = {}
     for p in dict.fromkeys(precisions):
         if p == "fp32":
             continue
@@ -71,35 +69,18 @@ def own_ceilings(precisions: list[str], device: str, flags: set[str] | None = No
 
 
 def _child(args: list[str], timeout: float, python: str = sys.executable) -> tuple[dict | None, str]:
-    """Run ``PYTHON -m common.tools.compare ARGS``; its last stdout line is the JSON result."""
-    proc = subprocess.Popen([python, "-m", "common.tools.compare", *args], env=child_env(), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:  # timeout or Ctrl-C: the child goes too
-        proc.kill()
-        proc.communicate()
-        raise
-    lines = [line.split("] ", 1)[-1] for line in out.splitlines()]  # "[rank 0] {...}" from launched workers
-    lines = [line for line in lines if line.startswith("{")]
-    if proc.returncode == 0 and lines:
-        return json.loads(lines[-1]), err
-    return None, child_error(err, proc.returncode)
-
-
-def child_error(stderr: str, returncode: int) -> str:
-    """A failed child's reason in one line: the last line of its stderr that is not inside a traceback."""
-    reason = next((line for line in reversed(stderr.splitlines()) if line.strip() and not line.startswith(" ")),
-                  f"exit status {returncode}")
-    return reason.strip()
+    """Run ``PYTHON -m common.tools.compare ARGS``: (its last record, "") or (None, its error in one line)."""
+    found: list[dict] = []
+    error = children.run("common.tools.compare", args, found.append, python=python, timeout=timeout)
+    if error is None and found:
+        return found[-1], ""
+    return None, error or "it reported nothing"
 
 
 @dataclass(frozen=True)
 class Job:
     """What every child of one ``vgg compare`` is told, besides its cell and round."""
-    blocks: tuple
-    batch_norm: bool
-    hidden: int
+    config: ModelConfig  # the model, less each cell's size and precision
     batch_size: int
     seconds: float
     train_epochs: int
@@ -119,12 +100,12 @@ def _args(job: Job, config: ModelConfig, name: str, train_epochs: int) -> list[s
     return args + ([] if job.verify else ["--no-verify"])
 
 
-def _run_cell(job: Job, cell: tuple, round_: int, runs: list[dict]) -> dict:
+def _run_cell(job: Job, cell: tuple, round_: int, runs: list[CompareRun]) -> CompareRun:
     """One child measuring ``cell`` (backend, size, precision, workers) in ``round_``: its run, or its error.
     ``--train-epochs`` trains in round 1 only; W workers take as many steps as this round's one-process
     run of the cell took in about ``--seconds``."""
     name, size, p, w = cell
-    config = ModelConfig(job.blocks, image_size=size, batch_norm=job.batch_norm, hidden=job.hidden, precision=p)
+    config = dataclasses.replace(job.config, image_size=size, precision=p)
     args = _args(job, config, name, job.train_epochs if w == 1 and round_ == 1 else 0)
     if w > 1:  # every worker takes the same number of steps: about --seconds at one process's pace
         one = next((r for r in runs if r["round"] == round_ and cell_of(r) == (name, size, p, 1)
@@ -139,10 +120,10 @@ def _run_cell(job: Job, cell: tuple, round_: int, runs: list[dict]) -> dict:
     if row is None:
         return {"backend": name, "size": size, "precision": p, "workers": w, "error": err, "round": round_,
                 "env": {"executable": job.pythons[name]}}
-    return {**row, "batch_size": job.batch_size, "round": round_}
+    return cast(MeasuredRun, {**row, "batch_size": job.batch_size, "round": round_})  # measure.measure's row
 
 
-def _line(run: dict, rounds: int, ceiling: float) -> str:
+def _line(run: CompareRun, rounds: int, ceiling: float) -> str:
     """A run's console line, as it finishes."""
     when = f"{run['round']}/{rounds}"
     head = f"{when:>5} {run['backend']:8} {run['size']:>5} {run['precision']:>5} {run['workers']:>3}"
@@ -159,29 +140,28 @@ def _line(run: dict, rounds: int, ceiling: float) -> str:
             f"{run['peak_rss_mb']:7.0f}{split}{p50}" + (f" {run['test_acc']:8.3f}" if "test_acc" in run else ""))
 
 
-def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, seconds: float, train_epochs: int,
-        out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
-        log=print, workers: list[int] = (1,), pythons: dict[str, str] | None = None,
-        hidden: int = arch.HIDDEN, precisions: list[str] = ("fp32",),
-        refused: dict[tuple[str, str], str] | None = None, device: str = "cpu", rounds: int = 3,
-        requests: int = 0) -> dict:
+def run(names: list[str], config: ModelConfig, sizes: list[int], batch_size: int, seconds: float,
+        train_epochs: int, out: Path, data_dir: str | None = None, verify: bool = True, command: str = "",
+        log: Callable[[str], None] = print, workers: Sequence[int] = (1,), pythons: dict[str, str] | None = None,
+        precisions: Sequence[str] = ("fp32",), refused: dict[tuple[str, str], str] | None = None,
+        device: str = "cpu", rounds: int = 3, requests: int = 0) -> CompareReport:
     """Measure every backend at every size, precision and worker count, one child each, in ``rounds``
     interleaved rounds (every cell once per round); rows summarise each cell's rounds (median and range),
     rows of failed children carry their error, and a (backend, precision) pair in ``refused`` gets its
     reason as its row without running. ``requests`` > 0 also measures batch-1 serving latency.
 
-    ``pythons`` maps a backend to the interpreter of the environment that has it (default: this one)."""
+    ``config`` is the model; each cell replaces its image size and precision. ``pythons`` maps a backend to
+    the interpreter of the environment that has it (default: this one)."""
     began = time.perf_counter()
     pythons = {name: (pythons or {}).get(name, sys.executable) for name in names}
-    blocks, batch_norm = arch.parse(arch_name)
     refused = refused or {}
-    job = Job(blocks, batch_norm, hidden, batch_size, seconds, train_epochs, device, data_dir, verify, requests,
-              pythons)
-    report = {"command": command, "arch": arch_name, "hidden": hidden, "batch_size": batch_size, "seconds": seconds,
-              "precisions": list(precisions), "device": device, "train_epochs": train_epochs,
-              "machine": {**machine(), "system": records.machine()}, "commit": list(records.commit()),
-              "pythons": pythons, "rounds": rounds, "latency_requests": requests,
-              "matmul_runs": {"before": _ceiling(pythons, device)}, "runs": [], "rows": []}
+    job = Job(config, batch_size, seconds, train_epochs, device, data_dir, verify, requests, pythons)
+    report: CompareReport = {
+        "command": command, "arch": arch.name_of(config.arch, config.batch_norm), "hidden": config.hidden,
+        "batch_size": batch_size, "seconds": seconds, "precisions": list(precisions), "device": device,
+        "train_epochs": train_epochs, "machine": {**cast(Machine, machine()), "system": records.machine()},
+        "commit": list(records.commit()), "pythons": pythons, "rounds": rounds, "latency_requests": requests,
+        "matmul_runs": {"before": _ceiling(pythons, device)}, "runs": [], "rows": []}
     own, report["ceilings_skipped"] = own_ceilings(precisions, device)
     report["ceiling_runs"] = {p: {"before": _ceiling(pythons, device, p)} for p in own}
     merge_ceilings(report)  # measured again after the rows: shared machines drift by tens of percent
@@ -229,7 +209,7 @@ def run(names: list[str], arch_name: str, sizes: list[int], batch_size: int, sec
     return report
 
 
-def _write_record(report: dict, out: Path, log) -> None:
+def _write_record(report: CompareReport, out: Path, log: Callable[[str], None]) -> None:
     """The run's record beside its report; where it lacks provenance (no git checkout) the report stays and
     the reason is printed."""
     try:
@@ -263,12 +243,12 @@ def _main() -> None:
         sys.exit(launch.launch(a.worker, "common.tools.compare", rest, a.launch,
                                threads=distributed.threads_per_worker(a.launch), prog="vgg compare"))
     if a.ceiling:
-        print(json.dumps(matmul_ceiling(a.ceiling.split(","), device=a.device, precision=a.precision)))
+        children.emit(matmul_ceiling(a.ceiling.split(","), device=a.device, precision=a.precision))
         return
     row = measure(a.worker, ModelConfig.from_dict(a.config, "--config"), a.batch_size, a.seconds, a.data_dir,
                   not a.no_verify, a.train_epochs, a.steps, a.device, a.requests)
     if loading.backend(a.worker).current_world().is_chief:
-        print(json.dumps(row))
+        children.emit(row)
 
 
 if __name__ == "__main__":

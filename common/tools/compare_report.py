@@ -6,38 +6,34 @@ scaling, the environments) and PNG charts, each rewritten atomically after every
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from common.core import arch, atomic, backends
-from common.runtime.machine import cores, cpu
+from common.core import arch, atomic
 from common.tools import records
 from common.tools.measure import SERVED, WARMUP_REQUESTS
+from common.tools.report_parts import environment_table, new_figure, save_png, title
+from common.tools.report_types import Ceiling, CeilingRun, CeilingSpread, CompareReport, CompareRow, MeasuredRow
 from common.tools.spreads import cell as cell_of, figure, is_number, spread, text, versus_fastest
 
-#: what each framework is told, with the same core count everywhere
-THREADS = {name: b.threads for name, b in backends.BACKENDS.items()}
 
-
-def machine() -> dict:
-    """Cores, CPU model and vector ISA, thread settings, date (each row holds its own versions)."""
-    return {"cores": cores(), "cpu": cpu(), "threads": THREADS,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def _merged(runs: dict) -> dict:
+def _merged(runs: dict[str, CeilingRun]) -> Ceiling:
     """One ceiling from its measurements (before the rows, and after them once done): the fastest product
     per engine, and the spread of the fastest engine's products."""
     engines = dict.fromkeys(e for run in runs.values() for e in run["by_engine"])
     by_engine = {e: max(run["by_engine"].get(e, 0) for run in runs.values()) for e in engines}
-    best = max(by_engine, key=by_engine.get)
+    best = max(by_engine, key=lambda e: by_engine[e])
     values = [v for run in runs.values() for v in run["samples"].get(best, [])]
-    return {"gflop_s": by_engine[best], "by_engine": by_engine,
-            "spread": {"engine": best, "low": min(values), "high": max(values), "products": len(values),
-                       **{when: run["by_engine"].get(best) for when, run in runs.items()}}}
+    spread: CeilingSpread = {"engine": best, "low": min(values), "high": max(values), "products": len(values)}
+    if "before" in runs:
+        spread["before"] = runs["before"]["by_engine"].get(best)
+    if "after" in runs:
+        spread["after"] = runs["after"]["by_engine"].get(best)
+    return {"gflop_s": by_engine[best], "by_engine": by_engine, "spread": spread}
 
 
-def merge_ceilings(report: dict) -> None:
+def merge_ceilings(report: CompareReport) -> None:
     """The report's ceilings from every measurement so far: float32's (``matmul_*``) and, in ``ceilings``,
     each other precision's that has products of its own here."""
     fp32 = _merged(report["matmul_runs"])
@@ -46,13 +42,14 @@ def merge_ceilings(report: dict) -> None:
     report["ceilings"] = {p: _merged(runs) for p, runs in report.get("ceiling_runs", {}).items()}
 
 
-def ceiling_of(report: dict, precision: str) -> float:
+def ceiling_of(report: CompareReport, precision: str) -> float:
     """The product ceiling a row in ``precision`` is held against: its precision's where it was measured,
     else float32's (a precision this machine only emulates has no faster ceiling)."""
-    return report.get("ceilings", {}).get(precision, {}).get("gflop_s") or report["matmul_gflop_s"]
+    own = report.get("ceilings", {}).get(precision)
+    return own["gflop_s"] if own else report["matmul_gflop_s"]
 
 
-def ceilings_text(report: dict) -> str:
+def ceilings_text(report: CompareReport) -> str:
     """One sentence per precision of the rows that is not fp32: its own ceiling, or why its rows use float32's."""
     lines = [f"{p} matmul ceiling {c['gflop_s']:.0f} GFLOP/s ({engines(c['by_engine'])}; "
              f"{_ceiling_spread(c['spread'])})" for p, c in report.get("ceilings", {}).items()]
@@ -61,7 +58,7 @@ def ceilings_text(report: dict) -> str:
     return "; ".join(lines)
 
 
-def speedup(row: dict, rows: list[dict]) -> float | None:
+def speedup(row: MeasuredRow, rows: Sequence[CompareRow]) -> float | None:
     """A row's training throughput over its backend's fp32 row at the same size and worker count."""
     key = (row["backend"], row["size"], row.get("workers", 1))
     base = next((r for r in rows if "error" not in r and r.get("precision", "fp32") == "fp32"
@@ -69,11 +66,11 @@ def speedup(row: dict, rows: list[dict]) -> float | None:
     return row["train_ex_s"] / base["train_ex_s"] if base else None
 
 
-def _ceiling_share(row: dict, report: dict) -> str:
+def _ceiling_share(row: MeasuredRow, report: CompareReport) -> str:
     return text(row, "train_gflop_s", ".0f", 100 / ceiling_of(report, row.get("precision", "fp32"))) + " %"
 
 
-def _table(report: dict) -> str:
+def _table(report: CompareReport) -> str:
     """The Markdown table of a report: a row per backend, size, precision and worker count, every figure its
     median over the rounds with the range in brackets."""
     trained = report["train_epochs"]
@@ -100,7 +97,7 @@ def _table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _split_table(report: dict) -> str:
+def _split_table(report: CompareReport) -> str:
     """Forward and backward-plus-update time per training step, one process."""
     rows = [r for r in report["rows"] if "forward_ms" in r]
     if not rows:
@@ -121,7 +118,7 @@ def _split_table(report: dict) -> str:
 SERVERS = dict(zip(SERVED, ("live model (predict)", "native export (load_exported)", "ONNX (ONNX Runtime)")))
 
 
-def _latency_table(report: dict) -> str:
+def _latency_table(report: CompareReport) -> str:
     """Batch-1 latency percentiles of every row's live model and exports."""
     rows = [r for r in report["rows"] if "latency" in r]
     if not rows:
@@ -132,7 +129,7 @@ def _latency_table(report: dict) -> str:
              "| backend | size | precision | served by | p50 ms | p90 ms | p99 ms | export s |", "|---" * 8 + "|"]
     for r in rows:
         for served, label in SERVERS.items():
-            entry = r["latency"].get(served, {})
+            entry: Mapping[str, Any] = r["latency"].get(served, {})
             head = f"| {r['backend']} | {r['size']} | {r.get('precision', 'fp32')} | {label} |"
             if "p50_ms" not in entry:
                 lines.append(f"{head} {entry.get('error', 'not measured')} | | | |")
@@ -142,7 +139,7 @@ def _latency_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def scaling(rows: list[dict]) -> list[dict]:
+def scaling(rows: Sequence[CompareRow]) -> list[dict[str, Any]]:
     """For every row with W > 1 workers: its throughput against the one-process row of the same backend
     and size (both use all cores), and the scaling efficiency T_W / (W x T_1)."""
     single = {(r["backend"], r["size"], r.get("precision")): r for r in rows
@@ -159,7 +156,7 @@ def scaling(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _scaling_table(report: dict) -> str:
+def _scaling_table(report: CompareReport) -> str:
     rows = scaling(report["rows"])
     if not rows:
         return ""
@@ -175,51 +172,55 @@ def _scaling_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _title(report: dict, what: str) -> str:
-    """A chart's title: what it shows over how many rounds, the machine (CPU model, vector ISA) and the date."""
-    m = report["machine"]
-    return f"{what}: median and range of {report.get('rounds', 1)} round(s)\n{m['cpu']}; {m['date'][:10]}"
+def _title(report: CompareReport, what: str) -> str:
+    """A chart's title: what it shows over how many rounds, on which machine, when."""
+    return title(report["machine"], f"{what}: median and range of {report.get('rounds', 1)} round(s)")
 
 
 #: the legend of the stacked step-split chart
 STACKED = {"forward_ms": "forward", "backward_update_ms": "backward + update"}
 
 
-def _bars(ax, rows: list[dict], key: str, labels: list[str], colors: list[str], **options) -> None:
-    """Bars at the medians of ``key`` with error bars from the lowest to the highest round."""
-    found = [spread(r, key) for r in rows]
+def _bars(ax: Any, found: list[tuple[float, float, float]], labels: list[str], colors: list[str],
+          **options: Any) -> None:
+    """Bars at the medians of ``found`` (median, lowest, highest) with error bars over the rounds."""
     ax.bar(labels, [f[0] for f in found], yerr=[[f[0] - f[1] for f in found], [f[2] - f[0] for f in found]],
            capsize=3, color=colors, **options)
 
 
-def _charts(report: dict, out: Path) -> list[Path]:
+def _spreads(row: MeasuredRow, keys: tuple[str, ...]) -> list[tuple[float, float, float]] | None:
+    """The spread of every figure of ``keys`` in ``row``, or None where it lacks one."""
+    found = [s for k in keys if (s := spread(row, k)) is not None]
+    return found if len(found) == len(keys) else None
+
+
+def _charts(report: CompareReport, out: Path) -> list[Path]:
     """A PNG per figure: a panel per size, a bar per backend (and precision) at its median with its range;
     the GFLOP/s chart draws the machine's ceiling, the split stacks forward and backward + update."""
-    from matplotlib.figure import Figure  # not pyplot: no global backend switch, no GUI machinery
-
     rows = [r for r in report["rows"] if "error" not in r and r.get("workers", 1) == 1]
-    paths = []
+    paths: list[Path] = []
     if not rows:
         return paths
     several = len({r.get("precision", "fp32") for r in rows}) > 1
 
-    def bar(r: dict) -> str:  # a bar per backend, and per precision where the report has several
+    def bar(r: MeasuredRow) -> str:  # a bar per backend, and per precision where the report has several
         return f"{r['backend']} {r.get('precision', 'fp32')}" if several else r["backend"]
 
     names = list(dict.fromkeys(r["backend"] for r in rows))
     sizes = list(dict.fromkeys(r["size"] for r in rows))
 
     def chart(stem: str, what: str, keys: tuple[str, ...], label: str) -> None:
-        fig = Figure(figsize=(max(5.5, 3.2 * len(sizes)), 3.6), dpi=110, layout="constrained")
+        fig = new_figure(figsize=(max(5.5, 3.2 * len(sizes)), 3.6), layout="constrained")
         axes = fig.subplots(1, len(sizes), squeeze=False)
         for ax, size in zip(axes[0], sizes):
-            shown = [r for r in rows if r["size"] == size and all(spread(r, k) for k in keys)]
-            colors = [f"C{names.index(r['backend'])}" for r in shown]
+            shown = [(r, found) for r in rows if r["size"] == size and (found := _spreads(r, keys))]
+            colors = [f"C{names.index(r['backend'])}" for r, _ in shown]
             bottom = [0.0] * len(shown)
             for i, key in enumerate(keys):  # one key: plain bars; two: stacked, the second hatched
-                _bars(ax, shown, key, [bar(r) for r in shown], colors, bottom=bottom, hatch="//" if i else None,
+                figures = [found[i] for _, found in shown]
+                _bars(ax, figures, [bar(r) for r, _ in shown], colors, bottom=bottom, hatch="//" if i else None,
                       label=STACKED.get(key, f"_{key}"))  # "_...": no legend entry
-                bottom = [b + spread(r, key)[0] for b, r in zip(bottom, shown)]
+                bottom = [b + f[0] for b, f in zip(bottom, figures)]
             if stem == "train_gflops":
                 ax.axhline(report["matmul_gflop_s"], color="k", linestyle="--",
                            label=f"float32 matmul ceiling {report['matmul_gflop_s']:.0f} GFLOP/s")
@@ -231,7 +232,7 @@ def _charts(report: dict, out: Path) -> list[Path]:
             ax.set_title(f"{size}x{size}", fontsize=9)
             ax.set_ylabel(label)
         fig.suptitle(_title(report, what), fontsize=8)
-        paths.append(_save_fig(fig, out / f"{stem}.png"))
+        paths.append(save_png(fig, out / f"{stem}.png"))
 
     chart("train_throughput", "training examples/s", ("train_ex_s",), "training examples/s")
     chart("infer_throughput", "inference examples/s", ("infer_ex_s",), "inference examples/s")
@@ -243,7 +244,7 @@ def _charts(report: dict, out: Path) -> list[Path]:
         paths.append(_latency_chart(report, rows, sizes, bar, out))
     curves = [r for r in rows if "history" in r]
     if curves:
-        fig = Figure(figsize=(8, 3), dpi=110)
+        fig = new_figure(figsize=(8, 3))
         left, right = fig.subplots(1, 2)
         for r in curves:
             epochs = [h["epoch"] for h in r["history"]]
@@ -253,15 +254,14 @@ def _charts(report: dict, out: Path) -> list[Path]:
         right.set(xlabel="epoch", ylabel="test accuracy")
         right.legend()
         fig.tight_layout()
-        paths.append(_save_fig(fig, out / "curves.png"))
+        paths.append(save_png(fig, out / "curves.png"))
     return paths
 
 
-def _latency_chart(report: dict, rows: list[dict], sizes: list[int], bar, out: Path) -> Path:
+def _latency_chart(report: CompareReport, rows: list[MeasuredRow], sizes: list[int],
+                   bar: Callable[[MeasuredRow], str], out: Path) -> Path:
     """Median p50 latency per backend and server (log scale), with its range over the rounds."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(5.5, 3.6 * len(sizes)), 3.6), dpi=110, layout="constrained")
+    fig = new_figure(figsize=(max(5.5, 3.6 * len(sizes)), 3.6), layout="constrained")
     axes = fig.subplots(1, len(sizes), squeeze=False)
     width = 0.8 / len(SERVERS)
     for ax, size in zip(axes[0], sizes):
@@ -278,42 +278,21 @@ def _latency_chart(report: dict, rows: list[dict], sizes: list[int], bar, out: P
         ax.set_ylabel("p50 ms per batch-1 request")
         ax.legend(fontsize=7)
     fig.suptitle(_title(report, "batch-1 latency p50 (live model, native export, ONNX Runtime)"), fontsize=8)
-    return _save_fig(fig, out / "latency.png")
-
-
-def _save_fig(fig, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic.write_bytes(path, buf.getvalue())
+    return save_png(fig, out / "latency.png")
 
 
 def engines(by_engine: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f}" for k, v in by_engine.items())
 
 
-def _ceiling_spread(ceiling: dict) -> str:
+def _ceiling_spread(ceiling: CeilingSpread) -> str:
     """How steady the ceiling was: the fastest engine before and after the rows, and all its products."""
     when = ", ".join(f"{k} {ceiling[k]:.0f}" for k in ("before", "after") if ceiling.get(k))
     return (f"{ceiling['engine']} measured {when}; its {ceiling['products']} products ran at "
             f"{ceiling['low']:.0f}-{ceiling['high']:.0f} GFLOP/s")
 
 
-def _environments(report: dict) -> str:
-    """One line per backend: the interpreter it ran under, with its Python, NumPy and framework versions."""
-    seen = {}
-    for r in report["rows"]:  # a failed row's env holds only its interpreter
-        seen.setdefault(r["backend"], r["env"])
-    lines = ["| backend | Python | NumPy | framework | interpreter |", "|---|---|---|---|---|"]
-    for name, env in seen.items():
-        framework = ", ".join(f"{d} {v}" for d, v in env.items() if d not in ("python", "numpy", "executable"))
-        lines.append(f"| {name} | {env.get('python', '?')} | {env.get('numpy', '?')} | {framework or '?'} | "
-                     f"`{env['executable']}` |")
-    return "\n".join(lines)
-
-
-def _rounds(report: dict) -> str:
+def _rounds(report: CompareReport) -> str:
     """How the figures were taken: the rounds, the ties, the one training run, any failed rounds."""
     rounds = report.get("rounds", 1)
     lines = [f"{rounds} interleaved round(s): each runs every backend x size x precision x workers cell once, in a "
@@ -329,7 +308,7 @@ def _rounds(report: dict) -> str:
     return "\n\n".join(lines)
 
 
-def console_table(report: dict) -> str:
+def console_table(report: CompareReport) -> str:
     """The console's summary once every round is in: each figure's median (range) per row, and the latency
     percentiles per server where they were measured."""
     lines = [f"median (range) over {report.get('rounds', 1)} round(s):",
@@ -346,17 +325,18 @@ def console_table(report: dict) -> str:
                      f"{text(r, 'forward_ms'):>18} {text(r, 'backward_update_ms'):>18}")
     served = [(r, s) for r in report["rows"] if "latency" in r for s in SERVERS]
     if served:
-        lines += ["", f"batch-1 latency over {report['latency_requests']} requests, ms, median (range) over the rounds:",
+        lines += ["", f"batch-1 latency over {report['latency_requests']} requests, ms, median (range) over the "
+                      "rounds:",
                   f"{'backend':8} {'size':>5} {'prec':>5} {'served by':>9} {'p50':>20} {'p90':>20} {'p99':>20}"]
         for r, s in served:
-            entry = r["latency"].get(s, {})
+            entry: Mapping[str, Any] = r["latency"].get(s, {})
             figures = (" ".join(f"{text(r, f'latency.{s}.{p}', '.2f'):>20}" for p in ("p50_ms", "p90_ms", "p99_ms"))
                        if "p50_ms" in entry else entry.get("error", "not measured"))
             lines.append(f"{r['backend']:8} {r['size']:>5} {r.get('precision', 'fp32'):>5} {s:>9} {figures}")
     return "\n".join(lines)
 
 
-def write_report(report: dict, out: Path) -> None:
+def write_report(report: CompareReport, out: Path) -> None:
     """compare.json, compare.md and the PNG charts, each written atomically."""
     atomic.write_text(out / "compare.json", json.dumps(report, indent=1))
     m = report["machine"]
@@ -371,7 +351,7 @@ def write_report(report: dict, out: Path) -> None:
           *([f"On the GPU: {', '.join(sorted({r['device'] for r in report['rows'] if 'device' in r}))}; every "
              "timed step ends by reading its loss on the host, which waits for the device.", ""]
             if report.get("device") == "gpu" else []),
-          _environments(report), "",
+          *environment_table(report["rows"]), "",
           "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _rounds(report), "",
           _table(report), "", _split_table(report), "", _latency_table(report), "", _scaling_table(report), ""]
     atomic.write_text(out / "compare.md", "\n".join(md))
@@ -390,7 +370,7 @@ LATENCY_UNITS = {"p50_ms": "ms", "p90_ms": "ms", "p99_ms": "ms", "export_s": "s"
 COMMIT_NOTE = "the commit that wrote this file; the run did not record its own"
 
 
-def _spread(report: dict, row: dict, path: tuple[str, ...]) -> dict:
+def _spread(report: CompareReport, row: MeasuredRow, path: tuple[str, ...]) -> dict[str, Any]:
     """A figure's spread as ``records.result`` takes it: every successful round's value where the report keeps
     its runs (so n is the rounds), else the row's range, else nothing (an older single run)."""
     runs = [r for r in report.get("runs", []) if "error" not in r and cell_of(r) == cell_of(row)]
@@ -401,22 +381,23 @@ def _spread(report: dict, row: dict, path: tuple[str, ...]) -> dict:
     return {"low": found[0], "high": found[1]} if found else {}
 
 
-def _cell_results(report: dict, row: dict) -> list[dict]:
+def _cell_results(report: CompareReport, row: MeasuredRow) -> list[dict]:
     """Every figure a successful row holds, labelled with its cell (older rows ran float32 in one process)."""
-    labels = {"backend": row["backend"], "size": row["size"], "precision": row.get("precision") or "fp32",
-              "workers": row.get("workers", 1)}
-    found = [records.result(key, unit, row[key], **_spread(report, row, (key,)), **labels)
-             for key, unit in UNITS.items() if is_number(row.get(key))]
-    for served, entry in row.get("latency", {}).items():
-        found += [records.result(key, unit, entry[key], **_spread(report, row, ("latency", served, key)),
-                                 **labels, served=served)
-                  for key, unit in LATENCY_UNITS.items() if is_number(entry.get(key))]
+    labels: dict[str, Any] = {"backend": row["backend"], "size": row["size"],
+                              "precision": row.get("precision") or "fp32", "workers": row.get("workers", 1)}
+    found = [records.result(key, unit, value, **_spread(report, row, (key,)), **labels)
+             for key, unit in UNITS.items() if is_number(value := figure(row, (key,)))]
+    for served in row.get("latency", {}):
+        found += [records.result(key, unit, value, **_spread(report, row, path), **labels, served=served)
+                  for key, unit in LATENCY_UNITS.items()
+                  if is_number(value := figure(row, path := ("latency", served, key)))]
     return found
 
 
-def _ceiling_results(report: dict) -> list[dict]:
+def _ceiling_results(report: CompareReport) -> list[dict]:
     """The matmul ceiling per engine and precision: its fastest product, spread over every product measured."""
-    ceilings = {"fp32": (report["matmul_by_engine"], report.get("matmul_runs", {}))}
+    ceilings: dict[str, tuple[dict[str, float], dict[str, CeilingRun]]] = {
+        "fp32": (report["matmul_by_engine"], report.get("matmul_runs", {}))}
     ceilings.update({p: (c["by_engine"], report.get("ceiling_runs", {}).get(p, {}))
                      for p, c in report.get("ceilings", {}).items()})
     return [records.result("ceiling_gflop_s", "GFLOP/s", value, engine=engine, precision=p,
@@ -424,9 +405,10 @@ def _ceiling_results(report: dict) -> list[dict]:
             for p, (by_engine, runs) in ceilings.items() for engine, value in by_engine.items()]
 
 
-def _cell(row: dict) -> dict:
+def _cell(row: CompareRow) -> dict:
     """What a row says besides its figures: its engine and threads, its rounds, and any error."""
-    latency_errors = {s: e["error"] for s, e in row.get("latency", {}).items() if "error" in e}
+    served = {} if "error" in row else row.get("latency", {})
+    latency_errors = {s: e["error"] for s, e in served.items() if "error" in e}
     found = {"backend": row["backend"], "size": row["size"], "precision": row.get("precision") or "fp32",
              "workers": row.get("workers", 1), "engine": row.get("engine"), "threads": row.get("threads"),
              "rounds": row.get("rounds"), "failed_rounds": row.get("failed_rounds"), "error": row.get("error"),
@@ -445,7 +427,7 @@ def _merge(envs: list[dict]) -> dict:
     return {k: (v[0] if len(v) == 1 else " / ".join(map(str, v)) if v else None) for k, v in values.items()}
 
 
-def environment(report: dict) -> dict:
+def environment(report: CompareReport) -> dict:
     """The environment of a report's rows (each row's interpreter, Python, NumPy and framework versions),
     with ``by_backend`` where the backends ran in different interpreters; an older report's is its
     machine block's one interpreter."""
@@ -454,7 +436,8 @@ def environment(report: dict) -> dict:
         env = row.get("env") or {}
         if env.get("python") and row["backend"] not in envs:
             interpreters.add(env.get("executable"))
-            name = records.ENVIRONMENTS.get(Path(env["executable"]).parent.parent.name) if env.get("executable") else None
+            folder = Path(env["executable"]).parent.parent.name if env.get("executable") else None
+            name = records.ENVIRONMENTS.get(folder) if folder else None
             envs[row["backend"]] = {"name": name, **{k: v for k, v in env.items() if k != "executable"}}
     if not envs:
         m = report["machine"]
@@ -469,7 +452,7 @@ def _where(path: str) -> str:
     return str(resolved.relative_to(records.ROOT)) if resolved.is_relative_to(records.ROOT) else str(path)
 
 
-def _provenance(report: dict, report_path: str | None) -> tuple[tuple | None, dict | None]:
+def _provenance(report: CompareReport, report_path: str | None) -> tuple[tuple | None, dict | None]:
     """The commit a record states and its ``source``: the run's own where the report recorded it, else the
     commit that wrote ``report_path`` with a note saying so, else (no path) this checkout's."""
     if report.get("commit"):
@@ -480,7 +463,7 @@ def _provenance(report: dict, report_path: str | None) -> tuple[tuple | None, di
                                                                       "commit_note": COMMIT_NOTE}
 
 
-def record(report: dict, report_path: str | None = None) -> dict:
+def record(report: CompareReport, report_path: str | None = None) -> dict:
     """The record (kind "compare") of a compare report, as this version writes it or as older ones did: a
     result per figure of every row (spread over its rounds), per served model's latency and per engine's
     matmul ceiling, with the report's command, date, machine and the rows' environment. A report that did
@@ -492,10 +475,12 @@ def record(report: dict, report_path: str | None = None) -> dict:
     results = [x for row in report["rows"] if "error" not in row for x in _cell_results(report, row)]
     if report.get("wall_s"):
         results.append(records.result("command_seconds", "s", report["wall_s"]))
-    details = {k: report[k] for k in ("arch", "hidden", "batch_size", "seconds", "rounds", "train_epochs", "device",
-                                      "latency_requests", "precisions", "ceilings_skipped") if report.get(k)}
-    details.update(ceiling_size=report.get("matmul_runs", {}).get("before", {}).get("size"),
-                   threads=m.get("threads"), cells=[_cell(row) for row in report["rows"]])
+    details: dict[str, Any] = {k: v for k in ("arch", "hidden", "batch_size", "seconds", "rounds", "train_epochs",
+                                              "device", "latency_requests", "precisions", "ceilings_skipped")
+                               if (v := report.get(k))}
+    before = report.get("matmul_runs", {}).get("before")
+    details.update(ceiling_size=before["size"] if before else None, threads=m.get("threads"),
+                   cells=[_cell(row) for row in report["rows"]])
     return records.make("compare", results + _ceiling_results(report), command=report.get("command") or None,
                         date=m["date"], machine_info=machine_info, environment_info=environment(report),
                         commit_info=commit_info, report=where, details={k: v for k, v in details.items() if v},

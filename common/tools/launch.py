@@ -23,9 +23,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from common.runtime import distributed
 from common.runtime.distributed import DistributedError
@@ -147,13 +148,15 @@ def private_network() -> Iterator[tuple[int | None, str | None]]:
     holder = subprocess.Popen(_python_code(_HOLDER), env=safe_path_env(dict(os.environ)), stdout=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True, start_new_session=True,
                               preexec_fn=_die_with_parent)
+    stdout = holder.stdout
+    assert stdout is not None  # stdout=PIPE
     try:
-        said = holder.stdout.readline().strip()
+        said = stdout.readline().strip()
         yield (holder.pid, None) if said == "ok" else (None, said or f"its holder {describe_exit(holder.wait())}")
     finally:
         holder.kill()
         holder.wait()
-        holder.stdout.close()
+        stdout.close()
 
 
 #: a fresh interpreter that joins the namespaces of the holder (its first argument) and becomes the command
@@ -260,9 +263,9 @@ def _watch(children: list[_Child], workers: int, prog: str, stall_timeout: float
     watched = [c for c in children if c.rank is not None]
     try:
         while True:
-            failed = [c for c in children if c.proc.poll() not in (None, 0)]
-            if failed:  # several at once: the one a signal ended is the cause, the others followed it
-                failed = min(failed, key=lambda c: (c.proc.returncode >= 0, c.rank or 0))
+            ended = [c for c in children if c.proc.poll() not in (None, 0)]
+            if ended:  # several at once: the one a signal ended is the cause, the others followed it
+                failed = min(ended, key=lambda c: (c.proc.returncode >= 0, c.rank or 0))
                 break
             if all(c.proc.poll() == 0 for c in watched):
                 _finish(children)

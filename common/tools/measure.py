@@ -11,8 +11,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +22,11 @@ from common.core.config import ModelConfig
 from common.core.precision import PrecisionWarning
 from common.data.batches import to_float
 from common.runtime import training
+from common.runtime.contract import Backend
 from common.runtime.machine import cores, peak_rss_mb
 from common.serving import formats, onnx_files
 from common.tools import loading
+from common.tools.report_types import CeilingRun, FailedServer, Latency, Measured, StepSplit
 
 #: The recipe of ``--train-epochs``: the one that reaches 0.91+ at 56x56 in every backend.
 RECIPE = dict(lr=0.02, momentum=0.9, schedule="cosine", warmup_epochs=1)
@@ -61,13 +64,13 @@ CEILING_SIZE = int(os.environ.get("VGG_CEILING_SIZE", "4096"))
 
 
 def matmul_ceiling(names: list[str], size: int | None = None, repeats: int = 3, device: str = "cpu",
-                   precision: str = "fp32") -> dict:
+                   precision: str = "fp32") -> CeilingRun:
     """GFLOP/s of the best of ``repeats`` ``size``x``size`` products on ``device`` in ``precision``'s format,
     in NumPy (float32 on a CPU) and in the frameworks of ``names`` (their BLAS libraries differ by up to 2x on
     one CPU); the ceiling is the fastest of them."""
     size = size or (CEILING_SIZE if device == "cpu" else 2 * CEILING_SIZE)
     a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    samples = {}
+    samples: dict[str, list[float]] = {}
     for engine, product in _matmuls(a, names, device, precision):
         product()  # warm-up: thread pools, compilation
         samples[engine] = []
@@ -88,13 +91,16 @@ def _timed(call: Callable, *args) -> float:
     return time.perf_counter() - began
 
 
-def time_split(vgg, engine, stream, lr: float, seconds: float) -> dict:
+def time_split(vgg: Backend, engine: Any, stream: Iterator[tuple[Any, Any]], lr: float,
+               seconds: float) -> StepSplit:
     """Forward and backward-plus-update ms of one training step: forward-only and full steps alternate on
     the same batches (at least :data:`MIN_SPLIT_PAIRS` pairs, about ``seconds``), each part's median is
     taken, and backward + update is the full step's median less the forward's."""
     forward, step = vgg.step_split(engine)
     forward(*next(stream))  # warm-up: the forward alone is traced or compiled once
-    forwards, steps, began = [], [], time.perf_counter()
+    forwards: list[float] = []
+    steps: list[float] = []
+    began = time.perf_counter()
     while len(steps) < MIN_SPLIT_PAIRS or time.perf_counter() - began < seconds:
         batch = next(stream)
         forwards.append(_timed(forward, *batch))
@@ -104,7 +110,7 @@ def time_split(vgg, engine, stream, lr: float, seconds: float) -> dict:
             "split_pairs": len(steps)}
 
 
-def latency(forward: Callable[[np.ndarray], object], image: np.ndarray, requests: int) -> dict:
+def latency(forward: Callable[[np.ndarray], object], image: np.ndarray, requests: int) -> Latency:
     """p50, p90 and p99 (ms) of ``requests`` batch-1 calls of ``forward`` (which returns NumPy logits, so
     each call waits for its answer), after :data:`WARMUP_REQUESTS` untimed ones."""
     for _ in range(WARMUP_REQUESTS):
@@ -114,7 +120,8 @@ def latency(forward: Callable[[np.ndarray], object], image: np.ndarray, requests
     return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "requests": requests}
 
 
-def _reopened(vgg, model, folder: Path, fmt: str, threads: int, device: str) -> tuple[Callable, float]:
+def _reopened(vgg: Backend, model: Any, folder: Path, fmt: str, threads: int | None,
+              device: str) -> tuple[Callable, float]:
     """The model exported in ``fmt`` into ``folder`` and opened as a server opens it (native with
     ``load_exported``, ONNX in ONNX Runtime with ``threads``), and the seconds the export took."""
     began = time.perf_counter()
@@ -125,10 +132,11 @@ def _reopened(vgg, model, folder: Path, fmt: str, threads: int, device: str) -> 
     return vgg.load_exported(path)[0], seconds
 
 
-def serving_latency(vgg, model, image: np.ndarray, requests: int, threads: int, device: str) -> dict:
+def serving_latency(vgg: Backend, model: Any, image: np.ndarray, requests: int, threads: int | None,
+                    device: str) -> dict[str, Latency | FailedServer]:
     """Batch-1 latency of the live model and of its native and ONNX exports (:data:`SERVED`); an export
     that cannot be made or run here (a missing optional package, an exporter's failure) is its error."""
-    served = {"live": latency(lambda x: vgg.predict(model, x, 1), image, requests)}
+    served: dict[str, Latency | FailedServer] = {"live": latency(lambda x: vgg.predict(model, x, 1), image, requests)}
     with tempfile.TemporaryDirectory(prefix="vgg-latency-") as folder:
         for fmt in SERVED[1:]:
             try:
@@ -141,7 +149,7 @@ def serving_latency(vgg, model, image: np.ndarray, requests: int, threads: int, 
 
 def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, data_dir: str | None,
             verify: bool, train_epochs: int, steps: int | None = None, device: str = "cpu",
-            requests: int = 0) -> dict:
+            requests: int = 0) -> Measured:
     """One child's work on the model ``config`` describes (its size and precision): build, first step,
     training throughput and its forward/backward split, inference throughput, the logits' distance from the
     float64 oracle, peak memory (and training, and ``requests`` batch-1 requests to each server of
@@ -155,36 +163,36 @@ def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, 
     vgg = loading.backend(backend)
     world = vgg.init_distributed(device=device)  # threads: cores for one process, cores / W for each of W workers
     size, blocks = config.image_size, config.arch
-    row = {"backend": backend, "size": size, "precision": config.precision, "workers": world.processes,
-           "threads": world.threads, "engine": world.engine, "import_s": time.perf_counter() - began,
-           "env": backends.environment(backend), "device": vgg.device_name(device)}
+    import_s, env, device_name = time.perf_counter() - began, backends.environment(backend), vgg.device_name(device)
     data = vgg.load_fashion_mnist(batch_size, resize=size, data_dir=data_dir, verify=verify, drop_last=True)
     began = time.perf_counter()
     with warnings.catch_warnings():  # the parent printed the precision's note once
         warnings.simplefilter("ignore", PrecisionWarning)
         model = vgg.VGG(config)
-    row["build_s"] = time.perf_counter() - began
+    build_s = time.perf_counter() - began
     engine = vgg.Engine(
         model, training.Recipe(lr=0.01, momentum=0.9, batch_size=batch_size))
     engine.reseed(0)
     train = data.train.sharded(world.rank, world.processes)
-    stream = (b for k in itertools.count() for b in train.epoch(k))
+    stream: Iterator[tuple[Any, Any]] = (b for k in itertools.count() for b in train.epoch(k))  # (images, labels)
     began = time.perf_counter()
     engine.step(*next(stream), 0.01)
-    row["first_step_s"] = time.perf_counter() - began
+    first_step_s = time.perf_counter() - began
     engine.step(*next(stream), 0.01)  # a second warm-up step: some frameworks finish compiling here
     communication_ms = vgg.communication_timer(engine)
     done, began = 0, time.perf_counter()
     while (done < steps) if steps else (done < 2 or time.perf_counter() - began < seconds):
         engine.step(*next(stream), 0.01)
         done += 1
-    row["train_ex_s"] = done * batch_size / (time.perf_counter() - began)
-    row["train_gflop_s"] = row["train_ex_s"] * summary.flop_count(blocks, image_size=size, training=True,
-                                                                  batch_norm=config.batch_norm,
-                                                                  hidden=config.hidden) / 1e9
-    row["comm_ms"] = communication_ms()
+    train_ex_s = done * batch_size / (time.perf_counter() - began)
+    flops = summary.flop_count(blocks, image_size=size, training=True, batch_norm=config.batch_norm,
+                               hidden=config.hidden)
+    row: Measured = {"backend": backend, "size": size, "precision": config.precision, "workers": world.processes,
+                     "threads": world.threads, "engine": world.engine, "import_s": import_s, "env": env,
+                     "device": device_name, "build_s": build_s, "first_step_s": first_step_s, "train_ex_s": train_ex_s,
+                     "train_gflop_s": train_ex_s * flops / 1e9, "comm_ms": communication_ms(),
+                     "peak_rss_mb": peak_rss_mb()}  # one process: again after inference, below
     if world.distributed:
-        row["peak_rss_mb"] = peak_rss_mb()
         return row
     row.update(time_split(vgg, engine, stream, 0.01, seconds / 4))
     images = layouts.with_channels(to_float(data.test.images[:batch_size], size), vgg.LAYOUT)

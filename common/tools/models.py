@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
 from common.core import arch as archs, backends, canonical
 from common.core.config import ConfigError, ModelConfig, check_bounds
 from common.runtime import distributed
+from common.runtime.contract import Backend
 from common.serving import export_flow, formats, onnx_files
 from common.tools import loading
 
@@ -43,7 +43,7 @@ def _exists(path: Path) -> Path:
     return path
 
 
-def placed(name: str, device: str) -> ModuleType:
+def placed(name: str, device: str) -> Backend:
     """Backend ``name``, with its models and exports placed on ``device``: for a GPU, the framework's own
     ``init_distributed(device="gpu")`` (refused in one line where there is none) before anything is built."""
     if device not in distributed.DEVICE_KINDS:
@@ -55,14 +55,15 @@ def placed(name: str, device: str) -> ModuleType:
     return vgg
 
 
-def live(path: str | Path, backend: str | None = None, arch: str | None = None,
-         resize: int | None = None, device: str = "cpu") -> tuple[ModuleType, object]:
+def live(path: str | Path, backend: str | None = None, config: ModelConfig | None = None,
+         device: str = "cpu") -> tuple[Backend, object]:
     """``(backend module, model)`` from a ``vgg train`` model file (backend from its suffix), or from a
-    canonical safetensors with ``backend``, ``arch`` and ``resize`` (which it needs, having no config),
-    built on ``device``."""
+    canonical safetensors with ``backend`` and the ``config`` it was made for (default the small VGG at
+    224x224; the head's width comes from the file), built on ``device``."""
     kind, inferred = formats.kind(path)
     path = _exists(Path(path))
     if kind == "trained":
+        assert inferred is not None  # a trained model's suffix names its backend
         if backend and backend != inferred:
             raise formats.ModelFileError(f"{path} is a {inferred} model (suffix {formats.TRAINED[inferred]}), "
                                          f"not {backend}; leave --backend out")
@@ -80,32 +81,28 @@ def live(path: str | Path, backend: str | None = None, arch: str | None = None,
                                          f"({', '.join(backends.NAMES)}) and --arch/--resize")
         vgg = placed(backend, device)
         weights = canonical.load(path)
-        config = _weights_config(path, weights, arch, resize)
-        model = vgg.VGG(config)
+        model = vgg.VGG(_fitted(path, weights, config or ModelConfig(archs.small())))
         vgg.import_weights(model, weights)
         return vgg, model
     raise formats.ModelFileError(f"{path} is a {kind} export, not a trainable model: give the model file "
                                  f"vgg train wrote ({', '.join(formats.TRAINED.values())}) or a .safetensors")
 
 
-def _weights_config(path: Path, weights: dict, arch: str | None, resize: int | None) -> ModelConfig:
-    """The config canonical ``weights`` fit: blocks and size from ``arch`` and ``resize``, the head's width
-    from the file, checked against the bounds and every tensor's shape before anything is built."""
-    blocks, batch_norm = archs.parse(arch or "small")
-    image_size = archs.check_resolution(blocks, resize or 224)
+def _fitted(path: Path, weights: dict, config: ModelConfig) -> ModelConfig:
+    """``config`` with the head's width of canonical ``weights``, checked against the bounds and every
+    tensor's shape before anything is built."""
     try:
-        config = check_bounds(ModelConfig(blocks, image_size=image_size, batch_norm=batch_norm,
-                                          hidden=canonical.hidden_of(weights)), str(path))
-        canonical.check(weights, canonical.model_shapes(config))
+        fitted = check_bounds(replace(config, hidden=canonical.hidden_of(weights)), str(path))
+        canonical.check(weights, canonical.model_shapes(fitted))
     except ConfigError:
         raise
     except ValueError as exc:  # WeightsError, or an ArchError for a head width of 0
         raise formats.ModelFileError(f"{path}: {exc}") from None
-    return config
+    return fitted
 
 
-def open_model(path: str | Path, backend: str | None = None, arch: str | None = None,
-               resize: int | None = None, trust_model: bool = False, device: str = "cpu") -> Opened:
+def open_model(path: str | Path, backend: str | None = None, config: ModelConfig | None = None,
+               trust_model: bool = False, device: str = "cpu") -> Opened:
     """Any model file, ready for inference on ``device`` (see the module docstring). A native export that
     holds code or ops no export of ours has is refused unless ``trust_model`` (each backend's
     ``load_exported``)."""
@@ -116,10 +113,11 @@ def open_model(path: str | Path, backend: str | None = None, arch: str | None = 
         sess = onnx_files.session(path, device=device)
         return Opened(path, kind, meta or onnx_files.infer_metadata(sess, path), onnx_files.runner(sess))
     if kind == "native":
+        assert inferred is not None  # so does a native export's
         forward, meta = placed(inferred, device).load_exported(path, trust_model=trust_model)
         return Opened(path, kind, meta, forward)
-    vgg, model = live(path, backend, arch, resize, device)
-    meta = formats.metadata(model, vgg.__name__.removeprefix("vgg_"), vgg.LAYOUT, kind)
+    vgg, model = live(path, backend, config, device)
+    meta = formats.metadata(model, vgg.NAME, vgg.LAYOUT, kind)
     return Opened(path, kind, meta, lambda images: vgg.predict(model, images))
 
 

@@ -3,15 +3,18 @@ trajectories out, compared pairwise and against the NumPy oracle. Used by the te
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from common.core import canonical, layouts, oracle, tolerances
-from common.core import precision as precisions
+from common.core import canonical, layouts, oracle, precision as precisions, tolerances
+from common.core.arch import Arch
 from common.core.config import ModelConfig
 from common.runtime import training
+from common.runtime.contract import Backend
+from common.tools.report_types import ParityMatrices
 
 ORACLE = "numpy"
 
@@ -25,14 +28,14 @@ def without_zero_gradients(gradients: dict[str, np.ndarray]) -> dict[str, np.nda
     return {k: v for k, v in gradients.items() if k not in before}
 
 
-def _model(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.ndarray]):
+def _model(vgg: Backend, config: ModelConfig, weights: dict[str, np.ndarray]) -> Any:
     """``config``'s model in ``vgg`` with dropout off, holding ``weights``."""
     model = vgg.VGG(replace(config, dropout=0.0, hidden=canonical.hidden_of(weights)))
     vgg.import_weights(model, weights)
     return model
 
 
-def backend_outputs(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.ndarray], images: np.ndarray,
+def backend_outputs(vgg: Backend, config: ModelConfig, weights: dict[str, np.ndarray], images: np.ndarray,
                     labels: np.ndarray) -> dict:
     """Logits, gradients and the export of ``weights`` after import, for one backend module; with batch
     norm also training mode's logits and gradients and the running statistics that forward leaves."""
@@ -47,11 +50,12 @@ def backend_outputs(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.
     return out
 
 
-def oracle_outputs(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False,
+def oracle_outputs(weights: dict[str, np.ndarray], arch: Arch, images: np.ndarray, batch_norm: bool = False,
                    precision: str = "fp32") -> dict:
     """The NumPy oracle's logits (rounded as ``precision`` rounds); with batch norm also training mode's and
     the running statistics after it."""
-    out = {"logits": oracle.forward(dict(weights), arch, images, batch_norm, precision=precision)}
+    out: dict[str, np.ndarray | dict[str, np.ndarray]] = {
+        "logits": oracle.forward(dict(weights), arch, images, batch_norm, precision=precision)}
     if batch_norm:
         after = dict(weights)
         out["train logits"] = oracle.forward(after, arch, images, batch_norm, training=True)
@@ -59,7 +63,7 @@ def oracle_outputs(weights: dict[str, np.ndarray], arch, images: np.ndarray, bat
     return out
 
 
-def oracle_statistics(weights: dict[str, np.ndarray], arch, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+def oracle_statistics(weights: dict[str, np.ndarray], arch: Arch, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """Running statistics after one training forward per batch with the weights held fixed (lr 0)."""
     after = dict(weights)
     for images, _ in batches:
@@ -67,7 +71,7 @@ def oracle_statistics(weights: dict[str, np.ndarray], arch, batches: list[tuple[
     return canonical.running_statistics(after)
 
 
-def trajectory(vgg: ModuleType, config: ModelConfig, weights: dict[str, np.ndarray],
+def trajectory(vgg: Backend, config: ModelConfig, weights: dict[str, np.ndarray],
                batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05, momentum: float = 0.0,
                weight_decay: float = 0.0) -> dict:
     """SGD (plain unless ``momentum``/``weight_decay``) from ``weights`` with dropout off, one step per NCHW
@@ -90,7 +94,9 @@ def trajectory_difference(a: dict, b: dict) -> float:
     return max(steps, tolerances.relative_l2(a["trained"], b["trained"]))
 
 
-def oracle_logits(weights: dict[str, np.ndarray], arch, images: np.ndarray, batch_norm: bool = False) -> np.ndarray:
+def oracle_logits(weights: dict[str, np.ndarray], arch: Arch, images: np.ndarray,
+                  batch_norm: bool = False) -> np.ndarray:
+    """The NumPy oracle's float32 logits for NCHW ``images``."""
     return oracle.forward(dict(weights), arch, images, batch_norm)
 
 
@@ -117,9 +123,9 @@ def format_matrix(cells: dict[tuple[str, str], float], quantity: str, precision:
     return "\n".join(lines)
 
 
-def run(modules: dict[str, ModuleType], config: ModelConfig, batch: int = 8, steps: int = 5, lr: float = 0.05,
-        log=lambda _: None, momentum: float = 0.0,
-        weight_decay: float = 0.0) -> dict[str, dict[tuple[str, str], float]]:
+def run(modules: dict[str, Backend], config: ModelConfig, batch: int = 8, steps: int = 5, lr: float = 0.05,
+        log: Callable[[str], None] = lambda _: None, momentum: float = 0.0,
+        weight_decay: float = 0.0) -> ParityMatrices:
     """Every parity check of the model ``config`` describes (its seed seeds weights and batches) on every
     ordered pair of ``modules`` (name -> backend), plus the oracle's (at ``config.precision``: the backends'
     mixed precision against the rounding oracle, common.core.precision).
@@ -131,8 +137,7 @@ def run(modules: dict[str, ModuleType], config: ModelConfig, batch: int = 8, ste
     """
     arch, size, seed = config.arch, config.image_size, config.seed
     first = next(iter(modules.values()))
-    random = canonical.random_weights(arch, config.in_channels, size, config.num_classes, seed=seed,
-                                      batch_norm=config.batch_norm, hidden=config.hidden)
+    random = canonical.random_weights(config)
     weights = first.export_weights(_model(first, config, random))
     images, labels = tolerances.fixed_batch(arch, size, batch, config.in_channels, config.num_classes, seed)
     batches = [tolerances.fixed_batch(arch, size, batch, config.in_channels, config.num_classes, seed + 1 + i)
@@ -151,7 +156,7 @@ def run(modules: dict[str, ModuleType], config: ModelConfig, batch: int = 8, ste
             if any(quantity in r for r in results.values())}
 
 
-def passed(matrices: dict[str, dict[tuple[str, str], float]], precision: str = "fp32") -> bool:
+def passed(matrices: ParityMatrices, precision: str = "fp32") -> bool:
     """Whether every difference is within ``precision``'s bound for its quantity."""
     bounds = precisions.bounds(precision)
     return all(diff <= bounds[q] for q, cells in matrices.items() for diff in cells.values())

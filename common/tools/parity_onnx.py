@@ -4,27 +4,29 @@ ONNX Runtime on the same images (each in its backend's layout), compared pairwis
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 from common.core import canonical, layouts, tolerances
-from common.core.arch import HIDDEN
+from common.core.config import ModelConfig
+from common.runtime.contract import Backend
 from common.serving import formats, onnx_files
 from common.tools import parity
 
 
-def run(modules: dict[str, ModuleType], arch, image_size: int, batch: int = 8, seed: int = 0,
-        out: str | Path | None = None, log=lambda _: None, batch_norm: bool = False,
-        hidden: int = HIDDEN) -> dict[tuple[str, str], float]:
-    """Relative logit differences for every ordered pair of the ONNX files and the NumPy oracle; the files
-    go to ``out`` (kept) or a temporary folder (removed)."""
-    weights = canonical.random_weights(arch, image_size=image_size, seed=seed, batch_norm=batch_norm, hidden=hidden)
-    images, _ = tolerances.fixed_batch(arch, image_size, batch, seed=seed)
-    results = {parity.ORACLE: {"logits": parity.oracle_logits(weights, arch, images, batch_norm)}}
+def run(modules: dict[str, Backend], config: ModelConfig, batch: int = 8, out: str | Path | None = None,
+        log: Callable[[str], None] = lambda _: None) -> dict[tuple[str, str], float]:
+    """Relative logit differences for every ordered pair of the ONNX files and the NumPy oracle, for the model
+    ``config`` describes (its seed seeds weights and images); the files go to ``out`` (kept) or a temporary
+    folder (removed)."""
+    weights = canonical.random_weights(config)
+    images, _ = tolerances.fixed_batch(config.arch, config.image_size, batch, config.in_channels,
+                                       config.num_classes, config.seed)
+    results = {parity.ORACLE: {"logits": parity.oracle_logits(weights, config.arch, images, config.batch_norm)}}
     with tempfile.TemporaryDirectory(prefix="vgg-parity-onnx-") as scratch:
         folder = Path(out or scratch)
         for name, vgg in modules.items():
-            model = vgg.VGG(arch, image_size=image_size, batch_norm=batch_norm, hidden=hidden)
+            model = vgg.VGG(config)
             vgg.import_weights(model, weights)
             path = folder / f"{name}{formats.ONNX}"
             exported = vgg.export(model, path, format="onnx")

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from typing import Any
 
-from common.core import backends, tolerances
-from common.core import precision as precisions
+from common.core import backends, precision as precisions, tolerances
 from common.tools import parity_distributed, records
+from common.tools.report_types import DistributedParityReport, ParityMatrices
 
 #: what a parity difference is measured in: max |a - b| over the larger magnitude (common.core.tolerances)
 METRIC, UNIT = "max_rel_diff", "rel"
@@ -26,7 +27,7 @@ def pairs(cells: dict[tuple[str, str], float]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if (a, b) in cells]
 
 
-def _results(matrices: dict[str, dict[tuple[str, str], float]], bounds: dict[str, float], **labels) -> list[dict]:
+def _results(matrices: ParityMatrices, bounds: dict[str, float], **labels) -> list[dict]:
     found = []
     for quantity, cells in matrices.items():
         check = check_name(quantity)
@@ -36,7 +37,7 @@ def _results(matrices: dict[str, dict[tuple[str, str], float]], bounds: dict[str
     return found
 
 
-def record(matrices: dict[str, dict[tuple[str, str], float]], bounds: dict[str, float], *, arch: str, size: int,
+def record(matrices: ParityMatrices, bounds: dict[str, float], *, arch: str, size: int,
            precision: str = "fp32", name: str | None = None, labels: dict | None = None,
            details: dict | None = None, **provenance) -> dict:
     """A parity record from ``vgg parity``'s matrices (check -> (a, b) -> difference) and their ``bounds``
@@ -47,12 +48,13 @@ def record(matrices: dict[str, dict[tuple[str, str], float]], bounds: dict[str, 
     return records.make("parity", results, name=name, details={"passed": passed, **(details or {})}, **provenance)
 
 
-def workers_record(outcome: dict, *, arch: str, size: int, details: dict | None = None, **provenance) -> dict:
+def workers_record(outcome: DistributedParityReport, *, arch: str, size: int, details: dict | None = None,
+                   **provenance) -> dict:
     """A parity record from ``vgg parity --workers``'s ``outcome`` (parity_distributed.run): per backend and
     engine (``variant`` processes or devices) the difference from one process (None where the run failed), and
     the W-process trajectories' differences across frameworks."""
     workers = outcome["workers"]
-    common = {"precision": "fp32", "size": size, "arch": arch, "workers": workers}
+    common: dict[str, Any] = {"precision": "fp32", "size": size, "arch": arch, "workers": workers}  # the labels
     results, failed = [], {}
     for backend, runs in outcome["engines"].items():
         for label, value in runs.items():
@@ -69,7 +71,8 @@ def workers_record(outcome: dict, *, arch: str, size: int, details: dict | None 
     return records.make("parity", results, name=f"{arch}-{size}-workers{workers}", details=extra, **provenance)
 
 
-def of_run(args: argparse.Namespace, matrices: dict | None = None, report: dict | None = None) -> dict:
+def of_run(args: argparse.Namespace, matrices: ParityMatrices | None = None,
+           report: DistributedParityReport | None = None) -> dict:
     """The record of the ``vgg parity`` run ``args`` describes: from its ``matrices``, or with ``--workers`` from
     its ``report``; the options that shaped the figures go to details."""
     command = "vgg " + shlex.join(args.argv)
@@ -77,6 +80,7 @@ def of_run(args: argparse.Namespace, matrices: dict | None = None, report: dict 
     details = {name: getattr(args, name) for name in shaped}
     if report is not None:
         return workers_record(report, arch=args.arch, size=args.resize, details=details, command=command)
+    assert matrices is not None, "of_run: a run without --workers has matrices"
     if args.onnx:
         return record(matrices, precisions.bounds("fp32"), arch=args.arch, size=args.resize, labels={"format": "onnx"},
                       name=f"{args.arch}-{args.resize}-onnx", details=details, command=command)

@@ -2,10 +2,10 @@
 
 Before the start one child checks that the contenders compute the same function (``common.tools.parity``
 on the raced model, precision and SGD recipe); a backend that disagrees, or cannot run the precision, is
-not raced and the report says why. Then every (seed, backend) runs in its own child, interleaved by seed,
-with ``vgg compare``'s environment. A child trains with the shared loop's pieces (``Recipe.lr_at``,
-``epoch_seed``, the loader's seeded epochs: the same steps ``vgg train`` takes), evaluates every
-``eval_every`` of an epoch and prints one JSON line per evaluation; the clock is wall-clock seconds since
+not raced and the report says why. Then every (seed, backend) runs in its own child
+(``common.tools.children``, as ``vgg compare``'s do), interleaved by seed. A child trains with the shared
+loop (``training.loop``: the same steps ``vgg train`` takes), whose hook evaluates every ``eval_every`` of
+an epoch, emits one record per evaluation and stops at the target; the clock is wall-clock seconds since
 the parent started the child. The report (``common.tools.race_report``) is rewritten after every run, so
 Ctrl-C keeps what finished and ``--resume`` continues.
 """
@@ -17,54 +17,82 @@ import fnmatch
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, cast
 
-from common.core import arch, backends
-from common.core import precision as precisions
+from common.core import arch, backends, precision as precisions
 from common.core.config import ModelConfig
 from common.core.precision import PrecisionError
 from common.data import fashion_mnist
 from common.runtime import capability, run_folder, training
+from common.runtime.contract import Backend
+from common.runtime.machine import machine
 from common.serving import formats
-from common.tools import parity, race_report, records
-from common.tools.compare import ROOT, child_env, child_error
-from common.tools.compare_report import machine
+from common.tools import children, parity, race_report, records
+from common.tools.report_types import (
+    Evaluation,
+    Machine,
+    ParityCell,
+    ParityMatrices,
+    Provenance,
+    RaceParity,
+    RaceRecipe,
+    RaceReport,
+    RaceRun,
+    RaceSettings,
+)
 
-#: what a child prints before each JSON record, so framework chatter on stdout is never mistaken for one
-TAG = "@race "
 #: the parity check's small batch and SGD steps
 PARITY_BATCH, PARITY_STEPS = 8, 3
 #: every file a race writes into --out (anything else there is another tool's, and refused), its records too
 FILES = ("race.json", "race.md", *race_report.CHARTS, run_folder.LOCK, f"*-{race_report.KIND}-*.json")
 #: settings a --resume may change: more (or fewer) seeds extend the same race
 MAY_CHANGE = ("seeds",)
+#: the model's fields that the settings hold under names of their own (the seed is each run's); any other
+#: field that differs from its default is held in the settings' "config"
+NAMED_FIELDS = ("arch", "batch_norm", "hidden", "image_size", "precision", "seed")
 
 
-def settings(args: argparse.Namespace) -> dict:
-    """The race's settings from ``vgg race``'s arguments, checked (a bad recipe is a ValueError here)."""
-    recipe = {k: getattr(args, k) for k in ("lr", "batch_size", "momentum", "weight_decay", "schedule",
-                                             "warmup_epochs")}
+def settings(args: argparse.Namespace, config: ModelConfig) -> RaceSettings:
+    """The race's settings from ``vgg race``'s arguments and the raced model's ``config``, checked (a bad
+    recipe is a ValueError here)."""
+    recipe: RaceRecipe = {"lr": args.lr, "batch_size": args.batch_size, "momentum": args.momentum,
+                          "weight_decay": args.weight_decay, "schedule": args.schedule,
+                          "warmup_epochs": args.warmup_epochs}
     training.Recipe(epochs=args.max_epochs, **recipe)  # refuses e.g. a warm-up longer than the race
-    return {"backends": list(dict.fromkeys(args.backends)), "arch": args.arch, "hidden": args.hidden,
-            "resize": args.resize, "precision": args.precision, "device": args.device, "target": args.target,
-            "max_epochs": args.max_epochs, "eval_every": args.eval_every, "seeds": args.seeds, "recipe": recipe,
-            "limit": args.limit, "eval_limit": args.eval_limit, "data_dir": args.data_dir,
-            "verify": not args.no_verify}
+    plan: RaceSettings = {"backends": list(dict.fromkeys(args.backends)), "arch": _arch_name(args, config),
+            "hidden": config.hidden, "resize": config.image_size, "precision": config.precision,
+            "device": args.device, "target": args.target, "max_epochs": args.max_epochs,
+            "eval_every": args.eval_every, "seeds": args.seeds, "recipe": recipe, "limit": args.limit,
+            "eval_limit": args.eval_limit, "data_dir": args.data_dir, "verify": not args.no_verify}
+    other = {f.name: getattr(config, f.name) for f in fields(ModelConfig)
+             if f.name not in NAMED_FIELDS and getattr(config, f.name) != f.default}
+    if other:
+        plan["config"] = other
+    return plan
 
 
-def config_of(plan: dict, seed: int) -> ModelConfig:
+def _arch_name(args: argparse.Namespace, config: ModelConfig) -> str:
+    """The raced arch's name: ``--arch`` as the user spelled it where it names ``config``'s arch (``A`` and
+    ``vgg11`` are one arch), else its own name."""
+    given = getattr(args, "arch", None)
+    if given is not None and arch.parse(given) == (config.arch, config.batch_norm):
+        return given
+    return arch.name_of(config.arch, config.batch_norm)
+
+
+def config_of(plan: RaceSettings, seed: int) -> ModelConfig:
     """The raced model, its weights initialised from ``seed``."""
     blocks, batch_norm = arch.parse(plan["arch"])
     return ModelConfig(blocks, image_size=plan["resize"], seed=seed, batch_norm=batch_norm, hidden=plan["hidden"],
-                       precision=plan["precision"])
+                       precision=plan["precision"], **plan.get("config", {}))
 
 
-def recipe_of(plan: dict, seed: int) -> training.Recipe:
+def recipe_of(plan: RaceSettings, seed: int) -> training.Recipe:
     """The raced recipe for ``seed``: its schedule spans ``max_epochs``, the most a run may take."""
     return training.Recipe(epochs=plan["max_epochs"], seed=seed, **plan["recipe"])
 
@@ -77,35 +105,29 @@ def evaluation_steps(per_epoch: int, epochs: int, every: float) -> list[int]:
     return sorted({p for p in points if p <= total} | {total})
 
 
-def to_target(engine: training.Engine, data, recipe: training.Recipe, target: float, every: float,
+def to_target(engine: training.Engine, data: Any, recipe: training.Recipe, target: float, every: float,
               started: float, emit: Callable[[dict], None]) -> None:
-    """Train with ``engine`` as ``recipe`` says (the shared loop's lr, dropout seeds and shuffles), evaluate on
-    the test split every ``every`` of an epoch and ``emit`` each evaluation; stop at the first at or above
-    ``target``. ``started`` is the ``time.time()`` the run's clock counts from."""
+    """Train with ``engine`` as ``recipe`` says, in the shared loop (``training.loop``: its lr, dropout seeds
+    and shuffles), evaluate on the test split every ``every`` of an epoch and ``emit`` each evaluation; stop
+    at the first at or above ``target``. ``started`` is the ``time.time()`` the run's clock counts from."""
     train, test = training.batches_for(data, recipe)
     per_epoch = len(train)
     due = set(evaluation_steps(per_epoch, recipe.epochs, every))
-    steps, train_s, loss_sum, since = 0, 0.0, 0.0, 0
-    for epoch in range(recipe.epochs):
-        engine.reseed(recipe.epoch_seed(epoch))
-        began = time.perf_counter()
-        for images, labels in train.epoch(epoch):
-            loss, _ = engine.step(images, labels, recipe.lr_at(steps, per_epoch))
-            steps, loss_sum, since = steps + 1, loss_sum + loss, since + 1
-            if not math.isfinite(loss):
-                raise training.TrainingDiverged(f"loss became {loss} at step {steps} (epoch {epoch + 1}); "
-                                                "try a smaller --lr")
-            if steps not in due:
-                continue
-            train_s += time.perf_counter() - began
-            evaluated = time.perf_counter()
-            accuracy = engine.evaluate(test)
-            emit({"event": "evaluation", "wall_s": time.time() - started, "train_s": train_s,
-                  "eval_s": time.perf_counter() - evaluated, "epoch": steps / per_epoch, "steps": steps,
-                  "test_acc": accuracy, "train_loss": loss_sum / since})
-            if accuracy >= target:
-                return
-            loss_sum, since, began = 0.0, 0, time.perf_counter()
+    losses: list[float] = []  # since the last evaluation
+
+    def evaluate(step: training.Step) -> bool:
+        losses.append(step.loss)
+        if step.done not in due:
+            return False
+        evaluated = time.perf_counter()
+        accuracy = engine.evaluate(test)
+        emit({"event": "evaluation", "wall_s": time.time() - started, "train_s": step.train_s,
+              "eval_s": time.perf_counter() - evaluated, "epoch": step.done / per_epoch, "steps": step.done,
+              "test_acc": accuracy, "train_loss": sum(losses) / len(losses)})
+        losses.clear()
+        return accuracy >= target
+
+    training.loop(engine, train, recipe, on_step=evaluate)
 
 
 def _worker(a: argparse.Namespace) -> None:
@@ -115,9 +137,7 @@ def _worker(a: argparse.Namespace) -> None:
     from common.runtime.machine import peak_rss_mb
     from common.tools import loading
 
-    def emit(record: dict) -> None:
-        print(TAG + json.dumps(record), flush=True)
-
+    emit = children.emit
     plan, seed = json.loads(a.plan), a.seed
     began = time.perf_counter()
     vgg = loading.backend(a.worker)
@@ -145,70 +165,51 @@ def _parity_child(a: argparse.Namespace) -> None:
     :func:`common.tools.parity.run` on the rest, print one tagged JSON line."""
     from common.tools import loading
 
-    plan, modules, broken = json.loads(a.plan), {}, {}
+    plan: RaceSettings = json.loads(a.plan)
+    modules: dict[str, Backend] = {}
+    broken: dict[str, str] = {}
     for name in a.parity.split(","):
         try:
             modules[name] = loading.backend(name)
             modules[name].init_distributed(device=plan["device"])
         except Exception as exc:  # a missing or broken framework is that backend's reason, the others go on
             broken[name] = formats.first_line(exc)
-    matrices = {}
+    matrices: ParityMatrices = {}
     if modules:
         recipe = plan["recipe"]
         matrices = parity.run(modules, config_of(plan, 0), batch=PARITY_BATCH, steps=PARITY_STEPS, lr=recipe["lr"],
                               momentum=recipe["momentum"], weight_decay=recipe["weight_decay"])
-    print(TAG + json.dumps({"broken": broken,
-                            "matrices": {q: [[a, b, d] for (a, b), d in cells.items()]
-                                         for q, cells in matrices.items()}}), flush=True)
+    children.emit({"broken": broken,
+                   "matrices": {q: [[a, b, d] for (a, b), d in cells.items()] for q, cells in matrices.items()}})
 
 
-def disagreements(matrices: dict[str, list], names: list[str], precision: str) -> dict[str, str]:
+def disagreements(matrices: dict[str, list[ParityCell]], names: list[str], precision: str) -> dict[str, str]:
     """The backends of ``names`` the parity ``matrices`` (quantity -> [a, b, difference]) refuse, each with
     its worst failing cell: one off the oracle, or off more than half of the other backends (with two that
     disagree neither races: no majority says which is right)."""
     bounds = precisions.bounds(precision)
-    failing: dict[str, list] = {name: [] for name in names}
+    failing: dict[str, list[tuple[float, str, str, float]]] = {name: [] for name in names}
     for quantity, cells in matrices.items():
         for a, b, d in cells:
             if a in failing and d > bounds[quantity]:
                 failing[a].append((d / bounds[quantity], quantity, b, d))
     refused = {}
-    for name, cells in failing.items():
-        others = {b for *_, b, _ in cells if b != parity.ORACLE}
-        if len(others) > (len(names) - 1) / 2 or any(b == parity.ORACLE for *_, b, _ in cells):
-            _, quantity, b, d = max(cells)
+    for name, fails in failing.items():
+        others = {b for *_, b, _ in fails if b != parity.ORACLE}
+        if len(others) > (len(names) - 1) / 2 or any(b == parity.ORACLE for *_, b, _ in fails):
+            _, quantity, b, d = max(fails)
             refused[name] = (f"parity refused: its {quantity} differ from {b}'s by {d:.1e} "
                              f"(tolerance {bounds[quantity]:g})")
     return refused
 
 
-def _child(args: list[str], on_record: Callable[[dict], None]) -> str | None:
-    """Run ``python -m common.tools.race ARGS`` with ``vgg compare``'s environment, handing every tagged
-    record to ``on_record`` as it comes; None, or the child's error as one line. Ctrl-C stops it too."""
-    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty framework can never block it
-        proc = subprocess.Popen([sys.executable, "-m", "common.tools.race", *args], env=child_env(), cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
-        try:
-            for line in proc.stdout:
-                if line.startswith(TAG):
-                    on_record(json.loads(line[len(TAG):]))
-            proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        if proc.returncode == 0:
-            return None
-        err.seek(0)
-        return child_error(err.read(), proc.returncode)
-
-
-def parity_check(plan: dict, names: list[str], log: Callable[[str], None]) -> dict:
+def parity_check(plan: RaceSettings, names: list[str], log: Callable[[str], None]) -> RaceParity:
     """The parity check of the raced configuration on ``names``, in a child: its matrices, and the backends
     it refuses (disagreeing or broken) with their reasons."""
     log(f"vgg race: parity check of {', '.join(names)} (batch {PARITY_BATCH}, {PARITY_STEPS} SGD steps) ...")
     found: list[dict] = []
-    error = _child(["--parity", ",".join(names), "--plan", json.dumps(plan)], found.append)
+    error = children.run("common.tools.race", ["--parity", ",".join(names), "--plan", json.dumps(plan)],
+                         found.append)
     if error or not found:
         return {"matrices": {}, "refused": dict.fromkeys(names, f"parity check failed: {error}")}
     result = found[-1]
@@ -218,31 +219,31 @@ def parity_check(plan: dict, names: list[str], log: Callable[[str], None]) -> di
     return {"matrices": result["matrices"], "refused": refused}
 
 
-def run_one(plan: dict, backend: str, seed: int, log: Callable[[str], None]) -> dict:
+def run_one(plan: RaceSettings, backend: str, seed: int, log: Callable[[str], None]) -> RaceRun:
     """One backend and seed in its own child, from process start to the target (or ``max_epochs``): the run's
     record, with its error if it crashed."""
-    run = {"backend": backend, "seed": seed, "evaluations": []}
+    run: RaceRun = {"backend": backend, "seed": seed, "evaluations": []}
 
     def on_record(record: dict) -> None:
         event = record.pop("event")
         if event == "evaluation":
-            run["evaluations"].append(record)
+            run["evaluations"].append(cast(Evaluation, record))  # the child's evaluation, as to_target emits it
             log(f"{backend:6} seed {seed}: epoch {record['epoch']:6.2f} ({record['steps']} steps) test acc "
                 f"{record['test_acc']:.4f} at {record['wall_s']:7.1f} s (training {record['train_s']:.1f} s, "
                 f"evaluation {record['eval_s']:.1f} s)")
         else:
-            run.update(record)
+            run.update(cast(RaceRun, record))  # its start or end: _worker's fields of a run
 
     started = time.time()
-    error = _child(["--worker", backend, "--seed", str(seed), "--plan", json.dumps(plan),
-                    "--started", repr(started)], on_record)
+    error = children.run("common.tools.race", ["--worker", backend, "--seed", str(seed), "--plan", json.dumps(plan),
+                                               "--started", repr(started)], on_record)
     if error:
         run["error"] = error
     race_report.settle(run, plan["target"])
     return run
 
 
-def load_earlier(out: Path, plan: dict, resume: bool) -> dict | None:
+def load_earlier(out: Path, plan: RaceSettings, resume: bool) -> RaceReport | None:
     """The race in ``out`` that ``--resume`` continues (None for a new race), after refusing an ``out`` that
     holds another race without --resume, one run with other settings, or files that are no race's."""
     if not out.is_dir():
@@ -258,7 +259,8 @@ def load_earlier(out: Path, plan: dict, resume: bool) -> dict | None:
         raise ValueError(f"--out {out} already holds a race (race.json); pass --resume to continue it, or "
                          "choose another --out")
     earlier = json.loads((out / "race.json").read_text())
-    differs = sorted(k for k in plan if k not in MAY_CHANGE and earlier["settings"].get(k) != plan[k])
+    differs = sorted(k for k in {*plan, *earlier["settings"]}
+                     if k not in MAY_CHANGE and earlier["settings"].get(k) != plan.get(k))
     if differs:
         raise ValueError(f"--resume: the race in {out} was run with other settings ({', '.join(differs)}); "
                          "repeat its options, or choose another --out")
@@ -270,7 +272,7 @@ def load_earlier(out: Path, plan: dict, resume: bool) -> dict | None:
     return earlier
 
 
-def _contenders(plan: dict, log: Callable[[str], None]) -> dict[str, str]:
+def _contenders(plan: RaceSettings, log: Callable[[str], None]) -> dict[str, str]:
     """The backends that cannot run the race's precision here, with the reason; the others' notes logged.
     Refuses the race (PrecisionError) when none can."""
     refused = {}
@@ -288,12 +290,13 @@ def _contenders(plan: dict, log: Callable[[str], None]) -> dict[str, str]:
     return refused
 
 
-def order(plan: dict, raced: list[str]) -> Iterator[tuple[int, str]]:
+def order(plan: RaceSettings, raced: list[str]) -> Iterator[tuple[int, str]]:
     """(seed, backend) in race order: seed 0 of every backend, then seed 1, ...: drift spreads over all."""
     return ((seed, name) for seed in range(plan["seeds"]) for name in raced)
 
 
-def run(plan: dict, out: Path, resume: bool = False, command: str = "", log: Callable[[str], None] = print) -> dict:
+def run(plan: RaceSettings, out: Path, resume: bool = False, command: str = "",
+        log: Callable[[str], None] = print) -> RaceReport:
     """The race ``plan`` describes into ``out`` (race.json, race.md, charts, rewritten after every run);
     with ``resume``, the race there continues and its finished runs are kept."""
     refused = _contenders(plan, log)
@@ -302,7 +305,8 @@ def run(plan: dict, out: Path, resume: bool = False, command: str = "", log: Cal
     load_earlier(out, plan, resume)  # a refusal leaves --out untouched (not even a lock file)
     with run_folder.locked(out, f"--out {out}"):
         earlier = load_earlier(out, plan, resume)  # again, now that no other race can write there
-        report = earlier or {"command": command, "settings": plan, "machine": machine(), "runs": []}
+        report: RaceReport = earlier or {"command": command, "settings": plan, "machine": cast(Machine, machine()),
+                                         "runs": []}
         report.setdefault("provenance", provenance())  # the record's: a race from before records gets this sitting's
         report["settings"] = plan
         if "parity" not in report:
@@ -326,13 +330,13 @@ def run(plan: dict, out: Path, resume: bool = False, command: str = "", log: Cal
     return report
 
 
-def provenance() -> dict:
+def provenance() -> Provenance:
     """What a race's record needs besides its report: this machine, environment and commit."""
     head, dirty = records.commit()
     return {"machine": records.machine(), "environment": records.environment(), "commit": [head, dirty]}
 
 
-def write_record(report: dict, out: Path, log: Callable[[str], None]) -> None:
+def write_record(report: RaceReport, out: Path, log: Callable[[str], None]) -> None:
     """The race's record into ``out`` (a resumed race adds one); a race without provenance to name (a checkout
     without git) is said so, and its report stands."""
     try:

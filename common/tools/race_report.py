@@ -3,16 +3,19 @@ test of epochs-to-target, and race.json, race.md and two charts, each written at
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import math
 import os
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from common.core import atomic, precision
 from common.tools import records
+from common.tools.report_parts import environment_table, new_figure, save_png, title
+from common.tools.report_types import BackendStats, Equivalence, RaceReport, RaceRun, RaceSummary, SeedSpread
 
 #: the charts: test accuracy against wall-clock seconds, and time-to-target with its range
 CHARTS = ("race_accuracy.png", "race_time.png")
@@ -27,7 +30,7 @@ MARGIN_STDS = 2.0
 KIND = "race"
 
 
-def settle(run: dict, target: float) -> dict:
+def settle(run: RaceRun, target: float) -> RaceRun:
     """Fill in a run's outcome from its evaluations: finished (the first at or above ``target``, with its
     clock), did not finish (its best accuracy), or error (crashed before reaching the target)."""
     evals = run["evaluations"]
@@ -37,13 +40,13 @@ def settle(run: dict, target: float) -> dict:
     run["final_acc"] = evals[-1]["test_acc"] if evals else None
     if hit is not None:
         first = evals[hit]
-        run.update(time_to_target_s=first["wall_s"], train_to_target_s=first["train_s"],
-                   eval_to_target_s=sum(e["eval_s"] for e in evals[:hit + 1]), epochs_to_target=first["epoch"],
-                   steps_to_target=first["steps"])
+        run.update({"time_to_target_s": first["wall_s"], "train_to_target_s": first["train_s"],
+                    "eval_to_target_s": sum(e["eval_s"] for e in evals[:hit + 1]), "epochs_to_target": first["epoch"],
+                    "steps_to_target": first["steps"]})
     return run
 
 
-def outcome(run: dict) -> str:
+def outcome(run: RaceRun) -> str:
     """A run's result in a few words."""
     if run["status"] == "finished":
         return (f"target at {run['time_to_target_s']:.1f} s (training {run['train_to_target_s']:.1f} s), "
@@ -52,7 +55,7 @@ def outcome(run: dict) -> str:
     return f"did not finish ({best})" if run["status"] == "did not finish" else f"failed: {run['error']} ({best})"
 
 
-def _spread(values: list[float]) -> dict:
+def _spread(values: list[float]) -> SeedSpread:
     """Mean and sample standard deviation (None with fewer than two values)."""
     return {"mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
@@ -71,56 +74,59 @@ def olympic_mean(times: list[float]) -> float | None:
     return statistics.fmean(sorted(times)[1:-1])
 
 
-def _backend(runs: list[dict]) -> dict:
+def _backend(runs: list[RaceRun]) -> BackendStats:
     """One backend's statistics over its seeds; errors are left out, a run that did not finish counts as
     infinitely slow in the median, range and MLPerf mean."""
     done = [r for r in runs if r["status"] != "error"]
     finished = [r for r in done if r["status"] == "finished"]
     times = [r.get("time_to_target_s", math.inf) for r in done]
-    stats = {"runs": len(runs), "finished": len(finished), "did_not_finish": len(done) - len(finished),
-             "errors": len(runs) - len(done)}
+    stats: BackendStats = {"runs": len(runs), "finished": len(finished), "did_not_finish": len(done) - len(finished),
+                           "errors": len(runs) - len(done)}
     if not done:
         return stats
     olympic = olympic_mean(times)
-    stats.update(
-        time_median_s=_finite(statistics.median(times)), time_min_s=_finite(min(times)),
-        time_max_s=_finite(max(times)), olympic_mean_s=None if olympic is None else _finite(olympic),
-        train_median_s=statistics.median(r["train_to_target_s"] for r in finished) if finished else None,
-        eval_median_s=statistics.median(r["eval_to_target_s"] for r in finished) if finished else None,
-        epochs_to_target=_spread([r["epochs_to_target"] for r in finished]),
-        steps_to_target=_spread([r["steps_to_target"] for r in finished]),
-        final_acc=_spread([r["final_acc"] for r in done if r["final_acc"] is not None]),
-        best_acc=max((r["best_acc"] for r in done if r["best_acc"] is not None), default=None))
+    stats.update({
+        "time_median_s": _finite(statistics.median(times)), "time_min_s": _finite(min(times)),
+        "time_max_s": _finite(max(times)), "olympic_mean_s": None if olympic is None else _finite(olympic),
+        "train_median_s": statistics.median(r["train_to_target_s"] for r in finished) if finished else None,
+        "eval_median_s": statistics.median(r["eval_to_target_s"] for r in finished) if finished else None,
+        "epochs_to_target": _spread([r["epochs_to_target"] for r in finished]),
+        "steps_to_target": _spread([r["steps_to_target"] for r in finished]),
+        "final_acc": _spread([acc for r in done if (acc := r["final_acc"]) is not None]),
+        "best_acc": max((acc for r in done if (acc := r["best_acc"]) is not None), default=None)})
     return stats
 
 
-def equivalence(by_backend: dict[str, dict], eval_every: float) -> list[dict]:
+def equivalence(by_backend: dict[str, BackendStats], eval_every: float) -> list[Equivalence]:
     """Every pair of backends with two finished seeds or more: equivalent when their mean epochs-to-target
     differ by at most MARGIN_STDS x the larger standard deviation, and never by less than one evaluation
     interval (epochs-to-target is measured on that grid, so a spread of 0 still means +-``eval_every``)."""
-    tested = [n for n, s in by_backend.items() if s.get("epochs_to_target", {}).get("n", 0) >= 2]
-    pairs = []
-    for a, b in itertools.combinations(tested, 2):
-        ea, eb = by_backend[a]["epochs_to_target"], by_backend[b]["epochs_to_target"]
-        margin = max(MARGIN_STDS * max(ea["std"], eb["std"]), eval_every)
-        difference = abs(ea["mean"] - eb["mean"])
+    tested: dict[str, tuple[float, float]] = {}  # backend -> mean and standard deviation
+    for name, stats in by_backend.items():
+        spread = stats.get("epochs_to_target")
+        if spread and spread["mean"] is not None and spread["std"] is not None:  # two finished seeds or more
+            tested[name] = spread["mean"], spread["std"]
+    pairs: list[Equivalence] = []
+    for (a, (mean_a, std_a)), (b, (mean_b, std_b)) in itertools.combinations(tested.items(), 2):
+        margin = max(MARGIN_STDS * max(std_a, std_b), eval_every)
+        difference = abs(mean_a - mean_b)
         pairs.append({"pair": [a, b], "difference": difference, "margin": margin, "equivalent": difference <= margin})
     return pairs
 
 
-def summarise(report: dict) -> dict:
+def summarise(report: RaceReport) -> RaceSummary:
     """Per backend: the statistics over seeds and the ratio of its median time to the fastest median; and
     the equivalence of every pair's epochs-to-target."""
     names = [n for n in report["settings"]["backends"] if any(r["backend"] == n for r in report["runs"])]
     by_backend = {n: _backend([r for r in report["runs"] if r["backend"] == n]) for n in names}
-    medians = [s["time_median_s"] for s in by_backend.values() if s.get("time_median_s") is not None]
+    medians = [m for s in by_backend.values() if (m := s.get("time_median_s")) is not None]
     for stats in by_backend.values():
-        if medians and stats.get("time_median_s") is not None:
-            stats["vs_fastest"] = stats["time_median_s"] / min(medians)
+        if medians and (median := stats.get("time_median_s")) is not None:
+            stats["vs_fastest"] = median / min(medians)
     return {"backends": by_backend, "equivalence": equivalence(by_backend, report["settings"]["eval_every"])}
 
 
-def _time(st: dict) -> str:
+def _time(st: BackendStats) -> str:
     """The median and range of a backend's times to target; "dnf" for a run that did not finish."""
     if st["time_min_s"] is None:
         return "did not finish"
@@ -129,13 +135,13 @@ def _time(st: dict) -> str:
     return f"{median} ({st['time_min_s']:.1f}-{high})"
 
 
-def _mean_std(spread: dict, digits: int) -> str:
+def _mean_std(spread: SeedSpread, digits: int) -> str:
     if not spread or spread["mean"] is None:
         return "—"
     return f"{spread['mean']:.{digits}f}" + (f" ± {spread['std']:.{digits}f}" if spread["std"] is not None else "")
 
 
-def _header(report: dict) -> list[str]:
+def _header(report: RaceReport) -> list[str]:
     s, m, r = report["settings"], report["machine"], report["settings"]["recipe"]
     warmup = f", warm-up {r['warmup_epochs']:g} epochs" if r["warmup_epochs"] else ""
     data = f", first {s['limit']:,} training examples" if s["limit"] else ""
@@ -152,11 +158,11 @@ def _header(report: dict) -> list[str]:
             "the target. Training-only time is the training steps alone (with their batches).", ""]
 
 
-def _parity(report: dict) -> list[str]:
+def _parity(report: RaceReport) -> list[str]:
     s, p = report["settings"], report["parity"]
-    worst = {}
+    worst: dict[tuple[str, str], float] = {}
     for quantity, cells in p["matrices"].items():
-        for a, b, d in cells:
+        for a, _, d in cells:
             worst[a, quantity] = max(worst.get((a, quantity), 0.0), d)
     quantities, bounds = list(p["matrices"]), precision.bounds(s["precision"])
     lines = ["## Parity before the start", "",
@@ -167,13 +173,13 @@ def _parity(report: dict) -> list[str]:
              "| backend | " + " | ".join(f"{q} (tolerance {bounds[q]:g})" for q in quantities) + " | races |",
              "|---" * (len(quantities) + 2) + "|"]
     for name in s["backends"]:
-        cells = [f"{worst[name, q]:.1e}" if (name, q) in worst else "—" for q in quantities]
+        shown = [f"{worst[name, q]:.1e}" if (name, q) in worst else "—" for q in quantities]
         verdict = f"no: {p['refused'][name]}" if name in p["refused"] else "yes"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {verdict} |")
+        lines.append(f"| {name} | " + " | ".join(shown) + f" | {verdict} |")
     return lines + [""]
 
 
-def _summary_table(report: dict, summary: dict) -> list[str]:
+def _summary_table(report: RaceReport, summary: RaceSummary) -> list[str]:
     s = report["settings"]
     lines = [f"## Time to {s['target']:g}", "",
              f"Over seeds: the median and range of the time-to-target (a run that did not finish counts as "
@@ -204,7 +210,7 @@ def _summary_table(report: dict, summary: dict) -> list[str]:
     return lines + [""]
 
 
-def _equivalence(report: dict, summary: dict) -> list[str]:
+def _equivalence(report: RaceReport, summary: RaceSummary) -> list[str]:
     every = report["settings"]["eval_every"]
     pairs = summary["equivalence"]
     lines = ["## Do the frameworks need the same epochs?", "",
@@ -224,19 +230,20 @@ def _equivalence(report: dict, summary: dict) -> list[str]:
     return lines + ["", verdict, ""]
 
 
-def _run_row(r: dict) -> str:
+def _run_row(r: RaceRun) -> str:
     """One run as a row of the runs table."""
     finished = r["status"] == "finished"
     status = r["status"] if r["status"] != "error" else f"failed: {r['error']}"
-    clock = [f"{r[k]:.1f}" if finished else "—"
-             for k in ("time_to_target_s", "train_to_target_s", "eval_to_target_s")]
-    start = ", ".join(f"{r[k]:.1f}" for k in STARTUP if k in r) or "—"
+    clock = ([f"{r['time_to_target_s']:.1f}", f"{r['train_to_target_s']:.1f}", f"{r['eval_to_target_s']:.1f}"]
+             if finished else ["—"] * 3)
+    fields: Mapping[str, Any] = r  # read by the names of STARTUP
+    start = ", ".join(f"{fields[k]:.1f}" for k in STARTUP if k in fields) or "—"
     reached = [f"{r['epochs_to_target']:.2f}", str(r["steps_to_target"])] if finished else ["—", "—"]
-    accs = [f"{r[k]:.4f}" if r[k] is not None else "—" for k in ("final_acc", "best_acc")]
+    accs = [f"{acc:.4f}" if acc is not None else "—" for acc in (r["final_acc"], r["best_acc"])]
     return "| " + " | ".join([str(r["seed"]), r["backend"], status, *clock, start, *reached, *accs]) + " |"
 
 
-def _runs_table(report: dict) -> list[str]:
+def _runs_table(report: RaceReport) -> list[str]:
     order = report["settings"]["backends"]
     runs = sorted(report["runs"], key=lambda r: (r["seed"], order.index(r["backend"])))
     return ["## Runs", "", "| seed | backend | outcome | time to target s | training s | evaluation s | "
@@ -244,29 +251,9 @@ def _runs_table(report: dict) -> list[str]:
             "|---" * 11 + "|", *map(_run_row, runs), ""]
 
 
-def _environments(report: dict) -> list[str]:
-    seen = {}
-    for r in report["runs"]:
-        if "env" in r:
-            seen.setdefault(r["backend"], r["env"])
-    lines = ["## Environments", "", "| backend | Python | NumPy | framework |", "|---|---|---|---|"]
-    for name, env in seen.items():
-        framework = ", ".join(f"{d} {v}" for d, v in env.items() if d not in ("python", "numpy", "executable"))
-        lines.append(f"| {name} | {env['python']} | {env['numpy']} | {framework} |")
-    return lines + [""]
-
-
-def _title(report: dict, what: str) -> str:
-    """A chart's title: what it shows, the machine (CPU model, vector ISA, cores) and the date."""
-    m = report["machine"]
-    return f"{what}\n{m['cpu']}; {m['cores']} cores; {m['date'][:10]}"
-
-
-def _accuracy_chart(report: dict):
-    from matplotlib.figure import Figure  # not pyplot: no global backend switch, no GUI machinery
-
+def _accuracy_chart(report: RaceReport) -> Any:
     names = report["settings"]["backends"]
-    fig = Figure(figsize=(7, 4.2), dpi=110)
+    fig = new_figure(figsize=(7, 4.2))
     ax = fig.subplots()
     for r in report["runs"]:
         if r["evaluations"]:
@@ -275,18 +262,16 @@ def _accuracy_chart(report: dict):
                     marker="o", markersize=3, label=f"{r['backend']} seed {r['seed']}")
     ax.axhline(report["settings"]["target"], color="grey", linestyle="--", linewidth=1, label="target")
     ax.set(xlabel="wall-clock seconds from process start", ylabel="test accuracy",
-           title=_title(report, "Test accuracy against wall-clock time, every backend and seed"))
+           title=title(report["machine"], "Test accuracy against wall-clock time, every backend and seed"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
 
 
-def _time_chart(report: dict, summary: dict):
-    from matplotlib.figure import Figure
-
+def _time_chart(report: RaceReport, summary: RaceSummary) -> Any:
     names = [n for n, s in summary["backends"].items() if s.get("finished")]
-    fig = Figure(figsize=(7, 1.6 + 0.7 * max(1, len(names))), dpi=110)
+    fig = new_figure(figsize=(7, 1.6 + 0.7 * max(1, len(names))))
     ax = fig.subplots()
     for i, name in enumerate(names):
         st = summary["backends"][name]
@@ -303,7 +288,7 @@ def _time_chart(report: dict, summary: dict):
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()  # the backends top to bottom in the order raced
     ax.set(xlabel=f"seconds to test accuracy {report['settings']['target']:g}",
-           title=_title(report, "Time to target: median, range and every seed"))
+           title=title(report["machine"], "Time to target: median, range and every seed"))
     ax.set_xlim(0, 1.3 * ax.get_xlim()[1])  # room for "did not finish" beside the longest range
     ax.grid(axis="x", alpha=0.3)
     if names:  # before any run finished, an empty chart with its title (and no empty legend)
@@ -312,13 +297,7 @@ def _time_chart(report: dict, summary: dict):
     return fig
 
 
-def _png(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic.write_bytes(path, buf.getvalue())
-
-
-def write(report: dict, out: Path) -> None:
+def write(report: RaceReport, out: Path) -> None:
     """race.json (with the summary), race.md and the two charts, each written atomically."""
     report["summary"] = summary = summarise(report)
     atomic.write_text(out / "race.json", json.dumps(report, indent=1))
@@ -326,14 +305,15 @@ def write(report: dict, out: Path) -> None:
     if report["runs"]:
         md += [*_summary_table(report, summary), *_equivalence(report, summary),
                f"![test accuracy against wall-clock seconds]({CHARTS[0]})", "",
-               f"![time to target]({CHARTS[1]})", "", *_runs_table(report), *_environments(report)]
+               f"![time to target]({CHARTS[1]})", "", *_runs_table(report),
+               "## Environments", "", *environment_table(report["runs"]), ""]
     atomic.write_text(out / "race.md", "\n".join(md))
     if report["runs"]:
-        _png(_accuracy_chart(report), out / CHARTS[0])
-        _png(_time_chart(report, summary), out / CHARTS[1])
+        save_png(_accuracy_chart(report), out / CHARTS[0])
+        save_png(_time_chart(report, summary), out / CHARTS[1])
 
 
-def _environment(report: dict) -> dict:
+def _environment(report: RaceReport) -> dict:
     """The race's environment: the one it recorded, else its runs' (Python, NumPy, each framework; the
     environment's name from the interpreter's folder), None where nothing says."""
     if "provenance" in report:
@@ -348,7 +328,7 @@ def _environment(report: dict) -> dict:
     return env
 
 
-def _worst(report: dict, backend: str) -> dict[str, float]:
+def _worst(report: RaceReport, backend: str) -> dict[str, float]:
     """The parity check's largest difference of ``backend`` per quantity, against the oracle or any backend."""
     worst: dict[str, float] = {}
     for quantity, cells in report.get("parity", {}).get("matrices", {}).items():
@@ -358,7 +338,7 @@ def _worst(report: dict, backend: str) -> dict[str, float]:
     return worst
 
 
-def _backend_results(report: dict, name: str, stats: dict | None, cell: dict) -> list[dict]:
+def _backend_results(report: RaceReport, name: str, stats: BackendStats | None, cell: dict[str, Any]) -> list[dict]:
     """One backend's figures over seeds: runs and finished, median time to target (samples: the finished
     runs'), MLPerf's mean where there are enough runs, training-only and evaluation medians, epochs and steps
     to target and the final test accuracy (mean, samples per run), the parity check's worst differences."""
@@ -371,22 +351,23 @@ def _backend_results(report: dict, name: str, stats: dict | None, cell: dict) ->
     done = sorted((r for r in report["runs"] if r["backend"] == name and r["status"] != "error"),
                   key=lambda r: r["seed"])
     finished = [r for r in done if r["status"] == "finished"]
-    figures = [("runs", "runs", stats["runs"], None), ("finished", "runs", stats["finished"], None),
-               ("time_to_target_s", "s", stats["time_median_s"], "time_to_target_s"),
-               ("mlperf_mean_s", "s", stats["olympic_mean_s"], None),
-               ("train_to_target_s", "s", stats["train_median_s"], "train_to_target_s"),
-               ("eval_to_target_s", "s", stats["eval_median_s"], "eval_to_target_s"),
-               ("epochs_to_target", "epochs", stats["epochs_to_target"]["mean"], "epochs_to_target"),
-               ("steps_to_target", "steps", stats["steps_to_target"]["mean"], "steps_to_target")]
-    found += [result(metric, unit, value, samples=[r[key] for r in finished] if key else None, **cell)
-              for metric, unit, value, key in figures if value is not None or key == "time_to_target_s"]
+    figures: list[tuple[str, str, float | None, list[float] | None]] = [  # metric, unit, value, samples
+        ("runs", "runs", stats["runs"], None), ("finished", "runs", stats["finished"], None),
+        ("time_to_target_s", "s", stats["time_median_s"], [r["time_to_target_s"] for r in finished]),
+        ("mlperf_mean_s", "s", stats["olympic_mean_s"], None),
+        ("train_to_target_s", "s", stats["train_median_s"], [r["train_to_target_s"] for r in finished]),
+        ("eval_to_target_s", "s", stats["eval_median_s"], [r["eval_to_target_s"] for r in finished]),
+        ("epochs_to_target", "epochs", stats["epochs_to_target"]["mean"], [r["epochs_to_target"] for r in finished]),
+        ("steps_to_target", "steps", stats["steps_to_target"]["mean"], [r["steps_to_target"] for r in finished])]
+    found += [result(metric, unit, value, samples=samples, **cell)
+              for metric, unit, value, samples in figures if value is not None or metric == "time_to_target_s"]
     accs = [r["final_acc"] for r in done if r["final_acc"] is not None]
     if accs:
         found.append(result("test_acc", "fraction", stats["final_acc"]["mean"], samples=accs, **cell))
     return found
 
 
-def record(report: dict, report_path: str | os.PathLike | None = None) -> dict:
+def record(report: RaceReport, report_path: str | os.PathLike | None = None) -> dict:
     """The race as a record (kind ``race``): per backend the figures over seeds (:func:`_backend_results`),
     with the provenance the race recorded; a report from before races recorded theirs gets its machine from
     the CPU text it states, its environment from its runs and, given its ``report_path``, the commit that

@@ -12,13 +12,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
 from common.core import backends
 from common.runtime.machine import cores, cpu, cpu_flags
+from common.tools.spreads import figure
 
 #: the record format; a reader refuses any other
 SCHEMA = "vgg-record/1"
@@ -58,7 +59,7 @@ def _cpuinfo() -> dict[str, str]:
 
 def machine_class(vendor: str | None, family: int | None, model: int | None) -> str:
     """A short name for a CPU class, used in record names: ``zen3``, ``zen4``, else vendor-family-model."""
-    if (family, model) in _ZEN and vendor in (None, "AuthenticAMD"):
+    if family is not None and model is not None and (family, model) in _ZEN and vendor in (None, "AuthenticAMD"):
         return _ZEN[family, model]
     short = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(vendor or "", (vendor or "cpu").lower())
     return f"{short}-f{family}m{model}" if family is not None else short
@@ -194,12 +195,6 @@ def write(record: dict, folder: str | os.PathLike = STORE) -> Path:
     raise RecordError(f"no free name for record {base!r} in {folder}")
 
 
-def _get(record: dict, path: tuple[str, ...]):
-    for key in path:
-        record = record.get(key) if isinstance(record, dict) else None
-    return record
-
-
 def validate(record: dict, need_commit: bool = True) -> list[str]:
     """What ``record`` lacks: a schema, results with metric, unit and value, or provenance (``REQUIRED``; the
     commit only if ``need_commit``)."""
@@ -211,7 +206,7 @@ def validate(record: dict, need_commit: bool = True) -> list[str]:
     for path, what in REQUIRED:
         if path == ("commit",) and not need_commit:
             continue
-        if _get(record, path) in (None, "", "unknown"):
+        if figure(record, path) in (None, "", "unknown"):
             problems.append(f"no {what} ({'.'.join(path)})")
     results = record.get("results")
     if not isinstance(results, list) or not results:

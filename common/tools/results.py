@@ -294,7 +294,8 @@ def _check(args: argparse.Namespace) -> int:
     problems = check(store=_store(args.store))
     for problem in problems:
         print(f"vgg results check: {problem}")
-    print(f"vgg results check: {'FAILED, ' + str(len(problems)) + ' problems' if problems else 'every table is what its records render'}")
+    verdict = f"FAILED, {len(problems)} problems" if problems else "every table is what its records render"
+    print(f"vgg results check: {verdict}")
     return 1 if problems else 0
 
 

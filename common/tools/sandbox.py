@@ -49,24 +49,23 @@ def _child_env(threads: int | None) -> dict[str, str]:
 
 def _checked_meta(meta: object, path: Path) -> dict:
     """The child's description of the model, as untrusted data: the fields the parent uses, in range."""
-    try:
-        config, shape, classes = meta["config"], meta["input_shape"], meta["classes"]
-        ok = (meta["layout"] in formats.LAYOUTS and isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES
-              and all(isinstance(c, str) for c in classes) and isinstance(shape, list) and len(shape) == 4
-              and type(config["image_size"]) is int and 0 < config["image_size"] <= MAX_IMAGE_SIZE
-              and type(config["in_channels"]) is int and 0 < config["in_channels"] <= MAX_IN_CHANNELS)
-    except (KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise SandboxError(f"{path}: its process described the model in a form vgg does not read")
-    return meta
+    if isinstance(meta, dict):
+        try:
+            config, shape, classes = meta["config"], meta["input_shape"], meta["classes"]
+            if (meta["layout"] in formats.LAYOUTS and isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES
+                    and all(isinstance(c, str) for c in classes) and isinstance(shape, list) and len(shape) == 4
+                    and type(config["image_size"]) is int and 0 < config["image_size"] <= MAX_IMAGE_SIZE
+                    and type(config["in_channels"]) is int and 0 < config["in_channels"] <= MAX_IN_CHANNELS):
+                return meta
+        except (KeyError, TypeError):
+            pass
+    raise SandboxError(f"{path}: its process described the model in a form vgg does not read")
 
 
 class Sandbox:
     """A model file opened in a confined child; call it with images (in ``meta['layout']``) for logits."""
 
-    def __init__(self, path: str | Path, backend: str | None = None, arch: str | None = None,
-                 resize: int | None = None, trust_model: bool = False, device: str = "cpu",
+    def __init__(self, path: str | Path, backend: str | None = None, trust_model: bool = False, device: str = "cpu",
                  max_memory: int | None = DEFAULT_MAX_MEMORY, time_limit: float = DEFAULT_TIME_LIMIT,
                  max_batch: int = 256, threads: int | None = None) -> None:
         self.path, self.time_limit, self.max_memory = Path(path), time_limit, max_memory
@@ -75,7 +74,7 @@ class Sandbox:
         self._folder = tempfile.mkdtemp(prefix="vgg-model-")
         to_child, self._inbox = os.pipe()
         self._outbox, from_child = os.pipe()
-        request = {"model": str(path), "backend": backend, "arch": arch, "resize": resize,
+        request = {"model": str(path), "backend": backend,
                    "trust_model": trust_model, "device": device, "max_memory": max_memory if device == "cpu" else None,
                    "folder": self._folder, "inbox": to_child, "outbox": from_child,
                    "max_batch_bytes": max_batch * 3 * MAX_IMAGE_SIZE ** 2 * 4 + 4096}
@@ -84,7 +83,8 @@ class Sandbox:
                                       env=_child_env(threads), cwd=self._folder, stdin=subprocess.DEVNULL,
                                       stdout=self._stderr, stderr=self._stderr, pass_fds=(to_child, from_child),
                                       start_new_session=True)
-        os.close(to_child), os.close(from_child)
+        os.close(to_child)
+        os.close(from_child)
         self._closer = weakref.finalize(self, _stop, self._proc, self._inbox, self._outbox, self._folder,
                                          self._stderr)
         self.confinement = json.loads(self._expect(wire.READY, "starting", 1 << 16))
@@ -186,11 +186,11 @@ def _stop(proc: subprocess.Popen, inbox: int, outbox: int, folder: str, stderr) 
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def open_isolated(path: str | Path, backend: str | None = None, arch: str | None = None, resize: int | None = None,
+def open_isolated(path: str | Path, backend: str | None = None,
                   trust_model: bool = False, device: str = "cpu", max_memory: int | None = DEFAULT_MAX_MEMORY,
                   time_limit: float = DEFAULT_TIME_LIMIT) -> Opened:
     """:func:`common.tools.models.open_model`, but opened and run in a confined child (see the module
     docstring); its ``forward`` is the :class:`Sandbox`, closed when the result is collected."""
-    box = Sandbox(path, backend, arch, resize, trust_model, device, max_memory, time_limit)
+    box = Sandbox(path, backend, trust_model, device, max_memory, time_limit)
     kind, _ = formats.kind(path)
     return Opened(Path(path), kind, box.meta, box)

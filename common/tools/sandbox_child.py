@@ -80,10 +80,13 @@ def serve(request: dict, inbox: int, outbox: int) -> int:
     send(outbox, READY, json.dumps(_confine(request)).encode())
     try:
         import io
+
         import numpy as np
+
         from common.tools import models
-        opened = models.open_model(request["model"], request["backend"], request["arch"], request["resize"],
-                                   trust_model=request["trust_model"], device=request["device"])
+
+        opened = models.open_model(request["model"], request["backend"], trust_model=request["trust_model"],
+                                   device=request["device"])
         send(outbox, META, json.dumps(opened.meta).encode())
         while True:
             kind, payload = receive(inbox, request["max_batch_bytes"])

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import copy
 import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from common.tools.report_types import CompareRow, CompareRun, FailedRow, MeasuredRow
 
 #: a run's figures, each reported as its median over the rounds with its range
 FIGURES = ("train_ex_s", "infer_ex_s", "train_gflop_s", "build_s", "first_step_s", "import_s", "peak_rss_mb",
@@ -15,7 +19,7 @@ LATENCY_FIGURES = ("p50_ms", "p90_ms", "p99_ms", "export_s")
 CELL = ("backend", "size", "precision", "workers")
 
 
-def cell(run: dict) -> tuple:
+def cell(run: Mapping[str, Any]) -> tuple:
     """The cell a run measured."""
     return tuple(run.get(k) for k in CELL)
 
@@ -25,30 +29,31 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def figure(run: dict, path: tuple[str, ...]):
+def figure(run: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """The figure at key ``path`` in a run (``("latency", "onnx", "p50_ms")``), None where there is none."""
+    value: Any = run
     for key in path:
-        run = run.get(key) if isinstance(run, dict) else None
-    return run
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
-def _paths(run: dict) -> list[tuple[str, ...]]:
+def _paths(run: Mapping[str, Any]) -> list[tuple[str, ...]]:
     """The figures ``run`` holds, as key paths: ``("train_ex_s",)``, ``("latency", "onnx", "p99_ms")``."""
-    paths = [(k,) for k in FIGURES if is_number(run.get(k))]
+    paths: list[tuple[str, ...]] = [(k,) for k in FIGURES if is_number(run.get(k))]
     for served, figures in run.get("latency", {}).items():
         paths += [("latency", served, k) for k in LATENCY_FIGURES if is_number(figures.get(k))]
     return paths
 
 
-def summarise(runs: list[dict]) -> dict:
+def summarise(runs: Sequence[CompareRun]) -> CompareRow:
     """One cell's row from its rounds' runs: the first successful run's fields (its history, versions, ...)
     with every figure replaced by its median over the successful runs, ``range`` (figure path "a.b" ->
     [min, max]), the ``rounds`` measured and ``failed_rounds`` (round -> error) where any failed."""
     ok = [r for r in runs if "error" not in r]
     failed = {str(r["round"]): r["error"] for r in runs if "error" in r}
-    if not ok:
-        return {**{k: v for k, v in runs[-1].items() if k != "round"}, "failed_rounds": failed}
-    row = {k: copy.deepcopy(v) for k, v in ok[0].items() if k != "round"}
+    if not ok:  # every round failed: the last one's fields
+        return cast(FailedRow, {**{k: v for k, v in runs[-1].items() if k != "round"}, "failed_rounds": failed})
+    row: dict[str, Any] = {k: copy.deepcopy(v) for k, v in ok[0].items() if k != "round"}
     row.update(rounds=[r["round"] for r in ok], range={}, **({"failed_rounds": failed} if failed else {}))
     for path in dict.fromkeys(p for r in ok for p in _paths(r)):
         values = [v for r in ok if is_number(v := figure(r, path))]
@@ -57,10 +62,10 @@ def summarise(runs: list[dict]) -> dict:
             target = target.setdefault(key, {})
         target[path[-1]] = statistics.median(values)
         row["range"][".".join(path)] = [min(values), max(values)]
-    return row
+    return cast(MeasuredRow, row)
 
 
-def spread(row: dict, key: str) -> tuple[float, float, float] | None:
+def spread(row: Mapping[str, Any], key: str) -> tuple[float, float, float] | None:
     """(median, min, max) of the figure ``key`` ("a.b" for a nested one) in a summarised row, or None."""
     median = figure(row, tuple(key.split(".")))
     if not is_number(median):
@@ -69,7 +74,7 @@ def spread(row: dict, key: str) -> tuple[float, float, float] | None:
     return median, low, high
 
 
-def text(row: dict, key: str, fmt: str = ".1f", scale: float = 1.0) -> str:
+def text(row: Mapping[str, Any], key: str, fmt: str = ".1f", scale: float = 1.0) -> str:
     """A figure as "median (min-max)", times ``scale``: the median alone where the rounds agree at ``fmt``'s
     precision (or there was one), "—" where the row lacks it."""
     found = spread(row, key)
@@ -86,7 +91,7 @@ def overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> boo
     return a[1] <= b[2] and b[1] <= a[2]
 
 
-def versus_fastest(row: dict, rows: list[dict], key: str) -> str:
+def versus_fastest(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], key: str) -> str:
     """A row's figure ``key`` (higher is better) against the best of the rows of the same size, precision
     and worker count: "fastest" or "0.82x", followed by "(tie with tf, jax)" naming every backend whose
     range overlaps this one's."""

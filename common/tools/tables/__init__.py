@@ -5,9 +5,9 @@ NAME renders, caption included (machine, environment, date), so no figure on a p
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from common.tools import records
 from common.tools.records import Record, RecordError

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.tools.tables import Rendered, Store, caption, environment_text, markdown, number, table, with_range
 from common.tools.records import Record
+from common.tools.tables import Rendered, Store, caption, environment_text, markdown, number, table, with_range
 
 #: the book-reference runs the pages show, by what they are
 BOOK_ALL = "20261124-book-reference-all-zen3"
@@ -24,8 +24,8 @@ def _sizes(record: Record, backend: str) -> list[int]:
     return sorted({r["labels"]["size"] for r in record.results("ratio", backend=backend)}, reverse=True)
 
 
-def _book_rows(record: Record) -> list[list[str]]:
-    rows = []
+def _book_rows(record: Record) -> list[list[str | int]]:
+    rows: list[list[str | int]] = []
     for backend in BACKENDS:
         for size in _sizes(record, backend):
             cell = {"backend": backend, "size": size}

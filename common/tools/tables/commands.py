@@ -31,12 +31,13 @@ def main_job(store: Store) -> Rendered:
 
 @table("suite-minutes")
 def suite(store: Store) -> Rendered:
-    runs = {name: max((r for r in store.where("suite") if r.data["environment"].get("name") == name
-                       and r.value("exit_status") == 0), key=lambda r: r.data["date"], default=None)
-            for name in SUITE}
-    if None in runs.values():
-        missing = [name for name, r in runs.items() if r is None]
+    latest = {name: max((r for r in store.where("suite") if r.data["environment"].get("name") == name
+                         and r.value("exit_status") == 0), key=lambda r: r.data["date"], default=None)
+              for name in SUITE}
+    missing = [name for name, r in latest.items() if r is None]
+    if missing:
         raise KeyError(f"no passing suite record of {', '.join(missing)} in the records")
+    runs = {name: r for name, r in latest.items() if r is not None}
     parts = [f"`{name}` {r.value('seconds') / 60:.0f} min" for name, r in runs.items()]
     first = runs[SUITE[0]]
     return Rendered(f"{' and '.join(parts)} on a {machine_words(first)}, {first.data['date'][:10]}",

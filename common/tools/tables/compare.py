@@ -57,6 +57,8 @@ def ceiling(record: Record, precision: str = "fp32") -> float | None:
 def _share(record: Record, cell: dict, own: bool = False) -> str:
     """A cell's training GFLOP/s as a % of the float32 ceiling (of its own precision's where ``own``)."""
     peak = (own and ceiling(record, cell["precision"])) or ceiling(record)
+    if peak is None:
+        return "—"
     return _text(_get(record, "train_gflop_s", **cell), 0, 100 / peak)
 
 
@@ -70,9 +72,11 @@ def _ceiling_text(record: Record, precision: str = "fp32") -> str:
     return f"{name} matmul ceiling {engines[0]['value']:.0f} GFLOP/s, the fastest {product} ({each})"
 
 
-def versus_fastest(record: Record, result: dict) -> str:
+def versus_fastest(record: Record, result: dict | None) -> str:
     """A figure against the best of its size, precision and worker count: 'fastest' or '0.82x', with
-    '(tie with ...)' naming every backend whose range overlaps this one's."""
+    '(tie with ...)' naming every backend whose range overlaps this one's; '—' where it was not measured."""
+    if result is None:
+        return "—"
     labels = {k: v for k, v in result["labels"].items() if k != "backend"}
     peers = [r for r in record.results(result["metric"], **labels) if r["labels"].keys() == result["labels"].keys()]
     best = max(r["value"] for r in peers)
@@ -146,8 +150,9 @@ def _precision_rows(record: Record, gflops: bool) -> list[list]:
     for c in _cells(record):
         train = _get(record, "train_ex_s", **c)
         fp32 = _get(record, "train_ex_s", **{**c, "precision": "fp32"})
-        row = [c["backend"], *([c["size"]] if gflops else []), c["precision"], _text(train),
-               f"{train['value'] / fp32['value']:.2f}x", _text(_get(record, "infer_ex_s", **c))]
+        ratio = f"{train['value'] / fp32['value']:.2f}x" if train and fp32 else "—"
+        row = [c["backend"], *([c["size"]] if gflops else []), c["precision"], _text(train), ratio,
+               _text(_get(record, "infer_ex_s", **c))]
         if gflops:
             row += [_text(_get(record, "train_gflop_s", **c)), _share(record, c, own=True) + " %"]
         rows.append(row + [_text(_get(record, "parity_error", **c), 1, style="e"),
