@@ -6,7 +6,7 @@ unchanged (XLA inserts the gradient all-reduce). Several CPU devices per process
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np

@@ -125,7 +125,9 @@ def module_contents(module_text: str | bytes) -> tuple[set[str], set[str], dict[
     parsed, not run."""
     with mlir.make_ir_context():
         module = mlir.ir.Module.parse(module_text)
-        ops, targets, tensors = {module.operation.name}, set(), {}
+        ops: set[str] = {module.operation.name}
+        targets: set[str] = set()
+        tensors: dict[str, int] = {}
         _walk(module.operation, ops, targets, tensors)
     return ops, targets, tensors
 
@@ -136,6 +138,7 @@ def _refined(exported: jax_export.Exported) -> bytes:
     args = [jax.ShapeDtypeStruct(tuple(d if isinstance(d, int) else 1 for d in aval.shape), aval.dtype)
             for aval in exported.in_avals]
     module = jax.jit(exported.call).lower(*args).compiler_ir("stablehlo")
+    assert module is not None  # None only for a dialect JAX does not know
     return refine_polymorphic_shapes(mlir.module_to_bytecode(module))
 
 

@@ -71,7 +71,7 @@ class BatchNorm(nnx.BatchNorm):
                          dtype=dtype, rngs=rngs)
         self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:  # type: ignore[override]  # as Sequential calls it: x alone
         if self.use_running_average:
             return super().__call__(x)
         before = self.var[...]
@@ -89,7 +89,7 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
     ``"lrn"``; then 2x2 max pooling. ``dtype``: Flax's computation dtype of every layer (float32 parameters
     either way; without it Flax promotes a bfloat16 input back to float32)."""
     rngs = rngs if rngs is not None else nnx.Rngs(0)
-    made = []
+    made: list = []  # modules and functions, as nnx.Sequential takes them
     kinds = block_layers(num_convs, layers)
     check_batch_norm(batch_norm, kinds)
     for k in kinds:
@@ -132,8 +132,13 @@ class VGG(Configured, nnx.Sequential):
             dense(hidden, hidden), nnx.relu, nnx.Dropout(dropout, rngs=rngs),
             dense(hidden, config.num_classes))
         self.config = config
-        # float32 products in full float32 unless tf32 is asked for (JAX's GPU default is TensorFloat-32)
-        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if config.precision == "tf32" else "highest")
+
+    def __call__(self, *args, **kwargs):
+        """The layers under this model's matmul precision: float32 products in full float32 unless tf32 (JAX's
+        GPU default is TensorFloat-32). A trace records it in each product, so it holds for this model alone,
+        jitted or not, and nothing else in the process changes."""
+        with jax.default_matmul_precision("tensorfloat32" if self.config.precision == "tf32" else "highest"):
+            return super().__call__(*args, **kwargs)
 
 
 def _kind(layer) -> str:
@@ -168,7 +173,7 @@ def parameter_count(model: VGG) -> int:
 
 
 @nnx.jit
-def eval_logits(model: VGG, images: jax.Array) -> jax.Array:
+def eval_logits(model: VGG, images: jax.typing.ArrayLike) -> jax.Array:
     """The jitted forward pass, in whatever mode ``model`` is (predict and evaluate set eval); the logits in
     float32 whatever the model's compute dtype."""
     return model(images).astype(jnp.float32)

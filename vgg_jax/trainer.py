@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx, serialization
+from flax.nnx import filterlib
 
 from common.core import atomic, backends, precision
 from common.core.config import ModelConfig
@@ -77,9 +78,9 @@ def _flat(state: nnx.State, prefix: str) -> dict[str, np.ndarray]:
     return {prefix + ".".join(map(str, path)): np.asarray(v[...]) for path, v in nnx.to_flat_state(state)}
 
 
-def _restore(target, arrays: dict[str, np.ndarray], prefix: str, source: str, *filters) -> None:
-    """Set every variable of ``target`` (selected by ``filters``) from ``arrays`` under ``prefix``."""
-    state = nnx.state(target, *filters)
+def _restore(target, arrays: dict[str, np.ndarray], prefix: str, source: str, only: filterlib.Filter = ...) -> None:
+    """Set every variable of ``target`` (those ``only`` selects) from ``arrays`` under ``prefix``."""
+    state = nnx.state(target, only)
     flat = nnx.to_flat_state(state)
     names = [prefix + ".".join(map(str, path)) for path, _ in flat]
     training.check_state({n: v[...].shape for n, (_, v) in zip(names, flat)},
@@ -135,7 +136,8 @@ class Engine:
         if self.loss_scale is None:
             loss, correct = _train_step(*batch)
         else:
-            loss, correct, *self.loss_scale = _scaled_train_step(*batch, *self.loss_scale)
+            loss, correct, scale, finite_steps = _scaled_train_step(*batch, *self.loss_scale)
+            self.loss_scale = (scale, finite_steps)
         return float(loss), int(correct)
 
     def evaluate(self, batches) -> float:

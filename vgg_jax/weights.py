@@ -28,10 +28,10 @@ _NORM = ("scale", "bias", "mean", "var", "num_batches_tracked")  # torchvision's
 
 def export_weights(model: VGG) -> dict[str, np.ndarray]:
     """The model's weights (and batch norms' running statistics) under torchvision's names and layouts."""
-    pairs = [[(np.asarray(m.kernel[...]), np.asarray(m.bias[...])) for m in _layers(model, kind)]
-             for kind in (nnx.Conv, nnx.Linear)]
+    convs, denses = [[(np.asarray(m.kernel[...]), np.asarray(m.bias[...])) for m in _layers(model, kind)]
+                     for kind in (nnx.Conv, nnx.Linear)]
     norms = [tuple(np.asarray(getattr(m, k)[...]) for k in _NORM) for m in _layers(model, BatchNorm)]
-    return canonical.to_canonical(model, *pairs, LAYOUT, norms)
+    return canonical.to_canonical(model, convs, denses, LAYOUT, norms)
 
 
 def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
@@ -68,8 +68,8 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.n
 
     grads, logits = nnx.grad(loss, has_aux=True)(model)
     grads = jax.tree.map(lambda g: g / scale, grads)
-    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-    twin = export_weights(nnx.merge(graphdef, grads, rest))  # a twin whose parameters hold the gradients
+    graphdef, _, *rest = nnx.split(model, nnx.Param, ...)
+    twin = export_weights(nnx.merge(graphdef, grads, *rest))  # a twin whose parameters hold the gradients
     statistics = canonical.running_statistics(twin)  # the twin's own, not gradients
     return np.asarray(logits), {k: v for k, v in twin.items() if k not in statistics}
 

@@ -4,8 +4,8 @@ processes. Both sum the gradients; the Trainer then divides by the global batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -10,7 +10,7 @@ import numpy
 with warnings.catch_warnings():  # NumPy 1.24-1.26 warn on merely asking for numpy.bool
     warnings.simplefilter("ignore", FutureWarning)
     if not hasattr(numpy, "bool"):  # MXNet 1.9.1 uses numpy.bool, which NumPy 1.24+ removed
-        numpy.bool = numpy.bool_
+        numpy.bool = numpy.bool_  # type: ignore[attr-defined]  # gone from NumPy 1.24-1.26
 # MXNet's OpenMP pool uses one core unless told otherwise, and reads this only at import.
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 # A dist_sync worker on MXNet's threaded engine sometimes trains on wrong gradients (vgg parity --workers 2
@@ -21,6 +21,7 @@ if os.environ.get("DMLC_ROLE") == "worker" and int(os.environ.get("DMLC_NUM_WORK
 
 import mxnet as mx  # noqa: E402
 from mxnet import gluon, npx  # noqa: E402
+from mxnet.gluon import nn  # noqa: E402
 
 from common.core.precision import PrecisionError  # noqa: E402
 
@@ -46,4 +47,4 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
     return lambda: mx.np.dot(t, t).wait_to_read()
 
 
-__all__ = ["device_name", "gluon", "matmul", "mx", "npx", "set_threads"]
+__all__ = ["device_name", "gluon", "matmul", "mx", "nn", "npx", "set_threads"]

@@ -12,9 +12,8 @@ from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_b
 from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN, unbiased_running_var
 from common.runtime import capability, inference
-from vgg_mxnet.framework import gluon, mx
+from vgg_mxnet.framework import mx, nn
 
-nn = gluon.nn
 NAME = "mxnet"
 LAYOUT = backends.BACKENDS[NAME].layout
 #: Xavier/Glorot uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), as torch, Keras and Flax use.
@@ -28,7 +27,7 @@ def _kind(layer) -> str:
             nn.Dropout: "dropout"}[type(layer)]
 
 
-class LocalResponseNorm(gluon.HybridBlock):
+class LocalResponseNorm(nn.HybridBlock):
     """AlexNet's local response normalisation across channels (common/normalization.py) on MXNet's ``LRN``
     operator, which divides alpha by the window size; Gluon has no such layer, and the operator is a legacy
     (ndarray) one, so the array goes through that API and back."""

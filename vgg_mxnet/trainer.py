@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -115,11 +115,12 @@ class Engine:
         finish_batch_norms(self.model, before, xs[0].shape[0])
         global_n = images.shape[0] * self.world.processes
         self.trainer.step(global_n)  # ... rescaled by 1/global batch: the mean gradient, as torch's mean loss
-        loss_sum = sum(l.sum().item() for l in losses)
+        loss_sum = sum(loss.sum().item() for loss in losses)
         correct = sum(int((z.argmax(axis=1) == y.astype(np.int64)).sum().item()) for z, y in zip(logits, ys))
         if self.world.processes > 1:
-            loss_sum, correct, _ = dist.all_sum([loss_sum, correct, images.shape[0]])
-        return loss_sum / global_n, int(correct)
+            loss_sum, correct_sum, _ = dist.all_sum([loss_sum, correct, images.shape[0]])
+            return loss_sum / global_n, int(correct_sum)
+        return loss_sum / global_n, correct
 
     def evaluate(self, batches) -> float:
         return evaluate(self.model, batches)

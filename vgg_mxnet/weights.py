@@ -25,10 +25,10 @@ _NORM = ("gamma", "beta", "running_mean", "running_var", "num_batches_tracked") 
 
 def export_weights(model: VGG) -> dict[str, np.ndarray]:
     """The model's weights (and batch norms' running statistics) under torchvision's names and layouts."""
-    pairs = [[(m.weight.data().asnumpy(), m.bias.data().asnumpy()) for m in _layers(model, kind)]
-             for kind in (gluon.nn.Conv2D, gluon.nn.Dense)]
+    convs, denses = [[(m.weight.data().asnumpy(), m.bias.data().asnumpy()) for m in _layers(model, kind)]
+                     for kind in (gluon.nn.Conv2D, gluon.nn.Dense)]
     norms = [tuple(getattr(m, k).data().asnumpy() for k in _NORM) for m in _layers(model, BatchNorm)]
-    return canonical.to_canonical(model, *pairs, LAYOUT, norms)
+    return canonical.to_canonical(model, convs, denses, LAYOUT, norms)
 
 
 def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
@@ -76,10 +76,10 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
             m._kwargs["use_global_stats"] = False
     if training:
         finish_batch_norms(model, before, len(images))
-    pairs = [[(m.weight.grad().asnumpy(), m.bias.grad().asnumpy()) for m in _layers(model, kind)]
-             for kind in (gluon.nn.Conv2D, gluon.nn.Dense)]
+    convs, denses = [[(m.weight.grad().asnumpy(), m.bias.grad().asnumpy()) for m in _layers(model, kind)]
+                     for kind in (gluon.nn.Conv2D, gluon.nn.Dense)]
     norms = [(m.gamma.grad().asnumpy(), m.beta.grad().asnumpy()) for m in norms]
-    return x.asnumpy(), canonical.to_canonical(model, *pairs, LAYOUT, norms)
+    return x.asnumpy(), canonical.to_canonical(model, convs, denses, LAYOUT, norms)
 
 
 def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:

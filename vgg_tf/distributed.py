@@ -5,7 +5,7 @@ strategy must exist before any other TensorFlow op, so :func:`init_distributed` 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 from common.runtime import distributed
 from common.runtime.distributed import World

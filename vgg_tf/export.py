@@ -13,9 +13,11 @@ from common.core import atomic
 from common.serving import export_flow, formats, signing
 from common.serving.optional import require
 from vgg_tf.framework import tf
-from tensorflow.core.protobuf import saved_model_pb2
 from vgg_tf.model import LAYOUT, NAME, VGG, predict
 from vgg_tf.weights import export_weights, import_weights
+
+# isort: split
+from tensorflow.core.protobuf import saved_model_pb2  # after vgg_tf.framework, which sets TensorFlow's environment
 
 #: tf2onnx 1.17's newest opset
 ONNX_OPSET = 18
@@ -120,7 +122,8 @@ def _ops(graph) -> tuple[set[str], set[str]]:
     library functions, which only its own nodes (TF1 loaders, TF Serving) call. A function called by op
     name counts as an op too: no export of a VGG calls one so."""
     library, loaded = _library(graph), _loaded_functions(graph)
-    program, checkpoint = {n.op for n in graph.graph_def.node}, set()
+    program: set[str] = {n.op for n in graph.graph_def.node}
+    checkpoint: set[str] = set()
     for name, function in library.items():
         (program if name in loaded else checkpoint).update(n.op for n in function.node_def)
     return program, checkpoint

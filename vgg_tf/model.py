@@ -117,7 +117,19 @@ class VGG(Configured, keras.Sequential):
                 L.Dense(hidden, dtype=dtype), L.ReLU(dtype=dtype), L.Dropout(dropout, dtype=dtype),
                 L.Dense(config.num_classes, dtype=dtype)])
         self.config = config
-        set_tf32(config.precision == "tf32")
+
+    def __call__(self, *args, **kwargs):
+        """Keras's call, after :func:`use_tf32` for this model's precision."""
+        use_tf32(self)
+        return super().__call__(*args, **kwargs)
+
+
+def use_tf32(model: VGG) -> None:
+    """TensorFloat-32 products on a GPU for a tf32 model only, set whenever the model computes, as torch's
+    ``computing`` does. Process-wide, not scoped: TensorFlow has one switch, read when a kernel runs (and when
+    XLA compiles), which a traced graph does not record; so a ``tf.function`` step sets it when traced, and
+    it holds until another model of another precision computes in the same process."""
+    set_tf32(model.config.precision == "tf32")
 
 
 def logits_of(model: VGG, images, training: bool = False):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -18,6 +18,8 @@ from common.serving import formats
 from vgg_tf import distributed as dist
 from vgg_tf.framework import keras, tf
 from vgg_tf.model import NAME, VGG, logits_of
+
+# isort: split
 from keras.src.saving import saving_lib  # after vgg_tf.framework, which picks Keras's backend
 
 MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
@@ -96,7 +98,7 @@ class Engine:
                 g = self.buffers[i]
             # in a replica: this replica's copy, which every replica updates alike
             v.assign_sub(tf.where(finite, lr * g, tf.zeros_like(g)) if scale is not None else lr * g)
-        if scale is not None:
+        if self.loss_scale:
             for variable, value in zip(self.loss_scale, precision.next_loss_scale(
                     scale, self.loss_scale[1], finite, tf.where)):
                 variable.assign(tf.cast(value, variable.dtype))

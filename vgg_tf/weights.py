@@ -9,7 +9,7 @@ import numpy as np
 from common.core import canonical, precision
 from common.runtime import inference
 from vgg_tf.framework import keras, tf
-from vgg_tf.model import LAYOUT, VGG, BatchNorm, logits_of
+from vgg_tf.model import LAYOUT, VGG, BatchNorm, logits_of, use_tf32
 
 
 def _layers(model: VGG, kind: type) -> list:
@@ -25,10 +25,10 @@ _NORM = ("gamma", "beta", "moving_mean", "moving_variance", "num_batches_tracked
 
 def export_weights(model: VGG) -> dict[str, np.ndarray]:
     """The model's weights (and batch norms' running statistics) under torchvision's names and layouts."""
-    pairs = [[(m.kernel.numpy(), m.bias.numpy()) for m in _layers(model, kind)]
-             for kind in (keras.layers.Conv2D, keras.layers.Dense)]
+    convs, denses = [[(m.kernel.numpy(), m.bias.numpy()) for m in _layers(model, kind)]
+                     for kind in (keras.layers.Conv2D, keras.layers.Dense)]
     norms = [tuple(getattr(m, k).numpy() for k in _NORM) for m in _layers(model, BatchNorm)]
-    return canonical.to_canonical(model, *pairs, LAYOUT, norms)
+    return canonical.to_canonical(model, convs, denses, LAYOUT, norms)
 
 
 def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
@@ -62,6 +62,7 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
     variables += [v for m in norms for v in (m.gamma, m.beta)]
     with tf.GradientTape() as tape:
         if training:  # every layer in training mode but the dropouts
+            use_tf32(model)  # as a call of the model would
             x = tf.convert_to_tensor(images)
             for layer in model.layers:
                 x = x if isinstance(layer, keras.layers.Dropout) else layer(x, training=True)
@@ -72,8 +73,8 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
         scale = precision.gradient_scale(model.config.precision)  # fp16's, as a training step scales
         scaled = loss * scale
     grads = iter(g.numpy() / scale for g in tape.gradient(scaled, variables))
-    pairs = [[(next(grads), next(grads)) for _ in group] for group in [*layers, norms]]
-    return logits.numpy(), canonical.to_canonical(model, *pairs[:2], LAYOUT, pairs[2])
+    convs, denses, norm_grads = [[(next(grads), next(grads)) for _ in group] for group in [*layers, norms]]
+    return logits.numpy(), canonical.to_canonical(model, convs, denses, LAYOUT, norm_grads)
 
 
 def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -15,10 +15,10 @@ from vgg_torch.model import LAYOUT
 def to_tensor(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-copy views of the NumPy batch; under ``--device gpu`` in pinned host memory, so the training
     step's copy to the GPU runs asynchronously (``non_blocking``)."""
-    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels)
     if current().device == "gpu":
-        return images.pin_memory(), labels.pin_memory()
-    return images, labels
+        return x.pin_memory(), y.pin_memory()
+    return x, y
 
 
 load_fashion_mnist = partial(loader.load, layout=LAYOUT, to_tensor=to_tensor)

@@ -93,6 +93,7 @@ def _write_onnx(model: VGG, path: Path, meta: dict) -> None:
     x, _ = _example(model)
     program = torch.onnx.export(model, (x,), input_names=[formats.INPUT], output_names=[formats.OUTPUT],
                                 dynamic_shapes=({0: "batch"},), opset_version=ONNX_OPSET, verbose=False)
+    assert program is not None  # the dynamo exporter's program (only the legacy exporter returns None)
     program.save(str(path))
 
 
@@ -214,7 +215,7 @@ def _argument_bytes(node: dict, tensors: dict, size: Callable[[object], int]) ->
     input padded, or the view's sizes (``-1`` counted as 1); 0 for other nodes."""
     args = {a.get("name"): a.get("arg") or {} for a in node.get("inputs", [])}
     source = tensors.get(args.get("self", {}).get("as_tensor", {}).get("name"), {})
-    key = {"torch.ops.aten.pad.default": "pad", "torch.ops.aten.view.default": "size"}.get(node.get("target"))
+    key = {"torch.ops.aten.pad.default": "pad", "torch.ops.aten.view.default": "size"}.get(node.get("target", ""))
     if key is None:
         return 0
     ints = [size(v) for v in args.get(key, {}).get("as_ints") or args.get(key, {}).get("as_sym_ints") or []]

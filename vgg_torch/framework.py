@@ -28,7 +28,7 @@ with warnings.catch_warnings():  # after TensorFlow's import, PyPI's torch warns
     warnings.simplefilter("ignore", UserWarning)
     has_gpu = torch.cuda.is_available()
 if "triton" not in sys.modules and not has_gpu:
-    sys.modules["triton"] = None  # `import triton` raises ImportError: torch takes it as not installed
+    sys.modules["triton"] = None  # type: ignore[assignment]  # `import triton` raises ImportError: torch takes it as not installed
 
 
 def set_threads(count: int) -> None:
@@ -52,9 +52,13 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
     p = precisions.get(precision)
     set_tf32(p.name == "tf32")
     t = torch.from_numpy(a).to("cuda" if device == "gpu" else "cpu", getattr(torch, p.compute))
-    if device == "gpu":
-        return lambda: (t @ t, torch.cuda.synchronize())
-    return lambda: t @ t
+
+    def product() -> torch.Tensor:
+        out = t @ t
+        if device == "gpu":
+            torch.cuda.synchronize()
+        return out
+    return product
 
 
 __all__ = ["device_name", "matmul", "set_tf32", "set_threads", "torch"]

@@ -14,8 +14,7 @@ from common.core.arch import BUILDERS, LRN, Arch, block_layers, builder, check_b
 from common.core.config import Configured, ModelConfig
 from common.core.normalization import PAPER_LRN, TORCH_BN
 from common.runtime import capability, inference
-from vgg_torch import distributed as dist
-from vgg_torch import framework
+from vgg_torch import distributed as dist, framework
 
 NAME = "torch"
 LAYOUT = backends.BACKENDS[NAME].layout
@@ -71,10 +70,10 @@ class VGG(Configured, nn.Sequential):
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     nn.init.xavier_uniform_(module.weight)
-                    nn.init.zeros_(module.bias)
+                    nn.init.zeros_(module.bias)  # type: ignore[arg-type]  # every layer is built with a bias
         # The logical layout stays NCHW; channels-last memory is oneDNN's (and cuDNN's tensor cores') native
         # convolution layout, so no reorder runs around each convolution.
-        self.to(device=device(), memory_format=torch.channels_last)
+        self.to(device=device(), memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
         self.config = config
         capability.announce(NAME, config.precision, dist.current().device)
 

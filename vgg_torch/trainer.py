@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -61,8 +61,8 @@ class Engine:
         correct = int((logits.argmax(1) == labels).sum())
         if self.world.processes == 1:
             return loss.item(), correct
-        loss_sum, correct, n = dist.all_sum([loss.item() * len(labels), correct, len(labels)])
-        return loss_sum / n, int(correct)
+        loss_sum, correct_sum, n = dist.all_sum([loss.item() * len(labels), correct, len(labels)])
+        return loss_sum / n, int(correct_sum)
 
     def evaluate(self, batches) -> float:
         return evaluate(self.model, batches)

@@ -14,7 +14,7 @@ from common.runtime import inference
 from vgg_torch.model import LAYOUT, VGG, computing
 
 
-def _layers(model: VGG, kind: type) -> list[nn.Module]:
+def _layers(model: VGG, kind: type) -> list:
     return [m for m in model.modules() if isinstance(m, kind)]
 
 
@@ -26,9 +26,10 @@ def export_weights(model: VGG) -> dict[str, np.ndarray]:
     def host(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().numpy().copy()
 
-    pairs = [[(host(m.weight), host(m.bias)) for m in _layers(model, kind)] for kind in (nn.Conv2d, nn.Linear)]
+    convs, denses = [[(host(m.weight), host(m.bias)) for m in _layers(model, kind)]
+                     for kind in (nn.Conv2d, nn.Linear)]
     norms = [tuple(host(getattr(m, k)) for k in _NORM) for m in _layers(model, nn.BatchNorm2d)]
-    return canonical.to_canonical(model, *pairs, LAYOUT, norms)
+    return canonical.to_canonical(model, convs, denses, LAYOUT, norms)
 
 
 def import_weights(model: VGG, weights: dict[str, np.ndarray]) -> None:
@@ -67,10 +68,10 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.n
     def host(grad: torch.Tensor) -> np.ndarray:
         return (grad / scale).cpu().numpy()
 
-    pairs = [[(host(m.weight.grad), host(m.bias.grad)) for m in _layers(model, kind)]
-             for kind in (nn.Conv2d, nn.Linear, nn.BatchNorm2d)]
+    convs, denses, norms = [[(host(m.weight.grad), host(m.bias.grad)) for m in _layers(model, kind)]
+                            for kind in (nn.Conv2d, nn.Linear, nn.BatchNorm2d)]
     model.zero_grad(set_to_none=True)
-    return logits.detach().cpu().numpy(), canonical.to_canonical(model, *pairs[:2], LAYOUT, pairs[2])
+    return logits.detach().cpu().numpy(), canonical.to_canonical(model, convs, denses, LAYOUT, norms)
 
 
 def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:

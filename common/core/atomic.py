@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def _create(path: Path, suffix: str) -> str:
@@ -17,7 +17,7 @@ def _create(path: Path, suffix: str) -> str:
     return str(tmp)
 
 
-def write_with(path: str | os.PathLike, writer: Callable[[str], None], suffix: str = ".tmp") -> Path:
+def write_with(path: str | os.PathLike, writer: Callable[[str], object], suffix: str = ".tmp") -> Path:
     """Let ``writer(tmp_path)`` write a temporary file next to ``path`` (for libraries that only save to a
     path), then fsync it, rename it over ``path`` and fsync the folder, so the rename itself is durable."""
     path = Path(path)
@@ -39,7 +39,7 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None], suffix: s
     return path
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def write_bytes(path: str | os.PathLike, data: bytes | bytearray) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return write_with(path, lambda tmp: Path(tmp).write_bytes(data))
 

@@ -19,7 +19,8 @@ def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """kxk convolution (k odd, padding k // 2, stride 1); (N, C, H, W) -> (N, O, H, W), via one BLAS product."""
     k = weight.shape[-1]
     padded = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
-    windows = sliding_window_view(padded, (k, k), axis=(2, 3))  # (N, C, H, W, k, k), no copy
+    # (N, C, H, W, k, k), no copy; NumPy 1.26's stubs type ``axis`` as one int, the function takes a tuple
+    windows = sliding_window_view(padded, (k, k), axis=(2, 3))  # type: ignore[call-overload]
     out = np.tensordot(windows, weight, axes=([1, 4, 5], [1, 2, 3]))  # (N, H, W, O)
     return (out + bias).transpose(0, 3, 1, 2)
 

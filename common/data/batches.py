@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Callable, Iterator
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -80,6 +80,7 @@ class Batches:
     to_tensor: ToTensor | None = None  # (float32 images, int64 labels) -> backend tensors
     prefetch: int = 2  # batches prepared ahead in a background thread; 0 = none
     shard: tuple[int, int] = (0, 1)  # (rank, processes): this process's equal slice of every batch
+    _served: list[int] = field(default_factory=lambda: [0], init=False, repr=False, compare=False)  # epochs iterated
 
     def __post_init__(self) -> None:
         if self.images.ndim != 3 or self.images.dtype != np.uint8:
@@ -91,7 +92,6 @@ class Batches:
         if self.resize is not None and (not isinstance(self.resize, int) or self.resize < 1):
             raise ValueError(f"resize={self.resize!r} is not allowed: it must be a positive integer or None")
         with_channels(self.images[:0], self.layout)  # validates the layout
-        object.__setattr__(self, "_served", [0])
 
     @property
     def num_examples(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,8 @@ def from_arrays(train_images: np.ndarray, train_labels: np.ndarray, test_images:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
     if eval_limit is not None:
         test_images, test_labels = test_images[:eval_limit], test_labels[:eval_limit]
-    common = dict(batch_size=batch_size, resize=resize, layout=layout, to_tensor=to_tensor, prefetch=prefetch)
+    common: dict[str, Any] = dict(batch_size=batch_size, resize=resize, layout=layout, to_tensor=to_tensor,
+                                  prefetch=prefetch)
     return FashionMNIST(
         train=Batches(train_images, train_labels, shuffle=True, seed=seed, drop_last=drop_last, **common),
         test=Batches(test_images, test_labels, **common))

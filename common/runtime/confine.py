@@ -144,6 +144,7 @@ def landlock(writable: str, files: tuple[str, ...] = ("/dev/null",)) -> list[str
 def available() -> dict[str, str]:
     """What this machine offers, for docs and test skips: each confinement and whether it applies here."""
     abi = landlock_abi()
+    linux = sys.platform.startswith("linux")
     return {"memory cap": "RLIMIT_AS",
-            "network namespace": "unshare(CLONE_NEWUSER | CLONE_NEWNET)" if sys.platform.startswith("linux") else "none",
+            "network namespace": "unshare(CLONE_NEWUSER | CLONE_NEWNET)" if linux else "none",
             "landlock": f"ABI {abi}" if abi else "none"}

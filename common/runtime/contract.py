@@ -4,8 +4,9 @@ and the tools reach a backend only through them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,8 +24,10 @@ class Backend(Protocol):
     LAYOUT: str  # "NCHW" or "NHWC"
     MODEL_SUFFIX: str  # of the file ``save`` writes
 
-    # the network (common.core.config.ModelConfig says what builds it; torchvision's builders)
-    VGG: type
+    # the network (common.core.config.ModelConfig says what builds it; torchvision's builders); VGG and Engine
+    # are read-only members, so that a backend's own class satisfies them (common/tools/contract_types.py)
+    @property
+    def VGG(self) -> type: ...
     vgg_block: Callable[..., Any]
     vgg11: Callable[..., Any]
     vgg11_bn: Callable[..., Any]
@@ -45,7 +48,8 @@ class Backend(Protocol):
     def to_tensor(self, images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]: ...
 
     # training (the loop is common.runtime.training's; Engine is the framework's step)
-    Engine: Callable[..., EngineProtocol]
+    @property
+    def Engine(self) -> Callable[..., EngineProtocol]: ...
     def train(self, model: Any, data: Any, **recipe: Any) -> History: ...
     def evaluate(self, model: Any, data: Any) -> float: ...
     def save(self, model: Any, path: str | Path) -> Path: ...
@@ -77,6 +81,6 @@ class Backend(Protocol):
     def step_split(self, engine: Any) -> tuple[Callable[..., float], Callable[..., tuple[float, int]]]: ...
 
 
-#: every name the contract holds, in the order above
+#: every name the contract holds: the attributes above, then the members written as functions
 NAMES: tuple[str, ...] = tuple(dict.fromkeys([*Backend.__annotations__,
                                               *(n for n in vars(Backend) if not n.startswith("_"))]))

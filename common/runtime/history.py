@@ -44,7 +44,7 @@ class History:
         return json.dumps({"fields": list(FIELDS), "rows": self.rows}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "History":
+    def from_json(cls, text: str) -> History:
         return cls([dict(row) for row in json.loads(text)["rows"]])
 
     def to_csv(self) -> str:

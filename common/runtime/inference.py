@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from common.core.summary import check_input_shape
 
@@ -18,7 +19,7 @@ def check_images(model, images: np.ndarray, layout: str) -> np.ndarray:
     return images.astype(np.float32, copy=False)
 
 
-def predict_batches(model, images: np.ndarray, layout: str, forward: Callable[[np.ndarray], np.ndarray],
+def predict_batches(model, images: np.ndarray, layout: str, forward: Callable[[np.ndarray], ArrayLike],
                     batch_size: int = 256) -> np.ndarray:
     """Check ``images`` against ``model`` (shape in ``layout``), run ``forward`` per batch, stack the logits."""
     images = check_images(model, images, layout)

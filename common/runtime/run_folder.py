@@ -6,8 +6,8 @@ import contextlib
 import fcntl
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 #: the lock file in a run's folder; it holds the pid of the run that last took it
 LOCK = ".lock"

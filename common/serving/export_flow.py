@@ -6,9 +6,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def float32_master(model, build: Callable, export_weights: Callable, import_weig
 
 
 def run(model, path: str | Path, fmt: str, backend: str, layout: str,
-        writers: dict[str, Callable[[Path, dict], None]], reload_native: Callable[[Path], Forward], live: Forward,
+        writers: Mapping[str, Callable[[Path, dict], None]], reload_native: Callable[[Path], Forward], live: Forward,
         images: np.ndarray | None = None) -> Exported:
     """Export ``model`` to ``path`` in ``fmt`` with ``writers[fmt](tmp, metadata)``, reload it (ONNX in ONNX
     Runtime, native with ``reload_native``) and refuse it (ExportError, nothing written) if its logits on

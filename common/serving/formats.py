@@ -50,11 +50,11 @@ def check_tensor_size(path: str | Path, node: str, size: int) -> None:
                              f"beyond this project's bound of {MAX_TENSOR_BYTES:,}; {TRUST_HINT}")
 
 
-def printable(text: str, limit: int | None = None) -> str:
+def printable(text: object, limit: int | None = None) -> str:
     """``text`` without control and format characters (a file's names reach a terminal: no escapes, no line
     breaks, no bidi overrides), cut to ``limit`` characters."""
-    text = "".join(ch for ch in str(text) if not unicodedata.category(ch).startswith("C"))
-    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+    shown = "".join(ch for ch in str(text) if not unicodedata.category(ch).startswith("C"))
+    return shown if limit is None or len(shown) <= limit else shown[:limit] + "..."
 
 
 def shown(path: str | Path) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TypeGuard
 
 import numpy as np
 
@@ -175,7 +176,7 @@ def _shape(value) -> tuple[int, list | None]:
     return tensor.elem_type, [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
 
 
-def _is_static(shape: tuple[int, list | None] | None) -> bool:
+def _is_static(shape: tuple[int, list | None] | None) -> TypeGuard[tuple[int, list[int]]]:
     return shape is not None and shape[1] is not None and all(isinstance(d, int) and d >= 0 for d in shape[1])
 
 

@@ -14,6 +14,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Literal, overload
 
 from common.core import atomic
 from common.serving import formats
@@ -30,6 +31,12 @@ def config_dir() -> Path:
         return Path(os.environ["VGG_CONFIG_DIR"])
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "vgg-frameworks"
+
+
+@overload
+def _key(create: Literal[True]) -> bytes: ...
+@overload
+def _key(create: bool) -> bytes | None: ...
 
 
 def _key(create: bool) -> bytes | None:
