@@ -1,10 +1,12 @@
 """Backend parametrisation: a missing framework skips locally, fails under VGG_REQUIRE_ALL_BACKENDS=1, and a
-backend VGG_EXPECT_ABSENT names is not collected (tests/helpers.py)."""
+backend VGG_EXPECT_ABSENT names is not collected (tests/helpers.py). A test that starts a Python process is
+marked ``slow`` (``.ci/quick`` runs the others), and one that does so unmarked fails."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,17 @@ import pytest
 from common.core import backends
 from helpers import ABSENT, ACTIVE, REFERENCE, load_backend
 
+#: the id of the test running now while it is not marked slow (empty otherwise)
+_quick: list[str] = []
+
+
+def _no_python_process_in_a_quick_test(event: str, args: tuple) -> None:
+    """An audit hook: a test not marked slow that starts a Python process (``vgg``, a script, workers, a
+    model's confined process, a fresh interpreter) fails, so that ``-m "not slow"`` stays in one process."""
+    if event == "subprocess.Popen" and _quick and Path(os.fsdecode(args[0])).name.startswith("python"):
+        pytest.fail(f"{_quick[0]} starts a Python process ({os.fsdecode(args[0])}): mark it "
+                    "@pytest.mark.slow", pytrace=False)
+
 
 def pytest_configure(config) -> None:
     # the suite's own signing key and signatures (vgg export signs, native exports load only when signed),
@@ -20,6 +33,9 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("VGG_CONFIG_DIR", tempfile.mkdtemp(prefix="vgg-test-config-"))
     config.addinivalue_line("markers", "backend(name): the test needs this backend (e.g. a case only it has)")
     config.addinivalue_line("markers", "gpu: the GPU path; skips without a GPU (benchmarks/gpu_check.sh runs them)")
+    config.addinivalue_line("markers", "slow: starts a Python process (vgg, a script, workers, a model's confined "
+                                       "process); .ci/quick leaves these out, .ci/test runs them")
+    sys.addaudithook(_no_python_process_in_a_quick_test)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -28,6 +44,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     if gone:
         config.hook.pytest_deselected(items=gone)
         items[:] = [item for item in items if item not in gone]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup, call and teardown of a test not marked slow start no Python process (the audit hook above)."""
+    _quick[:] = [] if item.get_closest_marker("slow") else [item.nodeid]
+    yield
+    _quick.clear()
 
 
 def pytest_runtest_setup(item) -> None:

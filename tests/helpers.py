@@ -28,6 +28,8 @@ ACTIVE = tuple(name for name in backends.NAMES if name not in ABSENT)
 #: the backend every other one is compared with where a test compares two (gradients and SGD steps, which
 #: the NumPy oracle does not compute): torch, installed in every environment
 REFERENCE = "torch"
+#: the backends compared with the reference: a test of two backends has no case for the reference alone
+COMPARED = tuple(name for name in ACTIVE if name != REFERENCE)
 
 
 def load_backend(name: str):

@@ -1,4 +1,5 @@
-"""Real ``vgg`` subprocesses for the tests: start one, wait for its first checkpoint, see what it listens on."""
+"""Real ``vgg`` subprocesses for the tests: start one, wait for its first checkpoint or any condition, see what
+it listens on."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common.runtime import checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def _as_in_a_terminal() -> None:
@@ -30,12 +31,20 @@ def vgg_cli(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_in_a_terminal, **kw)
 
 
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``condition()`` held within ``timeout`` seconds, asked every 20 ms: a bound, not a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def wait_for_first_checkpoint(proc: subprocess.Popen, folder: Path, timeout: float = 300) -> Path:
     """The path of epoch 1's checkpoint in ``folder``, once it exists, ``proc`` ended or ``timeout`` passed."""
     first = checkpoint.path_for(folder, 1)
-    deadline = time.monotonic() + timeout
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: first.exists() or proc.poll() is not None, timeout)
     return first
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from common.tools import records
-from helpers import ACTIVE, NO_REAL_DATA, REAL_DATA, load_backend
+from helpers import ACTIVE, NO_REAL_DATA, REAL_DATA, ROOT, load_backend
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 RESULTS = ROOT / "benchmarks" / "results"
 #: a toy measurement: one tiny size, short cells, a small batch
@@ -39,6 +38,7 @@ def samples(result: dict) -> list[float]:
     return result["spread"]["samples"]
 
 
+@pytest.mark.slow
 def test_book_reference_records_every_round_and_the_ratio_round_by_round(tmp_path):
     name = ACTIVE[0]
     load_backend(name)
@@ -58,6 +58,7 @@ def test_book_reference_records_every_round_and_the_ratio_round_by_round(tmp_pat
     assert len(list(out.glob("*.json"))) == 2  # the rows and the one record, untouched
 
 
+@pytest.mark.slow
 def test_ab_records_each_variant_and_names_one_that_failed(tmp_path):
     name = ACTIVE[0]
     load_backend(name)
@@ -74,6 +75,7 @@ def test_ab_records_each_variant_and_names_one_that_failed(tmp_path):
     assert record.results("ratio", variant="broken") == [] and record.results("ratio", variant="base") == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(REAL_DATA is None, reason=NO_REAL_DATA)
 def test_the_loader_benchmark_writes_its_figures_and_record_into_a_folder_never_over_a_file(tmp_path):
     name = ACTIVE[0]
@@ -89,6 +91,7 @@ def test_the_loader_benchmark_writes_its_figures_and_record_into_a_folder_never_
     assert again.returncode == 2 and "another run's" in again.stderr
 
 
+@pytest.mark.slow
 def test_the_gpu_step_measures_nothing_without_a_gpu_and_records_the_machine_where_it_does(tmp_path):
     """On a CPU the script says so and writes no record; its record function, given a GPU's rows, states the
     machine (with its GPU, where nvidia-smi answers) beside the figures."""

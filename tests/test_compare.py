@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 
 from common.core.backends import BACKENDS
-from common.tools import cli, compare_report
-from common.tools import compare as compare_tool
+from common.tools import cli, compare as compare_tool, compare_report
 from common.tools.measure import MIN_REQUESTS
 from common.tools.spreads import spread, summarise, versus_fastest
-from helpers import ABSENT, ACTIVE, load_backend
+from helpers import ABSENT, ACTIVE, ROOT, load_backend
 from tiny_data import HIDDEN, fake_files
 
-ROOT = Path(__file__).resolve().parents[1]
 #: batch-1 requests per server in these tests (the command's own least is 1,000)
 REQUESTS = 40
 
@@ -51,6 +49,7 @@ def compare(tmp_path: Path, backends: str, extra_path: Path | None = None,
     return proc, json.loads(report.read_text()) if report.exists() else {}
 
 
+@pytest.mark.slow
 def test_compare_measures_every_backend_per_worker_count_and_writes_the_report(all_backends, tmp_path):
     """One run for the whole report (a compare of four backends is the suite's slowest kind of test): a row
     per backend and worker count, the ceiling before and after, the scaling, the charts. Where `.ci/test` names
@@ -112,6 +111,7 @@ def test_bad_rounds_and_requests_are_one_line_before_anything_runs(args, message
     assert not (tmp_path / "report").exists()
 
 
+@pytest.mark.slow
 def test_a_broken_backend_is_a_failed_row(tmp_path):
     """A real broken install: an ``mxnet`` package that raises on import, first on the children's path."""
     working = next(name for name in ACTIVE if name != "mxnet")
@@ -127,6 +127,7 @@ def test_a_broken_backend_is_a_failed_row(tmp_path):
     assert "mxnet" in proc.stdout and "failed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_book_reference_runs_the_books_step_and_the_projects_in_every_backend(all_backends, tmp_path):
     """benchmarks/book_reference.py, the side-by-side the speed claims come from, at a toy size: a row per
     backend with both codes measured, and its report files."""
@@ -140,6 +141,7 @@ def test_the_book_reference_runs_the_books_step_and_the_projects_in_every_backen
     assert {p.suffix for p in tmp_path.iterdir()} == {".md", ".json"}
 
 
+@pytest.mark.slow
 def test_compare_runs_interleaved_rounds_and_reports_each_figure_as_median_and_range(tmp_path):
     """Two rounds of one backend: every round's run is kept in compare.json, and each row's figures are the
     medians of its runs, inside the ranges the runs span; the console and the Markdown give both."""
@@ -194,6 +196,7 @@ def test_a_precision_has_a_ceiling_of_its_own_only_where_the_machine_has_its_pro
     assert compare_report.ceiling_of(report, "bf16") == 400.0 and compare_report.ceiling_of(report, "fp16") == 100.0
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_bf16_rows_are_held_against_their_own_ceiling_or_say_why_not(tmp_path):
     """`vgg compare --precision fp32,bf16`: a row per precision with its speed-up over fp32, and the bf16

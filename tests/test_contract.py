@@ -26,6 +26,7 @@ def test_a_backend_exports_exactly_the_contract(backend):
     assert (backend.__name__, backend.LAYOUT, backend.MODEL_SUFFIX) == (info.package, info.layout, info.trained_suffix)
 
 
+@pytest.mark.slow
 def test_the_framework_hooks_work(backend):
     """Thread settings come before any work (TensorFlow refuses them after), so they run in a fresh process."""
     code = (f"import numpy as np, {backend.__name__} as vgg\n"

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from common.tools import cli
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_BLOCKS = {"", "sh", "bash", "shell", "console"}
 CLI_MODULES = {"common.tools.cli"}

@@ -20,9 +20,8 @@ import pytest
 from common.data import fashion_mnist, idx
 from common.data.idx import DataError
 from common.tools import cli
-from helpers import NO_REAL_DATA, REAL_DATA
+from helpers import NO_REAL_DATA, REAL_DATA, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 LABELS = "t10k-labels-idx1-ubyte"  # the smallest file: 5,148 bytes compressed, 10,008 inflated
 IMAGES = "train-images-idx3-ubyte"  # the largest: a bomb far smaller than its 26 MB passes the size cap
 needs_real_data = pytest.mark.skipif(REAL_DATA is None, reason=NO_REAL_DATA)
@@ -182,6 +181,7 @@ def test_bytes_after_the_gzip_member_are_refused(folder, mirror, tail):
     assert leftovers(folder) == []
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_is_refused_without_inflating_it(tmp_path, folder, mirror):
     bomb = gzip_of_zeros()
     url, _ = mirror({IMAGES: bomb})
@@ -202,6 +202,7 @@ def test_a_slow_drip_is_cut_off_by_the_time_limit(folder, mirror):
     assert time.monotonic() - started < 3 and leftovers(folder) == []
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_concurrent_first_downloads_share_one(tmp_path, folder, mirror):
     url, server = mirror({LABELS: real(LABELS)}, piece=512, pace=0.2)  # about 2 s, so the processes overlap

@@ -15,8 +15,7 @@ from common.core import arch, canonical, layouts, tolerances
 from common.data import batches
 from common.serving import formats, onnx_files
 from common.tools import cli, parity
-from helpers import ACTIVE, REQUIRE_ALL, load_backend
-from processes import ROOT
+from helpers import ACTIVE, REQUIRE_ALL, ROOT, load_backend
 from tiny_data import HIDDEN
 
 ARCH, SIZE = ((1, 4, (3, "lrn")), (2, 8, (3, 1))), 32  # with an LRN and a 1x1 convolution: every layer kind
@@ -112,6 +111,7 @@ def test_predict_from_canonical_weights_takes_the_head_width_from_the_file(tmp_p
     assert [r["top"][0]["index"] for r in rows] == list(want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ACTIVE)
 def test_predict_on_png_files_gives_the_top1_of_predict_on_the_array(exported, name, tmp_path, capsys):
     from PIL import Image
@@ -138,6 +138,7 @@ def _error(capsys, *argv: str) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_bad_model_files_get_one_line(exported, tmp_path, capsys):
     name = ACTIVE[0]
     vgg, model, files = exported[name]
@@ -150,11 +151,14 @@ def test_bad_model_files_get_one_line(exported, tmp_path, capsys):
         cut = tmp_path / f"cut{source.name[1:] if source.name.startswith('m') else source.suffix}"
         cut.write_bytes(source.read_bytes()[:5000])
         assert "not a readable" in _error(capsys, "predict", "--model", str(cut), str(png))
-    assert "need --backend" in _error(capsys, "export", "--model", str(vgg.save_weights(model, tmp_path / "w.safetensors")))
-    assert f"must be named *{formats.ONNX}" in _error(capsys, "export", "--model", str(tmp_path / f"m{vgg.MODEL_SUFFIX}"),
-                                                      "--format", "onnx", "--out", str(tmp_path / "x.pt2"))
+    weights = vgg.save_weights(model, tmp_path / "w.safetensors")
+    assert "need --backend" in _error(capsys, "export", "--model", str(weights))
+    trained = tmp_path / f"m{vgg.MODEL_SUFFIX}"
+    assert f"must be named *{formats.ONNX}" in _error(capsys, "export", "--model", str(trained), "--format", "onnx",
+                                                      "--out", str(tmp_path / "x.pt2"))
 
 
+@pytest.mark.slow
 def test_bad_images_and_ill_fitting_onnx_files_get_one_line(exported, tmp_path, capsys):
     import onnx
     from onnx import TensorProto, helper
@@ -198,7 +202,8 @@ def test_an_export_that_reloads_differently_writes_nothing_and_keeps_the_previou
 
     live = lambda x: vgg.predict(model, x)  # noqa: E731
     with pytest.raises(export_flow.ExportError, match="nothing was written"):
-        export_flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write}, lambda _: lambda x: live(x) * 1.001, live)
+        export_flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write},
+                        lambda _: lambda x: live(x) * 1.001, live)
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
     assert target.read_bytes() == b"the previous export"
     done = export_flow.run(model, target, "native", name, vgg.LAYOUT, {"native": write}, lambda _: live, live)
@@ -206,6 +211,7 @@ def test_an_export_that_reloads_differently_writes_nothing_and_keeps_the_previou
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+@pytest.mark.slow
 def test_a_missing_export_package_is_named_with_its_extra(tmp_path):
     """The real import machinery, told the package is absent, as on a machine without the extra."""
     name = ACTIVE[0]

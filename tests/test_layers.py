@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ACTIVE, load_backend
+from helpers import ACTIVE, ROOT, load_backend
 
-ROOT = Path(__file__).resolve().parents[1]
 #: bottom to top; a module may import its own layer and those below it, never one above
 LAYERS = ("common.core", "common.data", "common.runtime", "common.serving", "backends", "common.tools")
 BACKEND_PACKAGES = ("vgg_torch", "vgg_tf", "vgg_jax", "vgg_mxnet")
@@ -87,6 +86,7 @@ def test_every_module_is_in_a_layer():
     assert outside == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ACTIVE)
 def test_a_backend_loads_no_tool(name):
     load_backend(name)  # skips (or fails under VGG_REQUIRE_ALL_BACKENDS=1) when not installed
@@ -97,6 +97,7 @@ def test_a_backend_loads_no_tool(name):
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
 
+@pytest.mark.slow
 def test_release_0_1_module_names_still_import_with_a_warning():
     code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
             "try:\n    import common.arch\nexcept DeprecationWarning as w:\n    print(w)\n"

@@ -45,7 +45,8 @@ def test_table_1_configurations():
     """Simonyan & Zisserman 2014, Table 2: A 133 M, B 133 M, C 134 M, D 138 M, E 144 M parameters; C is D with
     the last convolution of blocks 3-5 at 1x1, and A, B, D, E are torchvision's vgg11/13/16/19."""
     counts = {name: summary.parameter_count(arch.by_name(name), 3, 224, 1000) for name in arch.CONFIGS}
-    assert counts == {"A": 132_863_336, "A_LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952, "D": 138_357_544, "E": 143_667_240}
+    assert counts == {"A": 132_863_336, "A_LRN": 132_863_336, "B": 133_047_848, "C": 133_638_952, "D": 138_357_544,
+                      "E": 143_667_240}
     assert arch.validate(arch.C)[2] == (3, 256, (3, 3, 1)) and arch.kernel_sizes(arch.C[0]) == (3, 3)
     assert [arch.by_name(n) for n in ("A", "B", "D", "E")] == [arch.VGG11, arch.VGG13, arch.VGG16, arch.VGG19]
     assert arch.validate(((2, 8, (3, 3)),)) == ((2, 8),)  # all 3x3 is the book's pair
@@ -190,6 +191,7 @@ def test_summary_flops_prints_layers_and_the_conv_dense_split(capsys):
     assert "| fc-64 | classifier.0 | (64,) | 65,600 |" in out and "| fc-10 | classifier.6 | (10,) | 650 |" in out
 
 
+@pytest.mark.slow
 @pytest.mark.backend("tf")
 def test_importing_tensorflow_prints_nothing_on_a_machine_without_a_gpu():
     """TensorFlow's start-up lines and its CUDA probe's 'failed call to cuInit' error stay off stderr; a line

@@ -145,6 +145,7 @@ def test_what_a_machine_or_backend_cannot_run_is_refused_or_said():
         precision.get("int8")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["--backend", "torch", "--precision", "tf32"], "means nothing on a CPU: use fp32 here"),
     (["--backend", "mxnet", "--precision", "bf16"], "mxnet runs fp32 only"),
@@ -160,6 +161,7 @@ def test_train_refuses_in_one_line_and_writes_nothing(argv, message, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [
     ["parity", "--backends", "torch,jax", "--device", "gpu"],
     ["compare", "--backends", "torch", "--device", "gpu"],
@@ -177,6 +179,7 @@ def test_a_gpu_request_without_a_gpu_is_one_line_and_writes_nothing(argv, tmp_pa
     assert not (tmp_path / "report").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["predict", "export"])
 def test_predict_and_export_on_a_missing_gpu_are_one_line_and_write_nothing(command, tmp_path):
     import torch
@@ -220,6 +223,7 @@ def _refuses_bf16(name: str) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_jax_bf16_with_ynn_fusions_off(tmp_path):
     """JAX 0.8+ refuses bf16 on a CPU while XLA's YNNPACK fusions are on (they gave NaN logits with jaxlib
     0.12.0.1); with them off, as the refusal says, its bf16 logits are the rounding oracle's."""

@@ -18,10 +18,9 @@ from common.core.config import ModelConfig
 from common.data import idx
 from common.runtime import training
 from common.tools import race, race_report
-from helpers import ACTIVE
+from helpers import ACTIVE, ROOT
 from tiny_data import HIDDEN, learnable
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.3  # the learnable squares pass it within an epoch or two; chance is 0.1
 
 
@@ -56,6 +55,7 @@ def tiny_race(tmp_path_factory):
     return folder, options, proc, json.loads((folder / "out" / "race.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_backend_races_and_the_report_agrees_with_its_evaluations(tiny_race):
     folder, _, proc, report = tiny_race
     assert [(r["seed"], r["backend"]) for r in report["runs"]] == [(s, n) for s in (0, 1) for n in ACTIVE]
@@ -90,6 +90,7 @@ def test_every_backend_races_and_the_report_agrees_with_its_evaluations(tiny_rac
         assert (folder / "out" / chart).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_resume_skips_the_finished_runs(tiny_race):
     folder, options, _, report = tiny_race
     proc = race_cli(folder / "data", folder / "out", *options, "--resume")
@@ -98,6 +99,7 @@ def test_resume_skips_the_finished_runs(tiny_race):
     assert again["runs"] == report["runs"] and again["parity"] == report["parity"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, message", [
     ([], "already holds a race (race.json); pass --resume"),
     (["--resume", "--target", "0.4"], "was run with other settings (target)"),
@@ -111,6 +113,7 @@ def test_an_out_holding_a_race_is_refused(tiny_race, change, message):
     assert (folder / "out" / "race.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_stopped_race_names_the_runs_resume_would_run(tiny_race, tmp_path):
     *_, report = tiny_race
     race_report.write({**report, "runs": report["runs"][:1]}, tmp_path)
@@ -120,6 +123,7 @@ def test_a_stopped_race_names_the_runs_resume_would_run(tiny_race, tmp_path):
         (tmp_path / "race.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_race_from_another_machine_is_not_resumed(tiny_race, tmp_path):
     """Times from two CPUs do not race each other: a race recorded on another CPU is refused, left as it was."""
     folder, options, *_ = tiny_race
@@ -136,6 +140,7 @@ def test_a_race_from_another_machine_is_not_resumed(tiny_race, tmp_path):
     assert "do not race each other" in lines[0] and (out / "race.json").read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_a_race_that_cannot_finish_and_a_contender_the_parity_check_stops(tmp_path):
     """torch cannot reach 0.99 in one epoch: it did not finish, with its best accuracy. A real broken install (an
@@ -223,6 +228,7 @@ def test_evaluation_points_are_fractions_of_an_epoch_and_the_last_step():
     assert race.evaluation_steps(4, 1, 0.1) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--target", "1.5"], "--target 1.5 is not allowed: it must be a test accuracy between 0 and 1"),
     (["--target", "0"], "--target 0 is not allowed"),
@@ -240,6 +246,7 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_an_out_holding_other_files_is_refused(tmp_path):
     learnable_files(tmp_path / "data")
     (tmp_path / "out").mkdir()

@@ -19,7 +19,8 @@ from common.core.config import MAX_IMAGE_SIZE, MAX_SEED
 from common.runtime import checkpoint, run_folder, training
 from common.serving import image_files
 from common.tools import cli
-from processes import ROOT, vgg_cli
+from helpers import ROOT
+from processes import vgg_cli
 from tiny_data import HIDDEN, fake_files
 
 Image = pytest.importorskip("PIL.Image")
@@ -115,6 +116,7 @@ def test_bad_values_are_one_line_before_anything_is_written(argv, message, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [CASES[0], CASES[-3], CASES[-1]])
 def test_a_bad_value_is_one_line_from_the_real_command(argv, message, tmp_path):
     code, err = run(*with_out(argv, tmp_path))
@@ -141,6 +143,7 @@ def test_the_python_api_checks_the_same_values():
             training.Recipe(**{field: value})
 
 
+@pytest.mark.slow
 @torch_only
 def test_a_refused_resume_leaves_run_json_as_it_was(trained, tmp_path):
     data, done = trained
@@ -152,6 +155,7 @@ def test_a_refused_resume_leaves_run_json_as_it_was(trained, tmp_path):
     assert (out / "run.json").read_bytes() == before
 
 
+@pytest.mark.slow
 @torch_only
 def test_an_earlier_run_is_refused_and_overwrite_replaces_it(trained, tmp_path):
     data, done = trained
@@ -170,6 +174,7 @@ def test_an_earlier_run_is_refused_and_overwrite_replaces_it(trained, tmp_path):
     assert checkpoint.list_checkpoints(out / "checkpoints") == [checkpoint.path_for(out / "checkpoints", 1)]
 
 
+@pytest.mark.slow
 @torch_only
 def test_a_second_run_on_a_held_out_fails_at_once(trained, tmp_path):
     data, _ = trained
@@ -261,6 +266,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 1_000_000), (1_000_000, 1)])
 def test_a_huge_image_is_read_in_bounded_memory(shape, tmp_path):
     path = tmp_path / "line.png"
@@ -289,6 +295,7 @@ def test_only_the_listed_formats_are_opened(fmt, tmp_path):
         image_files.read(path)
 
 
+@pytest.mark.slow
 @torch_only
 def test_vgg_predict_refuses_an_unlisted_format_in_one_line(trained, tmp_path):
     path = tmp_path / "icon.png"

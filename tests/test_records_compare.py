@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from common.tools import records
-from helpers import load_backend
+from helpers import ROOT, load_backend
 from tiny_data import HIDDEN, fake_files
 
-ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 2
-pytestmark = pytest.mark.backend("torch")
+pytestmark = [pytest.mark.backend("torch"), pytest.mark.slow]
 
 
 def vgg(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -53,6 +53,7 @@ def test_parity_writes_a_record_of_what_it_printed(tmp_path, capsys):
                {"precision": "fp32", "size": 32, "arch": "tiny"} for r in record.results())
 
 
+@pytest.mark.slow
 def test_environment_verb_records_the_installed_versions(tmp_path):
     """The record's versions are importlib.metadata's (Python's is platform's), one per installed package."""
     proc = subprocess.run([sys.executable, "-m", "common.tools.cli", "results", "environment", "--out", str(tmp_path)],

@@ -13,7 +13,8 @@ import pytest
 
 from common.runtime.history import History
 from common.tools import race, race_report, records, train_record
-from processes import ROOT, vgg_cli
+from helpers import ROOT
+from processes import vgg_cli
 from tiny_data import HIDDEN, fake_files
 
 torch_only = pytest.mark.backend("torch")  # the record is written by shared code: the cheapest backend stands for all
@@ -34,6 +35,7 @@ def saved_records(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.glob("*.json")} if folder.is_dir() else {}
 
 
+@pytest.mark.slow
 @torch_only
 def test_vgg_train_writes_a_record_of_its_final_figures(tmp_path):
     fake_files(tmp_path / "data")
@@ -80,6 +82,7 @@ def collect(script: str, store: Path, *folders: Path, results: Path | None = Non
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, kind", [("accuracy_table.py", "accuracy"),
                                           ("distributed_table.py", "distributed-epoch")])
 def test_a_collector_adds_one_record_per_run_and_touches_no_other(tmp_path, script, kind):
@@ -104,6 +107,7 @@ def test_a_collector_adds_one_record_per_run_and_touches_no_other(tmp_path, scri
         assert sorted(p.name for p in results.iterdir()) == ["history-jax-56.json", "history-torch-56.json"]
 
 
+@pytest.mark.slow
 def test_a_collector_skips_a_run_without_its_record(tmp_path):
     fake_run(tmp_path / "a", "torch", "2026-12-01T10:00:00+00:00")
     for own in (tmp_path / "a").glob(f"*-{train_record.KIND}-*.json"):

@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from common.tools import records, results, tables
-
-ROOT = records.ROOT
+from helpers import ROOT
 
 
 def vgg_results(*args: str) -> subprocess.CompletedProcess:
@@ -36,6 +35,7 @@ def rendered_page(tmp_path, name: str):
     raise AssertionError(f"no page shows table {name}")
 
 
+@pytest.mark.slow
 def test_every_page_is_what_its_records_render():
     """The suite's own `vgg results check`: the committed pages and records agree, all with provenance."""
     proc = vgg_results("check")
@@ -110,6 +110,7 @@ def test_a_record_is_written_once_and_never_over_another(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (("show", "no-such-record"), "names no records"),
     (("compare", "no-such-record", "neither"), "names no records"),
@@ -124,6 +125,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_list_filters_and_show_states_provenance(store):
     proc = vgg_results("list", "--kind", "compare", "--machine", "zen4", "--backend", "torch")
     assert proc.returncode == 0, proc.stderr
@@ -148,6 +150,7 @@ def test_compare_says_whether_rounds_overlap_and_refuses_other_machines(store):
     assert results.distinguishable(a, {"value": 2.0}) is None
 
 
+@pytest.mark.slow
 def test_an_older_report_is_imported_as_a_record_with_its_commit(tmp_path):
     report = records.ROOT / "benchmarks" / "results" / "compare-zen3"
     store = tmp_path / "store"

@@ -20,11 +20,12 @@ import pytest
 from common.runtime import confine
 from common.serving import formats, signing
 from common.tools import cli, models, sandbox
+from helpers import ROOT
 from hostile import SIZE, error
-from processes import ROOT, run_measured
+from processes import run_measured
 
 
-
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_the_python_api_opens_a_model_in_the_boundary_on_request(native):
     path = native("torch")
@@ -39,6 +40,7 @@ def test_the_python_api_opens_a_model_in_the_boundary_on_request(native):
 
 # --- signatures ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.backend(name)) for name in ("torch", "jax")])
 def test_an_unsigned_export_is_refused_until_the_user_trusts_it(native, png, name, monkeypatch, tmp_path, capsys):
     source = native(name)
@@ -63,6 +65,7 @@ def test_a_signed_file_changed_afterwards_is_unsigned(native, tmp_path, capsys):
     assert not signing.is_signed(path)
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_the_users_own_config_folder_is_found_without_the_variable(native, png, tmp_path, monkeypatch, capsys):
     """As for a user who never heard of VGG_CONFIG_DIR: the key and signatures under XDG_CONFIG_HOME, while
@@ -126,6 +129,7 @@ def _confinement_works(kind: str) -> str | None:
     return out or None
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_trusted_code_runs_but_cannot_write_outside_its_folder(native, png, tmp_path, capsys):
     if why := _confinement_works("landlock"):
@@ -140,6 +144,7 @@ def test_trusted_code_runs_but_cannot_write_outside_its_folder(native, png, tmp_
     assert marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_trusted_code_cannot_reach_the_network(native, png, tmp_path, capsys):
     if why := _confinement_works("network"):
@@ -155,6 +160,7 @@ def test_trusted_code_cannot_reach_the_network(native, png, tmp_path, capsys):
             server.accept()
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_trusted_code_that_allocates_past_the_cap_is_error(native, png, tmp_path):
     path = code_pt2(native("torch"), tmp_path / "m.pt2", "x = bytearray(40 << 30)")
@@ -165,6 +171,7 @@ def test_trusted_code_that_allocates_past_the_cap_is_error(native, png, tmp_path
     assert peak < 2e9, peak
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_a_model_process_killed_by_a_signal_is_error(native, png, tmp_path, capsys):
     path = code_pt2(native("torch"), tmp_path / "k.pt2", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
@@ -172,6 +179,7 @@ def test_a_model_process_killed_by_a_signal_is_error(native, png, tmp_path, caps
     assert str(path) in err and "SIGSEGV" in err, err
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_a_model_that_hangs_is_stopped_at_the_time_limit(native, png, tmp_path, capsys):
     path = code_pt2(native("torch"), tmp_path / "h.pt2", "import time; time.sleep(600)")

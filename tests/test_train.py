@@ -156,6 +156,7 @@ def train_args(backend_name: str, data_dir: Path, out: Path, epochs: int) -> lis
             "--out", str(out), "--no-progress"]
 
 
+@pytest.mark.slow
 def test_cli_trains_and_writes_its_files(backend, tmp_path):
     name = backend.__name__.removeprefix("vgg_")
     fake_files(tmp_path / "data")
@@ -171,6 +172,7 @@ def test_cli_trains_and_writes_its_files(backend, tmp_path):
     assert again.returncode == 2 and "already holds a run" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_killed_run_resumes(backend, tmp_path):
     """SIGKILL a real training process right after its first checkpoint; --resume finishes the run."""
     name = backend.__name__.removeprefix("vgg_")
@@ -190,6 +192,7 @@ def test_killed_run_resumes(backend, tmp_path):
     assert [row["epoch"] for row in history["rows"]] == [1, 2, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--backend", "caffe"], "invalid choice: 'caffe'"),
     (["--backend", "torch", "--arch", "vgg11", "--resize", "16"], "smallest resolution"),

@@ -17,10 +17,11 @@ import pytest
 
 from common.core.config import MAX_TENSOR_BYTES
 from common.serving import formats, signing
-from hostile import ARCH, SIZE, export_module, error
 from helpers import load_backend
+from hostile import ARCH, SIZE, error, export_module
 from processes import run_measured
 from tiny_data import HIDDEN
+
 
 def written(folder: Path) -> list[Path]:
     """The marker files a crafted model wrote in ``folder`` (SaveV2 adds suffixes to its prefix)."""
@@ -93,6 +94,7 @@ def _writer(tmp_path: Path, native, hidden_op: str, depth: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.backend("tf")
 @pytest.mark.parametrize("hidden_op, depth", [("SaveV2", 0), ("SaveV2", 2), ("WriteFile", 2)],
                          ids=["SaveV2 in serve", "SaveV2 two calls down", "WriteFile two calls down"])
@@ -146,6 +148,7 @@ def test_a_function_named_only_in_another_call_s_attributes_is_followed(native, 
     assert "op SaveV2" in export_module("tf").findings(path)
 
 
+@pytest.mark.slow
 @pytest.mark.backend("tf")
 def test_a_savedmodel_without_an_object_graph_is_refused(native, png, tmp_path, capsys):
     """tf.saved_model.load would load it as TF1's, running the ops its saver and init op name."""
@@ -155,6 +158,7 @@ def test_a_savedmodel_without_an_object_graph_is_refused(native, png, tmp_path, 
     assert "it holds a TF1-style meta graph" in error(capsys, "predict", "--model", path, png)
 
 
+@pytest.mark.slow
 @pytest.mark.backend("tf")
 def test_a_savedmodel_constant_stated_as_one_value_and_a_huge_shape_is_refused(native, png, tmp_path, capsys):
     """A constant's value may be one number and a shape, which TensorFlow fills out in memory."""
@@ -231,6 +235,7 @@ def test_our_weights_files_load(weights_h5):
     assert vgg.load(weights_h5).config.hidden == HIDDEN
 
 
+@pytest.mark.slow
 @pytest.mark.backend("tf")
 def test_an_hdf5_fill_bomb_is_one_line_and_takes_no_memory(weights_h5, png, tmp_path):
     path = _edited_h5(weights_h5, tmp_path / "bomb.weights.h5", _fill_bomb)
@@ -273,6 +278,7 @@ def _edited_symbol(native, tmp_path: Path, op: str, **attrs) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.backend("mxnet")
 @pytest.mark.parametrize("op, attrs, node, size", [
     ("FullyConnected", {"num_hidden": "300000000"}, r"dense\d+_fwd_output", 1_200_000_000),
@@ -283,6 +289,7 @@ def test_an_mxnet_graph_asking_for_more_than_a_gib_is_refused(native, png, tmp_p
     assert re.search(f"its node {node} holds {size:,} bytes for one image, beyond this project's bound", err), err
 
 
+@pytest.mark.slow
 @pytest.mark.backend("mxnet")
 def test_mxnet_parameters_that_do_not_fit_the_graph_are_refused(native, png, tmp_path, capsys):
     err = error(capsys, "predict", "--model", _edited_symbol(native, tmp_path, "Convolution", num_filter="5"), png)

@@ -23,9 +23,9 @@ from common.runtime import checkpoint, run_folder
 from common.serving import formats, image_files, onnx_files
 from common.tools import cli, launch, predict, records
 from common.tools.models import Opened
+from helpers import ACTIVE, ROOT, load_backend
 from hostile import error
-from helpers import ACTIVE, load_backend
-from processes import ROOT, run_measured, vgg_cli
+from processes import run_measured, vgg_cli
 from tiny_data import HIDDEN, fake_files
 
 onnx = pytest.importorskip("onnx")
@@ -193,6 +193,7 @@ def trained_model(tmp_path_factory) -> Path:
     return vgg.save(vgg.VGG(arch.TINY, image_size=SIZE, hidden=HIDDEN), folder / f"m{formats.TRAINED['torch']}")
 
 
+@pytest.mark.slow
 @torch_only
 def test_an_image_bomb_is_refused_from_its_header_in_bounded_memory(trained_model, tmp_path):
     """A 173 KB PNG of 1 x 89,000,000 pixels (1.84 GB peak when Pillow decoded it) costs what a 28x28 one does."""
@@ -343,6 +344,7 @@ def same_threads(monkeypatch) -> None:
     monkeypatch.setenv("VGG_THREADS", str(torch.get_num_threads()))
 
 
+@pytest.mark.slow
 @torch_only
 @pytest.mark.parametrize("lie", LIES)
 def test_a_checkpoint_whose_meta_lies_is_refused_before_anything_is_written(finished_run, lie, tmp_path, capsys,
@@ -356,6 +358,7 @@ def test_a_checkpoint_whose_meta_lies_is_refused_before_anything_is_written(fini
     assert run_files(out) == before
 
 
+@pytest.mark.slow
 @torch_only
 def test_a_checkpoint_past_the_runs_epochs_trains_nothing_and_writes_nothing(finished_run, tmp_path):
     """epoch 1,000,000,000 used to end a --epochs 3 run at once, exit 0, with a model and run.json written."""
@@ -382,6 +385,7 @@ def test_workers_pythonpath_has_no_empty_entry(given, entries):
     assert env["PYTHONSAFEPATH"] == "1" and env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), *entries]
 
 
+@pytest.mark.slow
 def test_a_worker_cannot_import_from_the_working_folder(tmp_path):
     (tmp_path / "planted.py").write_text("")
     env = launch.safe_path_env({**os.environ, "PYTHONPATH": f"{tmp_path / 'x'}{os.pathsep}"})

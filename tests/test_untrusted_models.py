@@ -23,10 +23,10 @@ from common.core import arch, canonical
 from common.core.config import ConfigError, ModelConfig
 from common.serving import formats, signing
 from common.tools import cli, models
-from hostile import SIZE, KINDS, export_module, error
-from helpers import ACTIVE, REFERENCE, load_backend
-from processes import ROOT
+from helpers import ACTIVE, REFERENCE, ROOT, load_backend
+from hostile import KINDS, SIZE, error, export_module
 from tiny_data import HIDDEN
+
 
 def subprocess_error(*argv) -> str:
     """The error line of ``vgg argv`` as a real process, which must exit 2 with no traceback: the one line of
@@ -91,6 +91,7 @@ def _pickled_constant(root: str, entries: dict, marker: Path) -> None:
 
 def _pickled_inputs(root: str, entries: dict, marker: Path) -> None:
     import io
+
     import torch
     buffer = io.BytesIO()
     torch.save(((Payload(marker),), {}), buffer)
@@ -123,6 +124,7 @@ def crafted_pt2(request, native, tmp_path) -> tuple[Path, Path, str]:
     return path, marker, named
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_a_pt2_that_would_run_code_is_refused_and_runs_nothing(crafted_pt2, png, capsys):
     path, marker, named = crafted_pt2
@@ -142,6 +144,7 @@ def test_trust_model_loads_it_knowingly_and_its_code_runs(crafted_pt2, png, caps
     assert marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_a_pt2_with_pickled_constants_is_one_line_from_the_command(native, png, tmp_path):
     marker, path = tmp_path / "marker", tmp_path / "crafted.pt2"
@@ -153,6 +156,7 @@ def test_a_pt2_with_pickled_constants_is_one_line_from_the_command(native, png, 
 
 # --- SavedModel, MXNet symbol, StableHLO: programs, refused by their ops --------------------------------
 
+@pytest.mark.slow
 @pytest.mark.backend("tf")
 def test_a_savedmodel_that_copies_a_file_is_refused_before_loading(native, png, tmp_path):
     """A ten-line tf.Module whose serve copies a file, with the metadata of a real export beside it."""
@@ -176,6 +180,7 @@ def test_a_savedmodel_that_copies_a_file_is_refused_before_loading(native, png, 
     assert not stolen.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.backend("mxnet")
 def test_an_mxnet_symbol_with_a_foreign_operator_is_refused(native, png, tmp_path, capsys):
     path = tmp_path / "foreign.mxnet"
@@ -188,6 +193,7 @@ def test_an_mxnet_symbol_with_a_foreign_operator_is_refused(native, png, tmp_pat
     assert "op _cvimread" in error(capsys, "predict", "--model", path, png)
 
 
+@pytest.mark.slow
 @pytest.mark.backend("jax")
 def test_a_jax_export_with_a_foreign_custom_call_is_refused(native, png, tmp_path, capsys):
     """A real jax.export blob whose module makes a custom call (LAPACK's, through Cholesky) besides the
@@ -209,6 +215,7 @@ def test_a_jax_export_with_a_foreign_custom_call_is_refused(native, png, tmp_pat
     assert "custom call lapack_spotrf_ffi" in error(capsys, "predict", "--model", path, png)
 
 
+@pytest.mark.slow
 @pytest.mark.backend("mxnet")
 def test_truncated_mxnet_params_are_one_line_without_the_cpp_traceback(native, png, tmp_path, capsys):
     vgg = load_backend("mxnet")
@@ -269,16 +276,19 @@ def test_metadata_is_validated_before_use(meta, named):
     assert named in str(refused.value)
 
 
+@pytest.mark.slow
 def test_onnx_metadata_with_a_missing_key_is_one_line_from_the_command(png, tmp_path):
     meta = {k: v for k, v in _metadata().items() if k != "classes"}
     assert "has no classes" in subprocess_error("predict", "--model", _onnx_file(tmp_path / "m.onnx", meta), png)
 
 
+@pytest.mark.slow
 def test_fewer_class_names_than_logits_is_refused(png, tmp_path, capsys):
     path = _onnx_file(tmp_path / "m.onnx", _metadata(num_classes=5), logits=10)
     assert "names 5 classes, but the model gives 10 logits" in error(capsys, "predict", "--model", path, png)
 
 
+@pytest.mark.slow
 def test_class_names_reach_the_terminal_without_control_characters(png, tmp_path, capsys):
     names = [f"\x1b[2Jclass\u202e{i}\nforged line\x07" for i in range(10)]
     path = _onnx_file(tmp_path / "m.onnx", _metadata(classes=names))
@@ -295,6 +305,7 @@ def _safetensors(path: Path, header: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.backend(REFERENCE)
 def test_a_tiny_safetensors_declaring_a_huge_layer_is_refused_before_building(png, tmp_path):
     path = _safetensors(tmp_path / "huge.safetensors", {
