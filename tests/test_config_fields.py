@@ -4,6 +4,7 @@ here, and so does a field the tables below do not name."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -11,18 +12,19 @@ from dataclasses import MISSING, fields
 import pytest
 
 from common.core import arch
-from common.core.config import Configured, ModelConfig
+from common.core.config import INITS, Configured, ModelConfig
 from common.core.precision import PrecisionError, PrecisionWarning
 from common.tools import cli
 from common.tools.arguments import model_config
 
 #: a value other than the default for every field, for a model that stays cheap (a narrow head, small images)
 NON_DEFAULT = {"arch": arch.VGG11, "num_classes": 7, "in_channels": 3, "image_size": 32, "dropout": 0.25, "seed": 3,
-               "batch_norm": True, "hidden": 8, "precision": "bf16"}
+               "batch_norm": True, "hidden": 8, "precision": "bf16", "init": "torchvision"}
 #: the CLI's option for every field, None where no sub-command has one (the helper's ``changes`` set those);
 #: ``--arch`` names the blocks and batch norm together
 OPTIONS = {"arch": "--arch", "num_classes": None, "in_channels": None, "image_size": "--resize", "dropout": None,
-           "seed": "--seed", "batch_norm": "--arch", "hidden": "--hidden", "precision": "--precision"}
+           "seed": "--seed", "batch_norm": "--arch", "hidden": "--hidden", "precision": "--precision",
+           "init": "--init"}
 #: what the CLI builds: the tiny arch with batch norm, at a size no sub-command has as its default
 CLI_VALUES = {**NON_DEFAULT, "arch": arch.TINY, "image_size": 40}
 CLI_ARCH = "tiny_bn"
@@ -76,3 +78,26 @@ def test_the_cli_passes_every_field(backend, command):
 def test_the_models_attributes_are_annotated_for_every_field():
     assert set(Configured.__annotations__) == {"config", *(f.name for f in fields(ModelConfig))}
 
+
+def _spread(weights: dict, init: str) -> dict[str, tuple[float, float, float]]:
+    """Each kernel's (standard deviation, the one ``init`` draws from, the tolerance five standard errors of a
+    sample that size give) by canonical name; biases all zero."""
+    assert all(not v.any() for k, v in weights.items() if k.endswith(".bias"))
+    found = {}
+    for name, w in weights.items():
+        if not name.endswith(".weight") or w.ndim < 2:
+            continue
+        fan_in, fan_out = w[0].size, w.shape[0] * w[0, 0].size  # OIHW or (out, in), torchvision's meaning
+        if init == "xavier":
+            expected = math.sqrt(2.0 / (fan_in + fan_out))  # uniform on +-sqrt(6 / (in + out))
+        else:
+            expected = math.sqrt(2.0 / fan_out) if w.ndim == 4 else 0.01
+        found[name] = (float(w.std()), expected, 5 / math.sqrt(2 * w.size))
+    return found
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_init_draws_the_weights_it_names(backend, init):
+    model = backend.VGG(arch.small(), image_size=32, hidden=256, init=init)
+    for name, (std, expected, tolerance) in _spread(backend.export_weights(model), init).items():
+        assert std == pytest.approx(expected, rel=tolerance), f"{backend.NAME} {init}: {name}"

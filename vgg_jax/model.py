@@ -19,7 +19,11 @@ from vgg_jax.framework import check_bf16
 
 NAME = "jax"
 LAYOUT = backends.BACKENDS[NAME].layout
-_XAVIER = nnx.initializers.xavier_uniform()
+#: each ModelConfig.init's (convolution, dense) kernel initialisers; biases start at zero
+INITIALISERS = {
+    "xavier": (nnx.initializers.xavier_uniform(), nnx.initializers.xavier_uniform()),
+    "torchvision": (nnx.initializers.variance_scaling(2.0, "fan_out", "normal"), nnx.initializers.normal(0.01)),
+}
 
 
 def max_pool(x: jax.Array) -> jax.Array:
@@ -83,11 +87,11 @@ class BatchNorm(nnx.BatchNorm):
 
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
               layers: Sequence[int | str] | None = None, batch_norm: bool = False, *,
-              dtype: jnp.dtype | None = None, rngs: nnx.Rngs | None = None) -> nnx.Sequential:
+              dtype: jnp.dtype | None = None, rngs: nnx.Rngs | None = None, init: str = "xavier") -> nnx.Sequential:
     """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'SAME' padding) each followed by batch
     normalisation if ``batch_norm``, then ReLU, and by local response normalisation where ``layers`` has
     ``"lrn"``; then 2x2 max pooling. ``dtype``: Flax's computation dtype of every layer (float32 parameters
-    either way; without it Flax promotes a bfloat16 input back to float32)."""
+    either way; without it Flax promotes a bfloat16 input back to float32). ``init``: the kernels' ModelConfig.init."""
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     made: list = []  # modules and functions, as nnx.Sequential takes them
     kinds = block_layers(num_convs, layers)
@@ -97,7 +101,8 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
             made.append(local_response_norm)
             continue
         made.append(nnx.Conv(in_channels, out_channels, kernel_size=(k, k), padding="SAME",
-                             kernel_init=_XAVIER, dtype=dtype, param_dtype=jnp.float32, rngs=rngs))
+                             kernel_init=INITIALISERS[init][0], dtype=dtype, param_dtype=jnp.float32,
+                             rngs=rngs))
         if batch_norm:
             made.append(BatchNorm(out_channels, dtype=dtype, rngs=rngs))
         made.append(nnx.relu)
@@ -119,12 +124,14 @@ class VGG(Configured, nnx.Sequential):
         rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
         blocks, channels = [], config.in_channels
         for block in arch:
-            blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, dtype=dtype, rngs=rngs))
+            blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, dtype=dtype, rngs=rngs,
+                                    init=config.init))
             channels = block[1]
         flat = channels * feature_size(arch, config.image_size) ** 2
 
         def dense(n_in: int, n_out: int) -> nnx.Linear:
-            return nnx.Linear(n_in, n_out, kernel_init=_XAVIER, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+            return nnx.Linear(n_in, n_out, kernel_init=INITIALISERS[config.init][1], dtype=dtype,
+                              param_dtype=jnp.float32, rngs=rngs)
 
         super().__init__(
             *blocks, flatten,

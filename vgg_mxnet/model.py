@@ -18,6 +18,10 @@ NAME = "mxnet"
 LAYOUT = backends.BACKENDS[NAME].layout
 #: Xavier/Glorot uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), as torch, Keras and Flax use.
 XAVIER = mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3)
+#: each ModelConfig.init's (convolution, dense) initialisers; biases keep Gluon's zero, batch norms their own.
+#: torchvision's: He-normal over fan-out with ReLU's gain (MSRAPrelu with slope 0), and N(0, 0.01)
+INITIALISERS = {"xavier": (XAVIER, XAVIER),
+                "torchvision": (mx.init.MSRAPrelu(factor_type="out", slope=0.0), mx.init.Normal(0.01))}
 
 
 def _kind(layer) -> str:
@@ -58,10 +62,12 @@ class BatchNorm(nn.BatchNorm):
 
 
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
-              layers: Sequence[int | str] | None = None, batch_norm: bool = False) -> nn.HybridSequential:
+              layers: Sequence[int | str] | None = None, batch_norm: bool = False,
+              init: str = "xavier") -> nn.HybridSequential:
     """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; padding keeps the size) each followed by
     batch normalisation if ``batch_norm``, then ReLU (fused into the convolution without), and by local
-    response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling."""
+    response normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling. ``init``: the kernels'
+    ModelConfig.init."""
     block = nn.HybridSequential()
     kinds = block_layers(num_convs, layers)
     check_batch_norm(batch_norm, kinds)
@@ -77,7 +83,7 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
                                 in_channels=in_channels))
         in_channels = out_channels
     block.add(nn.MaxPool2D(pool_size=2, strides=2))
-    block.initialize(XAVIER)  # built like the other backends' blocks: parameters exist on return
+    block.initialize(INITIALISERS[init][0])  # built like the other backends' blocks: parameters exist on return
     return block
 
 
@@ -93,7 +99,7 @@ class VGG(Configured, nn.HybridSequential):
         mx.random.seed(config.seed)  # Gluon initialisers draw from MXNet's global generator
         channels = config.in_channels
         for block in arch:
-            self.add(vgg_block(*block[:2], channels, layers_of(block), batch_norm))
+            self.add(vgg_block(*block[:2], channels, layers_of(block), batch_norm, config.init))
             channels = block[1]
         flat = channels * feature_size(arch, config.image_size) ** 2
         head = [nn.Flatten(),
@@ -101,7 +107,7 @@ class VGG(Configured, nn.HybridSequential):
                 nn.Dense(hidden, in_units=hidden), nn.Activation("relu"), nn.Dropout(dropout),
                 nn.Dense(config.num_classes, in_units=hidden)]
         for layer in head:
-            layer.initialize(XAVIER)  # biases keep Gluon's default zero initialiser
+            layer.initialize(INITIALISERS[config.init][1])  # biases keep Gluon's default zero initialiser
         self.add(*head)
         self.config = config
 

@@ -58,24 +58,36 @@ class BatchNorm(keras.layers.BatchNormalization):
         return outputs
 
 
+#: each ModelConfig.init's (convolution, dense) kernel initialisers, made per layer (each draws from the global
+#: seed); biases start at zero
+INITIALISERS = {
+    "xavier": (lambda: "glorot_uniform", lambda: "glorot_uniform"),
+    "torchvision": (lambda: keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
+                    lambda: keras.initializers.RandomNormal(0.0, 0.01)),
+}
+
+
 def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
               layers: Sequence[int | str] | None = None, batch_norm: bool = False,
-              dtype: str | None = None) -> keras.Sequential:
+              dtype: str | None = None, init: str = "xavier") -> keras.Sequential:
     """``num_convs`` convolutions (3x3 unless ``layers`` gives 1; 'same' padding) each followed by batch
     normalisation if ``batch_norm``, then ReLU (the convolution's activation without), and by local response
     normalisation where ``layers`` has ``"lrn"``; then 2x2 max pooling; built. ``dtype``: every layer's Keras
-    dtype policy (``"mixed_bfloat16"``: bfloat16 compute over float32 variables)."""
+    dtype policy (``"mixed_bfloat16"``: bfloat16 compute over float32 variables). ``init``: the kernels'
+    ModelConfig.init."""
     kinds = block_layers(num_convs, layers)
+    kernel = INITIALISERS[init][0]
     check_batch_norm(batch_norm, kinds)
     L, made = keras.layers, []
     for k in kinds:
         if k == LRN:
             made.append(LocalResponseNorm(dtype=dtype))
         elif batch_norm:
-            made += [L.Conv2D(out_channels, k, padding="same", dtype=dtype), BatchNorm(dtype=dtype),
-                     L.ReLU(dtype=dtype)]
+            made += [L.Conv2D(out_channels, k, padding="same", kernel_initializer=kernel(), dtype=dtype),
+                     BatchNorm(dtype=dtype), L.ReLU(dtype=dtype)]
         else:
-            made.append(L.Conv2D(out_channels, k, padding="same", activation="relu", dtype=dtype))
+            made.append(L.Conv2D(out_channels, k, padding="same", activation="relu", kernel_initializer=kernel(),
+                                 dtype=dtype))
     block = keras.Sequential([*made, L.MaxPooling2D(2, strides=2, dtype=dtype)])
     block.build((None, None, None, in_channels))
     return block
@@ -107,15 +119,17 @@ class VGG(Configured, keras.Sequential):
         with scope(), _global_seed(config.seed):  # mirrored variables under tf.distribute (vgg_tf.distributed)
             blocks, channels = [], config.in_channels
             for block in arch:
-                blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, dtype))
+                blocks.append(vgg_block(*block[:2], channels, layers_of(block), batch_norm, dtype, config.init))
                 channels = block[1]
-            L = keras.layers
+            L, dense = keras.layers, INITIALISERS[config.init][1]
             super().__init__([
                 keras.Input((config.image_size, config.image_size, config.in_channels)), *blocks,
                 L.Flatten(dtype=dtype),
-                L.Dense(hidden, dtype=dtype), L.ReLU(dtype=dtype), L.Dropout(dropout, dtype=dtype),
-                L.Dense(hidden, dtype=dtype), L.ReLU(dtype=dtype), L.Dropout(dropout, dtype=dtype),
-                L.Dense(config.num_classes, dtype=dtype)])
+                L.Dense(hidden, kernel_initializer=dense(), dtype=dtype), L.ReLU(dtype=dtype),
+                L.Dropout(dropout, dtype=dtype),
+                L.Dense(hidden, kernel_initializer=dense(), dtype=dtype), L.ReLU(dtype=dtype),
+                L.Dropout(dropout, dtype=dtype),
+                L.Dense(config.num_classes, kernel_initializer=dense(), dtype=dtype)])
         self.config = config
 
     def __call__(self, *args, **kwargs):

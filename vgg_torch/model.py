@@ -48,6 +48,17 @@ def vgg_block(num_convs: int, out_channels: int, in_channels: int = 1,
     return nn.Sequential(*modules)
 
 
+def initialise(layer: nn.Conv2d | nn.Linear, init: str) -> None:
+    """``layer``'s weights as ``init`` (ModelConfig.init) draws them, its bias zero."""
+    if init == "torchvision" and isinstance(layer, nn.Conv2d):
+        nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+    elif init == "torchvision":
+        nn.init.normal_(layer.weight, 0.0, 0.01)
+    else:
+        nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)  # type: ignore[arg-type]  # every layer is built with a bias
+
+
 class VGG(Configured, nn.Sequential):
     """VGG as an ``nn.Sequential`` (channels-last memory, NCHW logically); its arguments, their checks and
     its layers are :class:`~common.core.config.ModelConfig`'s, kept as ``model.config``."""
@@ -69,8 +80,7 @@ class VGG(Configured, nn.Sequential):
                 nn.Linear(hidden, config.num_classes))
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
-                    nn.init.xavier_uniform_(module.weight)
-                    nn.init.zeros_(module.bias)  # type: ignore[arg-type]  # every layer is built with a bias
+                    initialise(module, config.init)
         # The logical layout stays NCHW; channels-last memory is oneDNN's (and cuDNN's tensor cores') native
         # convolution layout, so no reorder runs around each convolution.
         self.to(device=device(), memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs

@@ -30,6 +30,9 @@ MAX_PARAMETERS = 1_000_000_000
 MAX_TENSOR_BYTES = 1 << 30
 #: bytes of one float32 weight: every model file holds its parameters as float32
 WEIGHT_BYTES = 4
+#: how a model's weights start, biases at zero either way: "xavier" is Glorot-uniform everywhere (the book's
+#: init); "torchvision" is torchvision's VGG init: He-normal convolutions (fan-out, ReLU gain), N(0, 0.01) dense
+INITS = ("xavier", "torchvision")
 
 
 class ConfigError(ValueError):
@@ -52,11 +55,14 @@ class ModelConfig:
     batch_norm: bool = False
     hidden: int = HIDDEN  # the width of the classifier's two hidden dense layers
     precision: str = "fp32"  # how it computes (common.core.precision); its weights stay float32 in every file
+    init: str = "xavier"  # how its weights start (INITS), drawn from seed
 
     def __post_init__(self) -> None:
         blocks = check_model_args(self.arch, self.num_classes, self.in_channels, self.image_size, self.dropout,
                                   self.batch_norm, self.hidden)
         check_precision(self.precision)
+        if self.init not in INITS:
+            raise ValueError(f"init {self.init!r}: choose one of {', '.join(INITS)}")
         object.__setattr__(self, "arch", blocks)
 
     @classmethod
@@ -160,6 +166,7 @@ class Configured:
     batch_norm: bool
     hidden: int
     precision: str
+    init: str
 
 
 def _field_property(name: str) -> property:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from common.core import arch, backends, precision
-from common.core.config import MAX_IMAGE_SIZE, MAX_SEED, ModelConfig
+from common.core.config import INITS, MAX_IMAGE_SIZE, MAX_SEED, ModelConfig
 from common.data import fashion_mnist
 from common.runtime import distributed, training
 
@@ -25,7 +25,7 @@ PRECISION_HELP = ("fp32 (float32, TF32 off), bf16 or fp16 (mixed: low-precision 
 #: the ModelConfig field each option sets where a sub-command has it (``--arch`` sets arch and batch_norm);
 #: a field no option sets keeps its default
 CONFIG_OPTIONS = {"image_size": "resize", "seed": "seed", "hidden": "hidden", "precision": "precision",
-                  "dropout": "dropout"}
+                  "dropout": "dropout", "init": "init"}
 
 
 def model_config(args: argparse.Namespace, **changes: Any) -> ModelConfig:
@@ -153,12 +153,15 @@ def data_dir(text: str) -> str:
 
 
 def model_options(default_arch: str) -> Parser:
-    """``--arch`` and ``--hidden``, in a parent of their own: argparse shares a parent's actions between the
+    """``--arch``, ``--hidden`` and ``--init``, in a parent of their own: argparse shares a parent's actions between the
     sub-commands, so one sub-command's ``set_defaults`` would change every other's default."""
     model = Parser(add_help=False)
     model.add_argument("--arch", default=default_arch, choices=arch.CHOICES,
                        help=f"a Table 1 configuration, the book's small VGG or tiny (default {default_arch})")
     model.add_argument("--hidden", type=positive("--hidden"), default=arch.HIDDEN, help=HIDDEN_HELP)
+    model.add_argument("--init", default="xavier", choices=INITS,
+                       help="how the weights start: xavier (Glorot uniform, the book's; default) or torchvision "
+                            "(He-normal convolutions, N(0, 0.01) dense layers, as torchvision's VGG)")
     return model
 
 
