@@ -1,11 +1,12 @@
 """Data-parallel PyTorch: DistributedDataParallel over a process group (gloo on CPU, nccl on CUDA), one
-process per device, started by the project's launcher (a file store, no listening port) or by ``torchrun``
-(which sets RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
+process per device, started by the project's launcher (on one machine a file store, no listening port; across
+machines a TCP store on node 0's address) or by ``torchrun`` (which sets RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
 
 from __future__ import annotations
 
 import atexit
 import os
+import socket
 from collections.abc import Callable
 
 import torch
@@ -34,7 +35,7 @@ def init_distributed(devices: int = 1, device: str = "cpu") -> World:
     if size > 1 and not dist.is_initialized():
         if device == "gpu":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if device == "gpu" else "gloo", **distributed.torch_rendezvous())
+        dist.init_process_group(backend="nccl" if device == "gpu" else "gloo", **_rendezvous())
         # PyTorch's documented end of a distributed job; left to interpreter teardown instead, gloo's threads
         # were sometimes still alive and the worker died with "terminate called without an active exception"
         atexit.register(_destroy)
@@ -42,6 +43,26 @@ def init_distributed(devices: int = 1, device: str = "cpu") -> World:
     engine = f"DistributedDataParallel ({dist.get_backend()})" if size > 1 else "single process"
     _WORLD[0] = World(rank=rank, processes=size, devices=1, device=device, threads=threads, engine=engine)
     return _WORLD[0]
+
+
+def _rendezvous() -> dict:
+    """``init_process_group``'s rendezvous arguments; across machines, a TCP store that rank 0 serves on node
+    0's address only: torch's own would bind every interface, so it gets a socket already bound
+    (``master_listen_fd``, torch's documented way)."""
+    found = distributed.torch_rendezvous()
+    if "store_host" not in found:
+        return found
+    host, port, rank, world = found["store_host"], found["store_port"], found["rank"], found["world_size"]
+    fd = None
+    if rank == 0:
+        try:
+            fd = socket.create_server((host, port)).detach()
+        except OSError as exc:
+            raise distributed.DistributedError(
+                f"torch: cannot listen on {host}:{port} for the job's store ({exc.strerror}); pass another --port, "
+                "the same on every node") from None
+    store = dist.TCPStore(host, port, world, is_master=rank == 0, master_listen_fd=fd)
+    return {"store": store, "rank": rank, "world_size": world}
 
 
 def _destroy() -> None:

@@ -13,12 +13,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from common.core import backends
 from common.runtime.machine import cores
+
+if TYPE_CHECKING:
+    from common.runtime.nodes import Nodes
 
 DEVICE_KINDS = ("cpu", "gpu")
 
@@ -139,13 +142,20 @@ LOOPBACK_INTERFACE = "lo"
 #: the file a launched worker touches at every training step, so its launcher can tell a hung job
 HEARTBEAT_VARIABLE = "VGG_HEARTBEAT"
 _TORCH_STORE = "VGG_TORCH_STORE"
+#: on several nodes: the address torch's TCP store is bound to on node 0 (torch alone would bind every interface)
+_TORCH_STORE_HOST = "VGG_TORCH_STORE_HOST"
 
 
 def worker_environments(backend: str, env: dict[str, str], workers: int, threads: int, port: int,
-                        free_port: Callable[[], int], scratch: Path) -> list[dict[str, str]]:
-    """The environment of each worker process of ``backend``, rank by rank: ``env`` plus the framework's own
-    variables, with ``port`` for the coordinator (torch: a file store in ``scratch``), everything bound to
-    loopback where the framework allows it, and a heartbeat file in ``scratch``."""
+                        free_port: Callable[[], int], scratch: Path,
+                        nodes: Nodes | None = None) -> list[dict[str, str]]:
+    """The environment of each worker process of ``backend`` this launcher starts, rank by rank: ``env`` plus
+    the framework's own variables and a heartbeat file in ``scratch``. On one machine (``nodes`` None) with
+    ``port`` for the coordinator (torch: a file store in ``scratch``), everything bound to loopback where the
+    framework allows it; on several, this node's workers of the job ``nodes`` describes, each engine told
+    the interface and address of this node (common.runtime.nodes)."""
+    if nodes is not None:
+        return _node_environments(backend, env, workers, threads, scratch, nodes)
     beats = [{HEARTBEAT_VARIABLE: str(scratch / f"heartbeat-{r}")} for r in range(workers)]
     if backend == "torch":  # torchrun's TCP stores would listen on every interface; a file store listens on none
         store = {_TORCH_STORE: (scratch / "torch-store").as_uri(), "WORLD_SIZE": str(workers),
@@ -159,12 +169,9 @@ def worker_environments(backend: str, env: dict[str, str], workers: int, threads
                                                                                         "index": r}})}
                 for r in range(workers)]
     if backend == "jax":
-        flags = env.get("XLA_FLAGS", "")
-        if threads == 1:  # XLA's CPU client otherwise starts a thread per core in every worker
-            flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        return [{**env, **beats[r], "JAX_COORDINATOR_ADDRESS": f"{HOST}:{port}",
+        return [{**env, **beats[r], **_jax_threads(env, threads), "JAX_COORDINATOR_ADDRESS": f"{HOST}:{port}",
                  "JAX_COORDINATOR_BIND_ADDRESS": f"{HOST}:{port}",  # its default is [::], every interface
-                 "JAX_NUM_PROCESSES": str(workers), "JAX_PROCESS_ID": str(r), "XLA_FLAGS": flags.strip()}
+                 "JAX_NUM_PROCESSES": str(workers), "JAX_PROCESS_ID": str(r)}
                 for r in range(workers)]
     if backend == "mxnet":
         # ps-lite ranks workers by (host, port) at the scheduler: ascending ports give rank = launch order
@@ -174,13 +181,53 @@ def worker_environments(backend: str, env: dict[str, str], workers: int, threads
     raise ValueError(f"no launcher environment for backend {backend!r}")
 
 
+def _jax_threads(env: dict[str, str], threads: int) -> dict[str, str]:
+    flags = env.get("XLA_FLAGS", "")
+    if threads == 1:  # XLA's CPU client otherwise starts a thread per core in every worker
+        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return {"XLA_FLAGS": flags.strip()}
+
+
+def _node_environments(backend: str, env: dict[str, str], workers: int, threads: int, scratch: Path,
+                       nodes: Nodes) -> list[dict[str, str]]:
+    """This node's ``workers`` of a job over ``nodes``: global rank = node rank x workers + local rank, every
+    node running the same number of workers; ports as common.runtime.nodes lays them out."""
+    world, base, p = nodes.count * workers, nodes.rank * workers, nodes.port
+    out = []
+    for k in range(workers):
+        rank = base + k
+        mine = {**env, HEARTBEAT_VARIABLE: str(scratch / f"heartbeat-{rank}"), "VGG_LAUNCH_RANK": str(rank)}
+        if backend == "torch":  # torch's store on node 0, bound to its address (vgg_torch), gloo on this interface
+            mine.update(MASTER_ADDR=nodes.master, MASTER_PORT=str(p), WORLD_SIZE=str(world), RANK=str(rank),
+                        LOCAL_RANK=str(k), LOCAL_WORLD_SIZE=str(workers), GLOO_SOCKET_IFNAME=nodes.interface,
+                        NCCL_SOCKET_IFNAME=nodes.interface, **{_TORCH_STORE_HOST: nodes.master})
+        elif backend == "tf":
+            cluster = {"worker": [f"{a}:{p + j}" for a in nodes.addresses for j in range(workers)]}
+            mine["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": rank}})
+        elif backend == "jax":
+            mine.update(_jax_threads(env, threads), JAX_COORDINATOR_ADDRESS=f"{nodes.master}:{p}",
+                        JAX_COORDINATOR_BIND_ADDRESS=f"{nodes.master}:{p}", JAX_NUM_PROCESSES=str(world),
+                        JAX_PROCESS_ID=str(rank))
+        elif backend == "mxnet":
+            mine = {**mxnet_environment(mine, world, p, nodes.master, nodes.address), "DMLC_ROLE": "worker",
+                    "PORT": str(p + 2 + k)}
+        else:
+            raise ValueError(f"no launcher environment for backend {backend!r}")
+        out.append(mine)
+    return out
+
+
 def torch_rendezvous() -> dict[str, Any]:
-    """``init_process_group``'s rendezvous arguments: our launcher's file store with this worker's rank, or
-    nothing (torch's ``env://``, as torchrun and cluster launchers set it)."""
-    if not os.environ.get(_TORCH_STORE):
-        return {}
-    return {"init_method": os.environ[_TORCH_STORE], "rank": int(os.environ["RANK"]),
-            "world_size": int(os.environ["WORLD_SIZE"])}
+    """``init_process_group``'s rendezvous: our launcher's file store on one machine (``init_method``), its
+    TCP store on node 0's address across machines (``store_host``, ``store_port``), or nothing (torch's
+    ``env://``, as torchrun and cluster launchers set it); with this worker's rank and the world size."""
+    env = os.environ
+    ranks = {"rank": int(env.get("RANK", "0")), "world_size": int(env.get("WORLD_SIZE", "1"))}
+    if env.get(_TORCH_STORE):
+        return {"init_method": env[_TORCH_STORE], **ranks}
+    if env.get(_TORCH_STORE_HOST):
+        return {"store_host": env[_TORCH_STORE_HOST], "store_port": int(env["MASTER_PORT"]), **ranks}
+    return {}
 
 
 def heartbeat() -> None:
@@ -189,10 +236,12 @@ def heartbeat() -> None:
         Path(path).touch()
 
 
-def mxnet_environment(env: dict[str, str], workers: int, port: int) -> dict[str, str]:
-    """What every node of an MXNet job (scheduler, server, workers) reads: where the scheduler is, how many."""
-    return {**env, "DMLC_PS_ROOT_URI": HOST, "DMLC_PS_ROOT_PORT": str(port), "DMLC_NUM_SERVER": "1",
-            "DMLC_NUM_WORKER": str(workers), "DMLC_NODE_HOST": HOST}
+def mxnet_environment(env: dict[str, str], workers: int, port: int, root: str = HOST,
+                      host: str = HOST) -> dict[str, str]:
+    """What every node of an MXNet job (scheduler, server, workers) reads: where the scheduler is, how many,
+    and the address this process binds (ps-lite otherwise takes the first non-loopback interface)."""
+    return {**env, "DMLC_PS_ROOT_URI": root, "DMLC_PS_ROOT_PORT": str(port), "DMLC_NUM_SERVER": "1",
+            "DMLC_NUM_WORKER": str(workers), "DMLC_NODE_HOST": host}
 
 
 def launched_size(backend: str) -> int:

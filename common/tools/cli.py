@@ -14,7 +14,7 @@ from common.core import arch, backends, layouts, summary
 from common.core.config import ModelConfig
 from common.core.precision import PrecisionError
 from common.data import batches, fashion_mnist
-from common.runtime import capability, distributed, training
+from common.runtime import capability, distributed, nodes, training
 from common.serving import export_flow, formats, image_files, signing
 from common.tools import (
     arguments,
@@ -313,7 +313,13 @@ def parser() -> argparse.ArgumentParser:
                    metavar="SECONDS", help="with --workers: stop the job when no worker has printed a line or "
                    f"taken a training step for this long (default {launch.STALL_TIMEOUT_S:g})")
     t.add_argument("--port", type=integer("--port", 1, 65535), default=None,
-                   help="the coordinator's loopback port for --workers (default: a free one)")
+                   help="the coordinator's loopback port for --workers (default: a free one); with --nodes the base "
+                   f"of every port the job binds, the same on every node (default {nodes.DEFAULT_PORT})")
+    t.add_argument("--nodes", metavar="ADDR,ADDR,...", default=None,
+                   help="train across machines: every node's address, node 0 (the coordinator) first; start the "
+                   "same command on every node with its own --node-rank (docs/distributed.md)")
+    t.add_argument("--node-rank", type=integer("--node-rank", 0), default=None,
+                   help="with --nodes: this machine's place in --nodes (0 runs the coordinator)")
     t.set_defaults(run=train_command.run)
 
     results.add_parser(sub, arguments.Parser)

@@ -30,6 +30,7 @@ from typing import IO
 
 from common.runtime import distributed
 from common.runtime.distributed import DistributedError
+from common.runtime.nodes import Nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = distributed.HOST
@@ -255,6 +256,32 @@ def launch(backend: str, module: str, args: list[str], workers: int, *, threads:
         for rank, env in enumerate(envs):
             children.append(_start(_python(module) + args, {**env, "VGG_LAUNCH_RANK": str(rank)},
                                    f"rank {rank}", rank, holder))
+        return _watch(children, workers, prog, stall_timeout)
+
+
+def launch_node(backend: str, module: str, args: list[str], workers: int, nodes: Nodes, *, threads: int,
+                prog: str = "vgg", stall_timeout: float = STALL_TIMEOUT_S) -> int:
+    """Run this node's ``workers`` processes of a job across ``nodes`` (and, on node 0, MXNet's scheduler and
+    server), each engine on this node's interface; status as :func:`launch`. The workers need the network,
+    so they share this machine's: every listener is bound to this node's address where the framework allows
+    it, and TensorFlow's, which binds every interface, is said."""
+    if backend == "tf":
+        print(f"{prog}: warning: TensorFlow's MultiWorkerMirroredStrategy servers listen on all network interfaces "
+              f"of this node ([::] and 0.0.0.0, ports {nodes.port}-{nodes.port + workers - 1}), unauthenticated, "
+              "while this job runs: run it on a network you trust", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="vgg-launch-") as scratch:
+        envs = distributed.worker_environments(backend, base_env(threads), workers, threads, nodes.port, free_port,
+                                               Path(scratch), nodes)
+        children: list[_Child] = []
+        if backend == "mxnet" and nodes.rank == 0:
+            for role, port in (("scheduler", {}), ("server", {"PORT": str(nodes.port + 1)})):
+                env = {**distributed.mxnet_environment(base_env(1), nodes.count * workers, nodes.port, nodes.master,
+                                                       nodes.address), "DMLC_ROLE": role, **port}
+                children.append(_start(_python("vgg_mxnet.framework"), env, f"mxnet {role}", None))
+        for k, env in enumerate(envs):
+            rank = int(env["VGG_LAUNCH_RANK"])  # MXNet's ps-lite numbers its workers itself: name them by node
+            label = f"node {nodes.rank}.{k}" if backend == "mxnet" else f"rank {rank}"
+            children.append(_start(_python(module) + args, env, label, rank))
         return _watch(children, workers, prog, stall_timeout)
 
 

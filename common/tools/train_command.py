@@ -14,7 +14,7 @@ from pathlib import Path
 from common.core import atomic, backends
 from common.core.config import ModelConfig
 from common.data import fashion_mnist
-from common.runtime import capability, distributed, run_folder, training
+from common.runtime import capability, distributed, nodes, run_folder, training
 from common.runtime.contract import Backend
 from common.tools import launch, loading, records, train_record
 from common.tools.arguments import model_config
@@ -54,16 +54,21 @@ def _record(out: Path, args: argparse.Namespace, world: distributed.World) -> No
     atomic.write_text(out / "run.json", json.dumps(settings, indent=1))
 
 
-def _world_args(args: argparse.Namespace) -> tuple[int, int]:
-    """(worker processes, devices per process) after checking what this backend's engines allow; a
-    worker started by a launcher (ours, torchrun, a cluster's) takes the process count from its env."""
+def _world_args(args: argparse.Namespace) -> tuple[int, int, nodes.Nodes | None]:
+    """(worker processes of the whole job, devices per process, the job's nodes if several) after checking
+    what this backend's engines allow; a worker started by a launcher (ours, torchrun, a cluster's) takes
+    the process count from its env."""
+    if args.node_rank is not None and not args.nodes:
+        raise distributed.DistributedError("--node-rank needs --nodes: every node's address, node 0 first")
+    job = nodes.parse(args.nodes, args.node_rank, args.port) if args.nodes else None
+    requested = args.workers * (job.count if job else 1)
     launched = distributed.launched_size(args.backend)
-    if launched > 1 and args.workers not in (1, launched):
+    if launched > 1 and args.workers != 1 and launched != requested:
         raise distributed.DistributedError(
             f"--workers {args.workers} but the launcher started {launched} workers; leave --workers out")
-    workers = launched if launched > 1 else args.workers
+    workers = launched if launched > 1 else requested
     distributed.check_request(args.backend, workers, args.devices, args.device)
-    return workers, args.devices
+    return workers, args.devices, job
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,22 +78,33 @@ def run(args: argparse.Namespace) -> int:
     recipe = training.Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                              momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                              warmup_epochs=args.warmup_epochs)
-    workers, devices = _world_args(args)
+    workers, devices, job = _world_args(args)
     note = capability.check(args.backend, args.precision, args.device)  # a refusal comes before anything is written
-    threads = distributed.threads_per_worker(workers, devices, args.threads)
-    launcher = workers > 1 and distributed.launched_size(args.backend) == 1
+    here = workers // job.count if job else workers  # worker processes on this machine
+    threads = distributed.threads_per_worker(here, devices, args.threads)
+    launcher = (workers > 1 or job is not None) and distributed.launched_size(args.backend) == 1
     if workers * devices > 1:  # every worker must get an equal share of every batch: check before starting
         images = fashion_mnist.load_split("train", args.data_dir, verify=not args.no_verify)[0]
         count = min(len(images), args.limit) if args.limit else len(images)
         distributed.check_split(workers * devices, args.batch_size, count)
     if launcher:  # the workers' private network has no route out: any download happens here, first
         fashion_mnist.load_split("test", args.data_dir, verify=not args.no_verify)
-        if args.port:
+        if job is not None:
+            nodes.check_ports(job, args.backend, here)
+            if args.backend == "jax":
+                nodes.check_host_name(job)
+        elif args.port:
             launch.check_port(args.port, args.backend)
         if args.device != "cpu":  # a missing GPU is refused here, once, rather than in every worker
             loading.backend(args.backend).init_distributed(devices=devices, device=args.device)
-        with _holding(writable_out(Path(args.out)), args, clear=False):
-            pass  # a held --out or an earlier run is refused here, once; the chief worker locks and clears it
+        if job is None or job.rank == 0:  # node 0 checks the shared --out; the others would race its chief
+            with _holding(writable_out(Path(args.out)), args, clear=False):
+                pass  # a held --out or an earlier run is refused here, once; the chief worker locks and clears it
+        if job is not None:
+            print(f"vgg train: {args.backend}, {job.describe()}: {here} worker process(es) here x {devices} "
+                  f"device(s), {threads} thread(s) each, {workers} in the job")
+            return launch.launch_node(args.backend, "common.tools.cli", args.argv, here, job, threads=threads,
+                                      prog="vgg train", stall_timeout=args.stall_timeout)
         print(f"vgg train: {args.backend} on {workers} worker processes x {devices} device(s), {threads} "
               f"thread(s) each, launched by {backends.BACKENDS[args.backend].launcher}")
         return launch.launch(args.backend, "common.tools.cli", args.argv, workers, threads=threads, port=args.port,
