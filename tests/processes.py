@@ -24,9 +24,10 @@ def _as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def vgg_cli(*args: str, **kw) -> subprocess.Popen:
-    """``vgg ...`` as a real subprocess (the installed console script's module), with Ctrl-C working."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def vgg_cli(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    """``vgg ...`` as a real subprocess (the installed console script's module), with Ctrl-C working; ``env``
+    adds to this process's environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "common.tools.cli", *args], env=env, cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_in_a_terminal, **kw)
 
@@ -46,6 +47,32 @@ def wait_for_first_checkpoint(proc: subprocess.Popen, folder: Path, timeout: flo
     first = checkpoint.path_for(folder, 1)
     wait_until(lambda: first.exists() or proc.poll() is not None, timeout)
     return first
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (workers run in sessions of their own)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        found += map(int, children)
+        todo += map(int, children)
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(pid)
+    return out
 
 
 def _socket_inodes(pid: int) -> set[str]:

@@ -22,7 +22,7 @@ NON_DEFAULT = {"arch": arch.VGG11, "num_classes": 7, "in_channels": 3, "image_si
                "batch_norm": True, "hidden": 8, "precision": "bf16", "init": "torchvision"}
 #: the CLI's option for every field, None where no sub-command has one (the helper's ``changes`` set those);
 #: ``--arch`` names the blocks and batch norm together
-OPTIONS = {"arch": "--arch", "num_classes": None, "in_channels": None, "image_size": "--resize", "dropout": None,
+OPTIONS = {"arch": "--arch", "num_classes": None, "in_channels": None, "image_size": "--resize", "dropout": "--dropout",
            "seed": "--seed", "batch_norm": "--arch", "hidden": "--hidden", "precision": "--precision",
            "init": "--init"}
 #: what the CLI builds: the tiny arch with batch norm, at a size no sub-command has as its default

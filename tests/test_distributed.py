@@ -23,7 +23,7 @@ from common.data.batches import Batches
 from common.runtime import checkpoint, distributed
 from common.tools import parity_distributed
 from helpers import COMPARED, ROOT, load_backend
-from processes import ListenerWatch, is_loopback, vgg_cli, wait_for_first_checkpoint, wait_until
+from processes import ListenerWatch, alive, descendants, is_loopback, vgg_cli, wait_for_first_checkpoint, wait_until
 from tiny_data import HIDDEN, fake_files
 
 #: seconds within which the processes of an ended job must be gone (the launcher kills them as it ends)
@@ -38,32 +38,6 @@ def train_args(name: str, data: Path, out: Path, epochs: int, *extra: str) -> li
     return ["train", "--backend", name, "--arch", "tiny", "--resize", "32", "--hidden", str(HIDDEN),
             "--epochs", str(epochs), "--batch-size", "16", "--data-dir", str(data), "--no-verify", "--out", str(out),
             "--no-progress", "--workers", "2", *extra]
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (workers run in sessions of their own)."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except OSError:
-            continue
-        found += map(int, children)
-        todo += map(int, children)
-    return found
-
-
-def alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            out.append(pid)
-    return out
 
 
 def worker_pid(launcher: int, rank: int) -> int | None:

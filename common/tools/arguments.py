@@ -153,12 +153,15 @@ def data_dir(text: str) -> str:
 
 
 def model_options(default_arch: str) -> Parser:
-    """``--arch``, ``--hidden`` and ``--init``, in a parent of their own: argparse shares a parent's actions between the
-    sub-commands, so one sub-command's ``set_defaults`` would change every other's default."""
+    """``--arch``, ``--hidden``, ``--dropout`` and ``--init``, in a parent of their own: argparse shares a parent's
+    actions between the sub-commands, so one sub-command's ``set_defaults`` would change every other's default."""
     model = Parser(add_help=False)
     model.add_argument("--arch", default=default_arch, choices=arch.CHOICES,
                        help=f"a Table 1 configuration, the book's small VGG or tiny (default {default_arch})")
     model.add_argument("--hidden", type=positive("--hidden"), default=arch.HIDDEN, help=HIDDEN_HELP)
+    model.add_argument("--dropout", type=number("--dropout", "a probability from 0 to below 1", lambda p: 0 <= p < 1),
+                       default=ModelConfig.dropout, help="dropout probability of the dense layers (default "
+                       f"{ModelConfig.dropout:g}); 0 makes a distributed run follow one process exactly")
     model.add_argument("--init", default="xavier", choices=INITS,
                        help="how the weights start: xavier (Glorot uniform, the book's; default) or torchvision "
                             "(He-normal convolutions, N(0, 0.01) dense layers, as torchvision's VGG)")
