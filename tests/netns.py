@@ -146,14 +146,16 @@ class Job:
     ``logs``), watched until each ends."""
 
     def __init__(self, cluster: Cluster, args: list[str], logs: Path, label: str = "job",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cores: list[int] | None = None) -> None:
+        """``cores``: pin node i to core ``cores[i]`` (its process and everything it starts)."""
         logs.mkdir(parents=True, exist_ok=True)
         self.cluster, self.nodes = cluster, []
         for i in range(cluster.count):
             out, err = logs / f"{label}-node{i}.out", logs / f"{label}-node{i}.err"
+            pin = {"preexec_fn": (lambda core=cores[i]: os.sched_setaffinity(0, {core}))} if cores else {}
             with open(out, "w") as o, open(err, "w") as e:
                 proc = cluster.vgg(i, *args, *cluster.nodes_option(), "--node-rank", str(i), stdout=o, stderr=e,
-                                   env=env or {})
+                                   env=env or {}, **pin)
             self.nodes.append(Node(proc, out, err, ListenerWatch(proc.pid, descendants)))
 
     def workers(self, node: int) -> list[int]:
