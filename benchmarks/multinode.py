@@ -75,6 +75,38 @@ def fault(name: str, kind: str, data: Path, scratch: Path) -> dict:
             "said": [last_line(n.text()[1]) for n in job.nodes], "resumed": resumed_ok}
 
 
+def parity_args(name: str, data: Path, out: Path) -> list[str]:
+    return ["train", "--backend", name, "--arch", "tiny", "--resize", "32", "--hidden", "64", "--dropout", "0",
+            "--epochs", "2", "--batch-size", "24", "--limit", "480", "--eval-limit", "96", "--data-dir", str(data),
+            "--no-progress", "--out", str(out)]
+
+
+#: (backend, nodes, workers per node, extra environment): the layouts the parity part compares with one process
+LAYOUTS = [*((n, 2, 1, {}) for n in backends.NAMES), ("mxnet", 2, 1, {"MXNET_MKLDNN_ENABLED": "0"}),
+           ("torch", 2, 2, {}), ("jax", 2, 2, {}), ("torch", 3, 1, {})]
+
+
+def parity(name: str, count: int, workers: int, env: dict[str, str], data: Path, scratch: Path) -> dict:
+    """The largest relative difference of any weight tensor between the job on ``count`` nodes of ``workers``
+    processes and the same job in one process (both with ``env``)."""
+    from common.core import tolerances
+    from processes import vgg_cli
+    from test_multinode import model_weights
+    tag = f"{name}-{count}x{workers}{'-' + '-'.join(env) if env else ''}"
+    one, many = scratch / f"parity-one-{tag}", scratch / f"parity-{tag}"
+    proc = vgg_cli(*parity_args(name, data, one), env=env)
+    _, err = proc.communicate()
+    row = {"backend": name, "nodes": count, "workers": workers, "env": env}
+    if proc.returncode:
+        return {**row, "error": last_line(err)}
+    with Cluster(count) as cluster:
+        job = Job(cluster, [*parity_args(name, data, many), "--workers", str(workers)], scratch / "logs",
+                  f"parity-{tag}", env=env)
+        if not (job.wait(900) and job.codes() == [0] * count):
+            return {**row, "error": last_line(job.nodes[0].text()[1])}
+    return {**row, "relative": tolerances.relative_tree(model_weights(name, one), model_weights(name, many))}
+
+
 def scaling_args(name: str, data: Path, out: Path, limit: int) -> list[str]:
     return ["train", "--backend", name, "--arch", "small", "--resize", "32", "--epochs", "1", "--batch-size", "64",
             "--limit", str(limit), "--eval-limit", "64", "--data-dir", str(data), "--no-progress", "--threads", "1",
@@ -118,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, required=True, help="the real Fashion-MNIST files")
     p.add_argument("--backends", default=",".join(backends.NAMES))
-    p.add_argument("--parts", default="faults,scaling")
+    p.add_argument("--parts", default="parity,faults,scaling")
     p.add_argument("--nodes", default="1,2,4", help="node counts of the scaling part")
     p.add_argument("--limit", type=int, default=1024, help="training examples of a scaling epoch")
     p.add_argument("--rounds", type=int, default=2, help="scaling runs per cell, interleaved")
@@ -131,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     parts = a.parts.split(",")
     with tempfile.TemporaryDirectory(prefix="vgg-multinode-") as scratch_dir:
         scratch = Path(scratch_dir)
+        if "parity" in parts:
+            done = [parity(n, c, w, env, a.data_dir, scratch) for n, c, w, env in LAYOUTS if n in names]
+            for row in done:
+                print(json.dumps(row), flush=True)
+            results = [records.result("relative difference", "", r.get("relative"), backend=r["backend"],
+                                      nodes=r["nodes"], workers=r["workers"], env=" ".join(f"{k}={v}" for k, v in
+                                                                                         r["env"].items()) or None)
+                       for r in done]
+            rec = records.make("multinode-parity", results, details={"runs": done, "job": parity_args(
+                "NAME", Path("DATA"), Path("OUT"))})
+            print(f"multinode: wrote the record {records.write(rec, a.records)}")
         if "faults" in parts:
             rows = []
             for kind in FAULTS:
