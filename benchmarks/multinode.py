@@ -50,6 +50,13 @@ def last_line(text: str) -> str:
     return re.sub(r"pid \d+", "pid N", lines[-1])[:240] if lines else ""
 
 
+def told(text: str) -> list[str]:
+    """What a node's ``vgg train`` told the user at the end: its worker's error line, if any, and its own."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    worker = [line for line in lines if line.startswith("[") and "error:" in line]
+    return [re.sub(r"pid \d+", "pid N", line)[:300] for line in (worker[-1:] + lines[-1:])]
+
+
 def fault(name: str, kind: str, data: Path, scratch: Path) -> dict:
     """One fault on node 1 of a 2-node job after its first checkpoint: when each node stopped, what it said,
     and whether --resume on both then finished."""
@@ -72,7 +79,7 @@ def fault(name: str, kind: str, data: Path, scratch: Path) -> dict:
         resumed_ok = resumed.wait(900) and resumed.codes() == [0, 0]
     return {"backend": name, "fault": kind, "stopped": stopped, "codes": job.codes(), "checkpoints": kept,
             "seconds": [round(n.ended - at, 1) if n.ended else None for n in job.nodes],
-            "said": [last_line(n.text()[1]) for n in job.nodes], "resumed": resumed_ok}
+            "said": [told(n.text()[1]) for n in job.nodes], "resumed": resumed_ok}
 
 
 def parity_args(name: str, data: Path, out: Path) -> list[str]:

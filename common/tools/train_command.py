@@ -16,6 +16,7 @@ from common.core.config import ModelConfig
 from common.data import fashion_mnist
 from common.runtime import capability, distributed, nodes, run_folder, training
 from common.runtime.contract import Backend
+from common.serving import formats
 from common.tools import launch, loading, records, train_record
 from common.tools.arguments import model_config
 from common.tools.commands import noted, writable_out
@@ -129,10 +130,19 @@ def _train(args: argparse.Namespace, vgg: Backend, world: distributed.World, out
               f"{vgg.parameter_count(model):,} parameters, {data.train.num_examples:,} training and "
               f"{data.test.num_examples:,} test examples -> {out}")
         print(f"vgg train: {world.describe()}")
-    history = vgg.train(model, data, **{k: getattr(recipe, k) for k in training.Recipe.__dataclass_fields__},
-                        checkpoint_dir=out / "checkpoints", resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.no_progress,
-                        on_start=(lambda _: _record(out, args, world)) if world.is_chief else None)
+    try:
+        history = vgg.train(model, data, **{k: getattr(recipe, k) for k in training.Recipe.__dataclass_fields__},
+                            checkpoint_dir=out / "checkpoints", resume=args.resume, overwrite=args.overwrite,
+                            progress=not args.no_progress,
+                            on_start=(lambda _: _record(out, args, world)) if world.is_chief else None)
+    except training.TrainingDiverged:
+        raise
+    except Exception as exc:  # a peer's death reaches the others as their engine's error, with its traceback
+        if world.processes == 1:
+            raise
+        raise distributed.DistributedError(
+            f"rank {world.rank} stopped: {world.engine} failed ({formats.first_line(exc, 300)}); another worker "
+            "probably died or lost its network: see its output, then --resume every node") from exc
     if world.is_chief:
         history.save(out)
         model_path = vgg.save(model, out / f"model{vgg.MODEL_SUFFIX}")

@@ -39,7 +39,8 @@ def multinode_faults(store: Store) -> Rendered:
     rows = []
     for run in record.data["details"]["runs"]:
         stops = " / ".join(f"{s:.1f}" if s is not None else "did not stop" for s in run["seconds"])
-        said = "<br>".join(f"node {i}: {text.removeprefix('vgg train: error: ')}" for i, text in enumerate(run["said"]))
+        said = "<br>".join(f"node {i}: " + " / ".join(f"`{line}`" for line in lines)
+                           for i, lines in enumerate(run["said"]))
         rows.append([run["backend"], run["fault"], stops, " / ".join(map(str, run["codes"])), said,
                      ", ".join(run["checkpoints"]) or "none", "finished" if run["resumed"] else "failed"])
     text = markdown(["backend", "fault on node 1", "s to stop, node 0 / 1", "exit status", "what each node says",
