@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="scaling runs per cell, interleaved")
     p.add_argument("--records", type=Path, default=records.STORE)
     a = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still deletes its namespaces
     if why := unavailable():
         print(f"multinode: cannot make namespace nodes here: {why}", file=sys.stderr)
         return 2

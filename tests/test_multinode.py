@@ -143,8 +143,8 @@ def test_two_nodes_follow_one_process(backend, data, one_process, tmp_path):
 @pytest.mark.backend("torch")
 def test_a_killed_node_stops_the_job_and_resume_finishes_it(data, one_process, tmp_path):
     """Node 1's worker gets SIGKILL after the first checkpoint: both nodes stop (gloo sees the closed
-    connection), node 1 naming the killed worker; the complete checkpoints stay and --resume on both
-    nodes ends where one process does."""
+    connection), node 1 naming the killed worker, node 0's worker saying in one line that its engine failed;
+    the complete checkpoints stay and --resume on both nodes ends where one process does."""
     out = tmp_path / "run"
     args = train_args("torch", data, out)
     with Cluster(2) as cluster:
@@ -157,6 +157,9 @@ def test_a_killed_node_stops_the_job_and_resume_finishes_it(data, one_process, t
         assert all(code not in (0, None) for code in job.codes()), job.codes()
         said = job.nodes[1].text()[1].strip().splitlines()[-1]
         assert f"worker rank 1 (pid {victims[0]}) was killed by SIGKILL" in said, said
+        survivor = job.nodes[0].text()[1]  # its worker's one line, then its launcher's, and no traceback
+        assert "[rank 0] vgg train: error: rank 0 stopped: DistributedDataParallel (gloo) failed" in survivor
+        assert "Traceback" not in survivor, survivor
         resume_finishes(cluster, args, tmp_path, out)
     follows_one_process("torch", out, one_process)
 

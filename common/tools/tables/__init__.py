@@ -110,4 +110,4 @@ def caption(*used: Record, backends: Iterable[str] | None = None, what: str = ""
 
 
 # the tables, one module per family of records; each registers its tables when imported
-from common.tools.tables import benchmarks, commands, compare, serving, training  # noqa: E402,F401
+from common.tools.tables import benchmarks, commands, compare, nodes, serving, training  # noqa: E402,F401
