@@ -82,10 +82,15 @@ def fault(name: str, kind: str, data: Path, scratch: Path) -> dict:
             "said": [told(n.text()[1]) for n in job.nodes], "resumed": resumed_ok}
 
 
-def parity_args(name: str, data: Path, out: Path) -> list[str]:
+#: the parity jobs' lengths: 3 SGD steps, as the distributed parity takes, and 2 epochs of 20 steps
+STEPS = {3: ("72", "1"), 40: ("480", "2")}
+
+
+def parity_args(name: str, data: Path, out: Path, steps: int = 3) -> list[str]:
+    limit, epochs = STEPS[steps]
     return ["train", "--backend", name, "--arch", "tiny", "--resize", "32", "--hidden", "64", "--dropout", "0",
-            "--epochs", "2", "--batch-size", "24", "--limit", "480", "--eval-limit", "96", "--data-dir", str(data),
-            "--no-progress", "--out", str(out)]
+            "--epochs", epochs, "--batch-size", "24", "--limit", limit, "--eval-limit", "96", "--data-dir",
+            str(data), "--no-progress", "--out", str(out)]
 
 
 #: (backend, nodes, workers per node, extra environment): the layouts the parity part compares with one process
@@ -93,21 +98,22 @@ LAYOUTS = [*((n, 2, 1, {}) for n in backends.NAMES), ("mxnet", 2, 1, {"MXNET_MKL
            ("torch", 2, 2, {}), ("jax", 2, 2, {}), ("torch", 3, 1, {})]
 
 
-def parity(name: str, count: int, workers: int, env: dict[str, str], data: Path, scratch: Path) -> dict:
-    """The largest relative difference of any weight tensor between the job on ``count`` nodes of ``workers``
-    processes and the same job in one process (both with ``env``)."""
+def parity(name: str, count: int, workers: int, env: dict[str, str], data: Path, scratch: Path,
+           steps: int) -> dict:
+    """The largest relative difference of any weight tensor between the job of ``steps`` SGD steps on
+    ``count`` nodes of ``workers`` processes and the same job in one process (both with ``env``)."""
     from common.core import tolerances
     from processes import vgg_cli
     from test_multinode import model_weights
-    tag = f"{name}-{count}x{workers}{'-' + '-'.join(env) if env else ''}"
+    tag = f"{name}-{count}x{workers}-{steps}{'-' + '-'.join(env) if env else ''}"
     one, many = scratch / f"parity-one-{tag}", scratch / f"parity-{tag}"
-    proc = vgg_cli(*parity_args(name, data, one), env=env)
+    proc = vgg_cli(*parity_args(name, data, one, steps), env=env)
     _, err = proc.communicate()
-    row = {"backend": name, "nodes": count, "workers": workers, "env": env}
+    row = {"backend": name, "nodes": count, "workers": workers, "env": env, "steps": steps}
     if proc.returncode:
         return {**row, "error": last_line(err)}
     with Cluster(count) as cluster:
-        job = Job(cluster, [*parity_args(name, data, many), "--workers", str(workers)], scratch / "logs",
+        job = Job(cluster, [*parity_args(name, data, many, steps), "--workers", str(workers)], scratch / "logs",
                   f"parity-{tag}", env=env)
         if not (job.wait(900) and job.codes() == [0] * count):
             return {**row, "error": last_line(job.nodes[0].text()[1])}
@@ -115,14 +121,14 @@ def parity(name: str, count: int, workers: int, env: dict[str, str], data: Path,
 
 
 def scaling_args(name: str, data: Path, out: Path, limit: int) -> list[str]:
-    return ["train", "--backend", name, "--arch", "small", "--resize", "32", "--epochs", "1", "--batch-size", "64",
+    return ["train", "--backend", name, "--arch", "small", "--resize", "32", "--epochs", "2", "--batch-size", "64",
             "--limit", str(limit), "--eval-limit", "64", "--data-dir", str(data), "--no-progress", "--threads", "1",
             "--out", str(out)]
 
 
 def scale(name: str, count: int, link: str, data: Path, scratch: Path, limit: int) -> dict:
-    """Examples/s of one epoch of the small VGG on ``count`` nodes, one process and one thread each, pinned
-    to the cores in turn, over ``link``."""
+    """Examples/s of the second epoch of the small VGG (the first compiles and warms up) on ``count`` nodes,
+    one process and one thread each, pinned to the cores in turn, over ``link``."""
     out = scratch / f"scale-{name}-{count}-{link.replace(' ', '').replace('/', '')}"
     cores = os.cpu_count() or 1
     args = scaling_args(name, data, out, limit)
@@ -147,7 +153,7 @@ def scale(name: str, count: int, link: str, data: Path, scratch: Path, limit: in
 def _scaled(name: str, count: int, link: str, out: Path, said: str, err: str, ok: bool) -> dict:
     if not ok:
         return {"backend": name, "nodes": count, "link": link, "error": last_line(err)}
-    row = json.loads((out / "history.json").read_text())["rows"][0]
+    row = json.loads((out / "history.json").read_text())["rows"][-1]  # the second epoch: compiled, warm
     params = int(re.search(r"([\d,]+) parameters", said).group(1).replace(",", ""))
     return {"backend": name, "nodes": count, "link": link, "examples_per_sec": row["examples_per_sec"],
             "gradient_mb": params * 4 / 1e6}
@@ -172,15 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vgg-multinode-") as scratch_dir:
         scratch = Path(scratch_dir)
         if "parity" in parts:
-            done = [parity(n, c, w, env, a.data_dir, scratch) for n, c, w, env in LAYOUTS if n in names]
+            done = [parity(n, c, w, env, a.data_dir, scratch, steps) for steps in STEPS
+                    for n, c, w, env in LAYOUTS if n in names]
             for row in done:
                 print(json.dumps(row), flush=True)
             results = [records.result("relative difference", "", r.get("relative"), backend=r["backend"],
-                                      nodes=r["nodes"], workers=r["workers"], env=" ".join(f"{k}={v}" for k, v in
-                                                                                         r["env"].items()) or None)
+                                      nodes=r["nodes"], workers=r["workers"], steps=r["steps"],
+                                      env=" ".join(f"{k}={v}" for k, v in r["env"].items()) or None)
                        for r in done]
-            rec = records.make("multinode-parity", results, details={"runs": done, "job": parity_args(
-                "NAME", Path("DATA"), Path("OUT"))})
+            rec = records.make("multinode-parity", results, details={"runs": done, "jobs": {
+                steps: parity_args("NAME", Path("DATA"), Path("OUT"), steps) for steps in STEPS}})
             print(f"multinode: wrote the record {records.write(rec, a.records)}")
         if "faults" in parts:
             rows = []

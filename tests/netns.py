@@ -6,6 +6,7 @@ machine's own network. Needs root (``ip netns``), as CI has; :func:`unavailable`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,15 @@ def unavailable() -> str | None:
     return None
 
 
+def _remove_orphans() -> None:
+    """Delete the namespaces of clusters whose process died without deleting them (a killed test run)."""
+    listed = _ip("netns", "list", check=False).stdout.split()
+    for name in listed:
+        if (found := re.fullmatch(r"vgg(\d+)-(n\d+|sw)", name)) and not Path(f"/proc/{found.group(1)}").exists():
+            _ip("netns", "del", name, check=False)
+            shutil.rmtree(_HOSTS / name, ignore_errors=True)
+
+
 class Cluster:
     """``count`` nodes named node0, node1, ... at 10.77.0.1, .2, ...; use as a context manager, which
     deletes everything it made, whatever happened."""
@@ -59,6 +69,7 @@ class Cluster:
         self.addresses = [f"{SUBNET}.{i + 1}" for i in range(count)]
 
     def __enter__(self) -> Cluster:
+        _remove_orphans()
         try:
             _ip("netns", "add", self.switch)
             _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")

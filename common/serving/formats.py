@@ -71,11 +71,16 @@ def foreign(used: Iterable[str], allowed: frozenset[str], kind: str = "op") -> l
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """``Type: message`` of ``exc`` in one line: the first line of its message that is not part of a
-    traceback (MXNet puts its C++ one before the reason), without a repeated type prefix."""
+    traceback (MXNet puts its C++ one before the reason, TensorFlow a heading and the graph's Python one),
+    without a repeated type prefix."""
     if isinstance(exc, MemoryError):  # raised with no message: say what it means
         return "MemoryError: it needs more memory than this process may take"
     lines = [line.strip() for line in str(exc).strip().splitlines()]
-    meaningful = [line for line in lines if line and not line.startswith(("Traceback", "File ", "[bt]", "Stack"))]
+    if lines and lines[0] == "Graph execution error:":  # TensorFlow: the reason follows the op's traceback
+        files = [i for i, line in enumerate(lines) if line.startswith("File ")]
+        lines = lines[files[-1] + 1:] if files else lines[1:]
+    meaningful = [line for line in lines if line and not line.startswith(("Traceback", "File ", "[bt]", "Stack",
+                                                                          "Detected at node"))]
     text = (meaningful or [""])[0]
     for prefix in (f"{type(exc).__name__}: ", "MXNetError: "):
         text = text.removeprefix(prefix)

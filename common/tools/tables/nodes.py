@@ -8,9 +8,6 @@ from common.core import backends
 from common.tools.records import Record, RecordError
 from common.tools.tables import Rendered, Store, caption, markdown, number, table
 
-#: the distributed parity's tolerance (common/tools/parity_distributed.py), repeated in the table
-TOLERANCE = "1e-5"
-
 
 def _newest(store: Store, kind: str) -> Record:
     found = store.where(kind)
@@ -22,14 +19,16 @@ def _newest(store: Store, kind: str) -> Record:
 @table("multinode-parity")
 def multinode_parity(store: Store) -> Rendered:
     record = _newest(store, "multinode-parity")
-    rows = []
-    for run in record.data["details"]["runs"]:
-        note = ", ".join(f"{k}={v}" for k, v in run["env"].items()) or "defaults"
-        value = f"{run['relative']:.1e}" if "relative" in run else run.get("error", "—")
-        rows.append([run["backend"], f"{run['nodes']} x {run['workers']}", backends.BACKENDS[run["backend"]].engine,
-                     note, value])
-    text = markdown(["backend", "nodes x processes", "engine", "settings", "largest relative difference from "
-                     f"one process (tolerance {TOLERANCE})"], rows)
+    runs = record.data["details"]["runs"]
+    steps = sorted({run["steps"] for run in runs})
+    cells: dict[tuple, dict[int, str]] = {}
+    for run in runs:
+        key = (run["backend"], run["nodes"], run["workers"], ", ".join(f"{k}={v}" for k, v in run["env"].items()))
+        cells.setdefault(key, {})[run["steps"]] = f"{run['relative']:.1e}" if "relative" in run else "failed"
+    rows = [[name, f"{count} x {workers}", backends.BACKENDS[name].engine, env or "defaults",
+             *(found.get(n, "—") for n in steps)] for (name, count, workers, env), found in cells.items()]
+    text = markdown(["backend", "nodes x processes", "engine", "settings",
+                     *(f"after {n} SGD steps" for n in steps)], rows)
     return Rendered(f"{text}\n\n{caption(record)}", [record.id])
 
 
