@@ -93,9 +93,10 @@ def parity_args(name: str, data: Path, out: Path, steps: int = 3) -> list[str]:
             str(data), "--no-progress", "--out", str(out)]
 
 
-#: (backend, nodes, workers per node, extra environment): the layouts the parity part compares with one process
+#: (backend, nodes, workers per node, extra environment): the layouts the parity part compares with one process;
+#: 1 node is the control: one process on one thread, whose sums run in another order than on two
 LAYOUTS = [*((n, 2, 1, {}) for n in backends.NAMES), ("mxnet", 2, 1, {"MXNET_MKLDNN_ENABLED": "0"}),
-           ("torch", 2, 2, {}), ("jax", 2, 2, {}), ("torch", 3, 1, {})]
+           ("torch", 2, 2, {}), ("jax", 2, 2, {}), ("torch", 3, 1, {}), *((n, 1, 1, {}) for n in backends.NAMES)]
 
 
 def parity(name: str, count: int, workers: int, env: dict[str, str], data: Path, scratch: Path,
@@ -112,6 +113,13 @@ def parity(name: str, count: int, workers: int, env: dict[str, str], data: Path,
     row = {"backend": name, "nodes": count, "workers": workers, "env": env, "steps": steps}
     if proc.returncode:
         return {**row, "error": last_line(err)}
+    if count == 1:
+        proc = vgg_cli(*parity_args(name, data, many, steps), "--threads", "1", env=env)
+        _, err = proc.communicate()
+        if proc.returncode:
+            return {**row, "error": last_line(err)}
+        return {**row, "threads": 1, "relative": tolerances.relative_tree(model_weights(name, one),
+                                                                          model_weights(name, many))}
     with Cluster(count) as cluster:
         job = Job(cluster, [*parity_args(name, data, many, steps), "--workers", str(workers)], scratch / "logs",
                   f"parity-{tag}", env=env)
@@ -123,7 +131,7 @@ def parity(name: str, count: int, workers: int, env: dict[str, str], data: Path,
 def scaling_args(name: str, data: Path, out: Path, limit: int) -> list[str]:
     return ["train", "--backend", name, "--arch", "small", "--resize", "32", "--epochs", "2", "--batch-size", "64",
             "--limit", str(limit), "--eval-limit", "64", "--data-dir", str(data), "--no-progress", "--threads", "1",
-            "--out", str(out)]
+            "--out", str(out), "--overwrite"]
 
 
 def scale(name: str, count: int, link: str, data: Path, scratch: Path, limit: int) -> dict:

@@ -25,7 +25,8 @@ def multinode_parity(store: Store) -> Rendered:
     for run in runs:
         key = (run["backend"], run["nodes"], run["workers"], ", ".join(f"{k}={v}" for k, v in run["env"].items()))
         cells.setdefault(key, {})[run["steps"]] = f"{run['relative']:.1e}" if "relative" in run else "failed"
-    rows = [[name, f"{count} x {workers}", backends.BACKENDS[name].engine, env or "defaults",
+    rows = [[name, f"{count} x {workers}" if count > 1 else "1 x 1, one thread (control)",
+             backends.BACKENDS[name].engine if count > 1 else "single process", env or "defaults",
              *(found.get(n, "—") for n in steps)] for (name, count, workers, env), found in cells.items()]
     text = markdown(["backend", "nodes x processes", "engine", "settings",
                      *(f"after {n} SGD steps" for n in steps)], rows)
