@@ -196,7 +196,7 @@ def _node_environments(backend: str, env: dict[str, str], workers: int, threads:
     out = []
     for k in range(workers):
         rank = base + k
-        mine = {**env, HEARTBEAT_VARIABLE: str(scratch / f"heartbeat-{rank}"), "VGG_LAUNCH_RANK": str(rank)}
+        mine = {**env, HEARTBEAT_VARIABLE: str(scratch / f"heartbeat-{rank}")}
         if backend == "torch":  # torch's store on node 0, bound to its address (vgg_torch), gloo on this interface
             mine.update(MASTER_ADDR=nodes.master, MASTER_PORT=str(p), WORLD_SIZE=str(world), RANK=str(rank),
                         LOCAL_RANK=str(k), LOCAL_WORLD_SIZE=str(workers), GLOO_SOCKET_IFNAME=nodes.interface,

@@ -279,9 +279,9 @@ def launch_node(backend: str, module: str, args: list[str], workers: int, nodes:
                                                        nodes.address), "DMLC_ROLE": role, **port}
                 children.append(_start(_python("vgg_mxnet.framework"), env, f"mxnet {role}", None))
         for k, env in enumerate(envs):
-            rank = int(env["VGG_LAUNCH_RANK"])  # MXNet's ps-lite numbers its workers itself: name them by node
+            rank = nodes.rank * workers + k  # MXNet's ps-lite numbers its workers itself: name them by node
             label = f"node {nodes.rank}.{k}" if backend == "mxnet" else f"rank {rank}"
-            children.append(_start(_python(module) + args, env, label, rank))
+            children.append(_start(_python(module) + args, {**env, "VGG_LAUNCH_RANK": str(rank)}, label, rank))
         return _watch(children, workers, prog, stall_timeout)
 
 
