@@ -181,11 +181,18 @@ def _title(report: CompareReport, what: str) -> str:
 STACKED = {"forward_ms": "forward", "backward_update_ms": "backward + update"}
 
 
-def _bars(ax: Any, found: list[tuple[float, float, float]], labels: list[str], colors: list[str],
+def _bars(ax: Any, x: list[float], found: list[tuple[float, float, float]], colors: list[str],
           **options: Any) -> None:
-    """Bars at the medians of ``found`` (median, lowest, highest) with error bars over the rounds."""
-    ax.bar(labels, [f[0] for f in found], yerr=[[f[0] - f[1] for f in found], [f[2] - f[0] for f in found]],
+    """Bars at ``x`` and the medians of ``found`` (median, lowest, highest) with error bars over the rounds."""
+    ax.bar(x, [f[0] for f in found], yerr=[[f[0] - f[1] for f in found], [f[2] - f[0] for f in found]],
            capsize=3, color=colors, **options)
+
+
+def _layout(rows: list[MeasuredRow], names: list[str], precisions: list[str]) -> tuple[list[float], float]:
+    """Each row's x: one group per backend, one bar per precision inside it (side by side), and the width."""
+    width = 0.8 / len(precisions)
+    return [names.index(r["backend"]) + (precisions.index(r.get("precision", "fp32")) - (len(precisions) - 1) / 2)
+            * width for r in rows], width
 
 
 def _spreads(row: MeasuredRow, keys: tuple[str, ...]) -> list[tuple[float, float, float]] | None:
@@ -201,33 +208,46 @@ def _charts(report: CompareReport, out: Path) -> list[Path]:
     paths: list[Path] = []
     if not rows:
         return paths
-    several = len({r.get("precision", "fp32") for r in rows}) > 1
+    names = list(dict.fromkeys(r["backend"] for r in rows))
+    precisions = list(dict.fromkeys(r.get("precision", "fp32") for r in rows))
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    several = len(precisions) > 1
 
     def bar(r: MeasuredRow) -> str:  # a bar per backend, and per precision where the report has several
-        return f"{r['backend']} {r.get('precision', 'fp32')}" if several else r["backend"]
+        return f"{r['backend']}\n{r.get('precision', 'fp32')}" if several else r["backend"]
 
-    names = list(dict.fromkeys(r["backend"] for r in rows))
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    def color(r: MeasuredRow) -> str:  # the precision's colour where there are several, else the backend's
+        return f"C{precisions.index(r.get('precision', 'fp32'))}" if several else f"C{names.index(r['backend'])}"
+
+    def ceiling_color(p: str) -> str:  # a ceiling in its precision's colour where bars have that colour
+        return f"C{precisions.index(p)}" if several and p in precisions else "k"
 
     def chart(stem: str, what: str, keys: tuple[str, ...], label: str) -> None:
         fig = new_figure(figsize=(max(5.5, 3.2 * len(sizes)), 3.6), layout="constrained")
         axes = fig.subplots(1, len(sizes), squeeze=False)
         for ax, size in zip(axes[0], sizes):
             shown = [(r, found) for r in rows if r["size"] == size and (found := _spreads(r, keys))]
-            colors = [f"C{names.index(r['backend'])}" for r, _ in shown]
+            here = [n for n in names if any(r["backend"] == n for r, _ in shown)]
+            x, width = _layout([r for r, _ in shown], here, precisions)
             bottom = [0.0] * len(shown)
             for i, key in enumerate(keys):  # one key: plain bars; two: stacked, the second hatched
                 figures = [found[i] for _, found in shown]
-                _bars(ax, figures, [bar(r) for r, _ in shown], colors, bottom=bottom, hatch="//" if i else None,
-                      label=STACKED.get(key, f"_{key}"))  # "_...": no legend entry
+                _bars(ax, x, figures, [color(r) for r, _ in shown], width=width, bottom=bottom,
+                      hatch="//" if i else None, label=f"_{key}" if several else STACKED.get(key, f"_{key}"))
                 bottom = [b + f[0] for b, f in zip(bottom, figures)]
+                if several and key in STACKED:  # a grey legend entry per part: the colours are the precisions'
+                    ax.bar([0], [0], width=0, color="0.7", hatch="//" if i else None, label=STACKED[key])
+            if several:  # one legend entry per precision, in its colour ("_...": no legend entry)
+                for p in precisions:
+                    ax.bar([0], [0], width=0, color=f"C{precisions.index(p)}", label=p)
             if stem == "train_gflops":
-                ax.axhline(report["matmul_gflop_s"], color="k", linestyle="--",
+                ax.axhline(report["matmul_gflop_s"], color=ceiling_color("fp32"), linestyle="--",
                            label=f"float32 matmul ceiling {report['matmul_gflop_s']:.0f} GFLOP/s")
                 for i, (p, c) in enumerate(report.get("ceilings", {}).items()):
-                    ax.axhline(c["gflop_s"], color="k", linestyle=(0, (1, 1 + i)),
-                               label=f"{p} matmul ceiling {c['gflop_s']:.0f} GFLOP/s")
-            if stem in ("train_gflops", "step_split"):
+                    ax.axhline(c["gflop_s"], color=ceiling_color(p),
+                               linestyle=(0, (1, 1 + i)), label=f"{p} matmul ceiling {c['gflop_s']:.0f} GFLOP/s")
+            ax.set_xticks(range(len(here)), here)
+            if several or stem in ("train_gflops", "step_split"):
                 ax.legend(fontsize=7)
             ax.set_title(f"{size}x{size}", fontsize=9)
             ax.set_ylabel(label)
