@@ -50,9 +50,10 @@ def compare(tmp_path: Path, backends: str, extra_path: Path | None = None,
 
 
 @pytest.mark.slow
-def test_compare_measures_every_backend_per_worker_count_and_writes_the_report(all_backends, tmp_path):
+def test_compare_measures_every_backend_and_writes_the_report(all_backends, tmp_path):
     """One run for the whole report (a compare of four backends is the suite's slowest kind of test): a row
-    per backend and worker count, the ceiling before and after, the scaling, the charts. Where `.ci/test` names
+    per backend, the ceiling before and after, the latency, the charts (the worker counts' rows and scaling are
+    one backend's, in the rounds test below: each engine's workers are tested in test_distributed). Where `.ci/test` names
     a second environment (VGG_OTHER_PYTHON), one backend runs under that interpreter: MXNet from the NumPy 1
     environment beside the NumPy 2 one, or else JAX, and every row records the versions it ran on."""
     names = list(all_backends)
@@ -60,22 +61,19 @@ def test_compare_measures_every_backend_per_worker_count_and_writes_the_report(a
     there = ("mxnet" if "mxnet" in ABSENT else "jax") if other else None
     if there and there not in names:
         names.append(there)
-    proc, report = compare(tmp_path, ",".join(names), None, "--workers", "1,2", "--rounds", "1", "--latency",
+    proc, report = compare(tmp_path, ",".join(names), None, "--rounds", "1", "--latency",
                            *(["--python", f"{there}={other}"] if there else []))
     assert proc.returncode == 0, proc.stderr
-    assert [(r["backend"], r["workers"]) for r in report["rows"]] == [(n, w) for n in names for w in (1, 2)]
+    assert [(r["backend"], r["workers"]) for r in report["rows"]] == [(n, 1) for n in names]
     for row in report["rows"]:
         assert "error" not in row, row
         assert row["train_ex_s"] > 0 and row["peak_rss_mb"] > 0 and row["threads"] >= 1 and row["train_gflop_s"] > 0
-        if row["workers"] == 1:  # inference and start-up are measured in one process only
-            assert row["infer_ex_s"] > 0 and row["first_step_s"] > 0 and row["build_s"] >= 0
-            assert row["env"]["numpy"] and all(row["env"][dist] for dist in BACKENDS[row["backend"]].distributions)
-            assert row["env"]["executable"] == (other if row["backend"] == there else sys.executable)
-            assert row["forward_ms"] > 0 and row["step_ms"] > 0  # the step split; never which is faster
-            assert row["forward_ms"] + row["backward_update_ms"] == pytest.approx(row["step_ms"])
-            check_latency(row)
-        else:  # a data-parallel row measures training only
-            assert "latency" not in row and "forward_ms" not in row
+        assert row["infer_ex_s"] > 0 and row["first_step_s"] > 0 and row["build_s"] >= 0
+        assert row["env"]["numpy"] and all(row["env"][dist] for dist in BACKENDS[row["backend"]].distributions)
+        assert row["env"]["executable"] == (other if row["backend"] == there else sys.executable)
+        assert row["forward_ms"] > 0 and row["step_ms"] > 0  # the step split; never which is faster
+        assert row["forward_ms"] + row["backward_update_ms"] == pytest.approx(row["step_ms"])
+        check_latency(row)
     assert report["matmul_gflop_s"] > 0 and report["machine"]["cores"] >= 1
     spread = report["matmul_spread"]  # measured before and after the rows: the ceiling is the faster
     assert set(report["matmul_runs"]) == {"before", "after"}
@@ -83,8 +81,6 @@ def test_compare_measures_every_backend_per_worker_count_and_writes_the_report(a
     md = (tmp_path / "report" / "compare.md").read_text()
     assert md.startswith(f"# vgg compare: small, hidden layers {HIDDEN} wide, batch 8") and report["hidden"] == HIDDEN
     assert "matmul ceiling" in md and "the fastest 1024x1024 product" in md and "products ran at" in md
-    assert "not a speed-up" in md and "scaling efficiency" in md
-    assert all(f"| {name} | 32 | 2 |" in md for name in names)
     assert "| forward ms | backward + update ms |" in md and "| served by | p50 ms | p90 ms | p99 ms |" in md
     assert all(f"| {name} | 32 | fp32 | ONNX (ONNX Runtime) |" in md for name in names)
     for chart in ("train_throughput.png", "infer_throughput.png", "train_gflops.png", "memory.png",
@@ -143,24 +139,29 @@ def test_the_book_reference_runs_the_books_step_and_the_projects_in_every_backen
 
 @pytest.mark.slow
 def test_compare_runs_interleaved_rounds_and_reports_each_figure_as_median_and_range(tmp_path):
-    """Two rounds of one backend: every round's run is kept in compare.json, and each row's figures are the
-    medians of its runs, inside the ranges the runs span; the console and the Markdown give both."""
+    """Two rounds of one backend in one process and in two workers: every round's run is kept in compare.json,
+    and each row's figures are the medians of its runs, inside the ranges the runs span; the console and the
+    Markdown give both, and the scaling from one worker to two."""
     name = ACTIVE[0]
     load_backend(name)
-    proc, report = compare(tmp_path, name, None, "--arch", "tiny", "--rounds", "2")
+    proc, report = compare(tmp_path, name, None, "--arch", "tiny", "--rounds", "2", "--workers", "1,2")
     assert proc.returncode == 0, proc.stderr
-    assert report["rounds"] == 2 and [(r["backend"], r["round"]) for r in report["runs"]] == [(name, 1), (name, 2)]
-    (row,) = report["rows"]
+    assert report["rounds"] == 2 and [(r["backend"], r["workers"], r["round"]) for r in report["runs"]] == [
+        (name, 1, 1), (name, 2, 1), (name, 1, 2), (name, 2, 2)]
+    row, pair = report["rows"]
+    assert pair["workers"] == 2 and "error" not in pair and pair["train_ex_s"] > 0 and pair["rounds"] == [1, 2]
+    assert "latency" not in pair and "forward_ms" not in pair  # a data-parallel row measures training only
     assert row["rounds"] == [1, 2] and "failed_rounds" not in row
     for key in ("train_ex_s", "infer_ex_s", "train_gflop_s", "build_s", "first_step_s", "peak_rss_mb",
                 "forward_ms", "backward_update_ms", "step_ms"):
-        values = [run[key] for run in report["runs"]]
+        values = [run[key] for run in report["runs"] if run["workers"] == 1]
         median, low, high = spread(row, key)
         assert [low, high] == [min(values), max(values)] and low <= median <= high, key
     assert row["forward_ms"] > 0 and row["step_ms"] > 0
     assert "median (range) over 2 round(s):" in proc.stdout and " 2/2 " in proc.stdout
     md = (tmp_path / "report" / "compare.md").read_text()
     assert "2 interleaved round(s)" in md and "| train vs fastest |" in md and f"| {name} | 32 | fp32 | 1 x" in md
+    assert "not a speed-up" in md and "scaling efficiency" in md and f"| {name} | 32 | 2 |" in md
 
 
 def run(backend: str, round_: int, train: float, p50: float, **more) -> dict:
