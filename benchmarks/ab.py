@@ -1,12 +1,15 @@
 """A/B of the project's training step under variants of its environment or its code, interleaved in one run.
 
 A variant is LABEL=SETTINGS. SETTINGS are ``;``-separated NAME=VALUE environment variables given to the
-child at its start (glibc tunables and preloaded allocators are read only then), and ``tree=PATH`` runs the
-code of another checkout (a change to the code against this one). Every (round, variant) is its own process;
-the order rotates from round to round, and the ratio to the first variant is taken within each round.
+child at its start (glibc tunables and preloaded allocators are read only then), ``tree=PATH`` runs the
+code of another checkout (a change to the code against this one) and ``python=PATH`` runs it under another
+interpreter (another environment's framework versions, as `.ci/setup` makes them). Every (round, variant) is
+its own process; the order rotates from round to round, and the ratio to the first variant is taken within
+each round.
 
     python benchmarks/ab.py torch 224 base= hugetlb='GLIBC_TUNABLES=glibc.malloc.hugetlb=1' --rounds 3
     python benchmarks/ab.py jax 56 base= donate=tree=/tmp/vgg-donate
+    python benchmarks/ab.py jax 56 jax071= 'jax012=python=.venv-modern/bin/python'
 
 Every run writes its rounds (``ab.json``) and its record (``vgg results show``) into ``--out`` (default ./reports
 for the record alone).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -34,10 +38,10 @@ from common.tools import records  # noqa: E402
 from common.tools.children import child_env  # noqa: E402
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str], Path]:
-    """``LABEL=NAME=VALUE;tree=PATH`` -> (label, environment, checkout)."""
+def parse_variant(text: str) -> tuple[str, dict[str, str], Path, str]:
+    """``LABEL=NAME=VALUE;tree=PATH;python=PATH`` -> (label, environment, checkout, interpreter)."""
     label, _, settings = text.partition("=")
-    env, tree = {}, ROOT
+    env, tree, python = {}, ROOT, sys.executable
     for item in filter(None, settings.split(";")):
         name, eq, value = item.partition("=")
         if not eq:
@@ -46,11 +50,15 @@ def parse_variant(text: str) -> tuple[str, dict[str, str], Path]:
             tree = Path(value).resolve()
             if not (tree / "benchmarks" / "book_reference.py").is_file():
                 raise ValueError(f"variant {text!r}: {tree} is not a checkout of this project")
+        elif name == "python":
+            python = str(Path(value).absolute())
+            if not os.access(python, os.X_OK):
+                raise ValueError(f"variant {text!r}: {value} is not an executable interpreter")
         else:
             env[name] = value
     if not label:
         raise ValueError(f"variant {text!r} has no label (LABEL=SETTINGS)")
-    return label, env, tree
+    return label, env, tree, python
 
 
 def ratios(report: dict, label: str) -> list[float]:
@@ -134,22 +142,26 @@ def main() -> None:
           f"{a.rounds} rounds of {a.seconds:g} s", flush=True)
     report = {"backend": a.backend, "size": a.size, "batch_size": a.batch_size, "momentum": a.momentum,
               "rounds": a.rounds, "seconds": a.seconds, "runs": [],
-              "variants": [{"label": label, "env": env, "tree": None if tree == ROOT else str(tree)}
-                           for label, env, tree in variants]}
+              "variants": [{"label": label, "env": env, "tree": None if tree == ROOT else str(tree),
+                            **({"python": python} if python != sys.executable else {})}
+                           for label, env, tree, python in variants]}
     for r in range(a.rounds):
         order = variants[r % len(variants):] + variants[:r % len(variants)]
-        for label, env, tree in order:
+        for label, env, tree, python in order:
             # the tree's own copy of book_reference.py measures its code
             row = run_child(tree / "benchmarks" / "book_reference.py", ["project", a.backend, str(a.size)], a,
-                            {**child_env(), **env, "PYTHONPATH": str(tree)}, tree)
+                            {**child_env(), **env, "PYTHONPATH": str(tree)}, tree, python)
             if isinstance(row, str):
                 print(f"round {r + 1}: {label} failed: {row}", flush=True)
                 report["runs"].append({"round": r + 1, "variant": label, "failed": row})
                 continue
             report["runs"].append({"round": r + 1, "variant": label, "ex_s_median": row["ex_s_median"],
-                                   "ex_s": row["ex_s"], "peak_rss_mb": row["peak_rss_mb"]})
+                                   "ex_s": row["ex_s"], "peak_rss_mb": row["peak_rss_mb"], "env": row["env"]})
             print(f"round {r + 1}: {label:12} {row['ex_s_median']:8.1f} ex/s (median step; mean "
                   f"{row['ex_s']:.1f}), peak {row['peak_rss_mb']:.0f} MB", flush=True)
+    for variant in report["variants"]:  # what each variant ran on: its interpreter's versions
+        variant["versions"] = next((r["env"] for r in report["runs"] if r["variant"] == variant["label"]
+                                    and "env" in r), None)
     print("\n" + summary(report))
     out = Path(a.out) if a.out else Path("reports")
     if a.out:

@@ -255,10 +255,11 @@ def measure(code: str, backend: str, size: int, batch: int, seconds: float, mome
             "build_and_first_step_s": first, "peak_rss_mb": peak_rss_mb(), "env": backends.environment(backend)}
 
 
-def run_child(script: Path, child: list[str], a: argparse.Namespace, env: dict[str, str], cwd: Path) -> dict | str:
-    """``script --child CODE BACKEND SIZE`` with ``a``'s measuring options in its own process: its row, or the
-    last line of its error."""
-    proc = subprocess.run([sys.executable, str(script), "--child", *child, "--seconds", str(a.seconds),
+def run_child(script: Path, child: list[str], a: argparse.Namespace, env: dict[str, str], cwd: Path,
+              python: str = sys.executable) -> dict | str:
+    """``script --child CODE BACKEND SIZE`` with ``a``'s measuring options in its own process (under
+    ``python``): its row, or the last line of its error."""
+    proc = subprocess.run([python, str(script), "--child", *child, "--seconds", str(a.seconds),
                            "--batch-size", str(a.batch_size), "--momentum", str(a.momentum)],
                           env=env, cwd=cwd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
