@@ -52,10 +52,11 @@ def compare(tmp_path: Path, backends: str, extra_path: Path | None = None,
 @pytest.mark.slow
 def test_compare_measures_every_backend_and_writes_the_report(all_backends, tmp_path):
     """One run for the whole report (a compare of four backends is the suite's slowest kind of test): a row
-    per backend, the ceiling before and after, the latency, the charts (the worker counts' rows and scaling are
-    one backend's, in the rounds test below: each engine's workers are tested in test_distributed). Where `.ci/test` names
-    a second environment (VGG_OTHER_PYTHON), one backend runs under that interpreter: MXNet from the NumPy 1
-    environment beside the NumPy 2 one, or else JAX, and every row records the versions it ran on."""
+    per backend, the ceiling before and after, the latency, the charts (the worker counts' rows and scaling
+    are one backend's, in the rounds test below: each engine's workers are tested in test_distributed). Where
+    `.ci/test` names a second environment (VGG_OTHER_PYTHON), one backend runs under that interpreter: MXNet
+    from the NumPy 1 environment beside the NumPy 2 one, or else JAX, and every row records the versions it
+    ran on."""
     names = list(all_backends)
     other = os.environ.get("VGG_OTHER_PYTHON")
     there = ("mxnet" if "mxnet" in ABSENT else "jax") if other else None

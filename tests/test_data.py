@@ -10,7 +10,9 @@ import threading
 import numpy as np
 import pytest
 
+from common.core import layouts
 from common.data import batches, fashion_mnist, idx, loader
+from common.data.augment import Augmentation
 from common.data.idx import DataError
 from helpers import NO_REAL_DATA, REAL_DATA
 from tiny_data import fake_files
@@ -255,3 +257,47 @@ def test_backend_batches(backend, tmp_path, resize):
     name = type(images).__module__ + "." + type(images).__name__
     assert TENSOR_TYPES[backend.__name__.removeprefix("vgg_")].split(".")[0] in name
     assert np.issubdtype(np.asarray(labels.asnumpy() if hasattr(labels, "asnumpy") else labels).dtype, np.integer)
+
+
+def reference_crop_and_flip(image: np.ndarray, row: int, col: int, flip: bool, padding: int) -> np.ndarray:
+    """torchvision's RandomCrop(28, padding) then RandomHorizontalFlip for the drawn offsets, written out."""
+    out = np.pad(image, padding)[row:row + image.shape[0], col:col + image.shape[1]]
+    return out[:, ::-1] if flip else out
+
+
+def test_augmentation_is_torchvisions_crop_and_flip_drawn_per_example_and_epoch():
+    split = small_split(n=64, batch_size=16, shuffle=True, seed=3, prefetch=0).augmented(True)
+    draws = split.draws(0)
+    assert set(np.unique(draws.rows)) <= set(range(5)) and 0 < draws.flips.mean() < 1
+    order = split.order(0)
+    images = np.concatenate([x[:, 0] for x, _ in split.epoch(0)])
+    expected = np.stack([reference_crop_and_flip(split.images[i], draws.rows[i], draws.cols[i], draws.flips[i], 2)
+                         for i in order]).astype(np.float32) / 255
+    np.testing.assert_allclose(images, expected, rtol=0, atol=1e-7)
+    again = np.concatenate([x[:, 0] for x, _ in split.epoch(0)])  # (seed, epoch) decides: a resume sees the same
+    np.testing.assert_array_equal(images, again)
+    assert not np.array_equal(images, np.concatenate([x[:, 0] for x, _ in split.epoch(1)]))
+    halves = [np.concatenate([x[:, 0] for x, _ in split.sharded(r, 2).epoch(0)]) for r in (0, 1)]  # workers
+    np.testing.assert_array_equal(np.concatenate([halves[0][:8], halves[1][:8]]), images[:16])
+    rebatched = np.concatenate([x[:, 0] for x, _ in split.rebatch(8).epoch(0)])  # another batch size
+    np.testing.assert_array_equal(rebatched, images)
+
+
+def test_augmentation_off_and_its_refusals():
+    plain = small_split(n=16, batch_size=8, shuffle=True, prefetch=0)
+    assert plain.augmented(False).augment is None and plain.augmented(Augmentation(0, False)).augment is None
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in plain.augmented(None).epoch(0)]),
+                                  np.concatenate([x for x, _ in plain.epoch(0)]))
+    with pytest.raises(ValueError, match="padding=9 is not allowed"):
+        Augmentation(padding=9)
+
+
+def test_every_backend_trains_on_the_same_augmented_pixels(backend, tmp_path):
+    """The loader augments once, before the backend's tensors: every backend sees the same images for a seed."""
+    fake_files(tmp_path / "d")
+    data = backend.load_fashion_mnist(16, resize=32, data_dir=tmp_path / "d", verify=False, augment=True)
+    images = next(iter(data.train))[0]
+    array = np.asarray(images.asnumpy() if hasattr(images, "asnumpy") else images)
+    plain = loader.load(16, 32, data_dir=tmp_path / "d", verify=False, augment=True, prefetch=0)
+    expected = next(iter(plain.train))[0]
+    np.testing.assert_array_equal(layouts.images_from_nchw(expected, backend.LAYOUT), array)

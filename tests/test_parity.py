@@ -162,3 +162,37 @@ def test_native_model_file_keeps_every_layer_kind(backend, tmp_path):
     assert again.arch == arch.validate(blocks) and again.hidden == HIDDEN
     x = layouts.images_from_nchw(tolerances.fixed_batch(blocks, 32)[0], backend.LAYOUT)
     assert np.array_equal(backend.predict(model, x), backend.predict(again, x))
+
+
+@pytest.mark.parametrize("name", COMPARED)
+def test_label_smoothing_agrees_everywhere(name, reference):
+    """Label smoothing a = 0.1 (targets (1 - a) one-hot + a / classes, torch's definition) in every backend's
+    loss: the last layer's bias gradient is the oracle's mean(softmax - targets), every weight's gradient
+    agrees with the reference's, and so do three training steps through each backend's own step."""
+    backend = load_backend(name)
+    blocks, size, a = arch.small(), 32, 0.1
+    config = ModelConfig(blocks, image_size=size, hidden=HIDDEN)
+    weights = canonical.random_weights(blocks, image_size=size, seed=5, hidden=HIDDEN)
+    images, labels = tolerances.fixed_batch(blocks, size, 8)
+    logits = parity.oracle_logits(weights, blocks, images).astype(np.float64)
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    targets = np.eye(logits.shape[1])[labels] * (1 - a) + a / logits.shape[1]
+    expected_bias = (softmax - targets).mean(0)
+    gradients = {}
+    for vgg in with_reference(backend, reference).values():
+        model = vgg.VGG(config)
+        vgg.import_weights(model, weights)
+        x = layouts.images_from_nchw(images, vgg.LAYOUT)
+        gradients[vgg.NAME] = {"gradients": vgg.loss_gradients(model, x, labels, label_smoothing=a)}
+        plain = vgg.loss_gradients(model, x, labels)
+        last = gradients[vgg.NAME]["gradients"][f"{canonical.DENSE[-1]}.bias"]
+        assert tolerances.relative(last, expected_bias) <= tolerances.TOLERANCES["gradients"], vgg.NAME
+        assert tolerances.relative(plain[f"{canonical.DENSE[-1]}.bias"], expected_bias) > 1e-2  # a is used
+    for pair, diff in parity.matrix(gradients, "gradients").items():
+        assert diff <= tolerances.TOLERANCES["gradients"], (pair, diff)
+    batches = [tolerances.fixed_batch(blocks, size, 8, seed=s) for s in range(3)]
+    runs = {n: {"trajectory": parity.trajectory(vgg, config, weights, batches, label_smoothing=a)}
+            for n, vgg in with_reference(backend, reference).items()}
+    for pair, diff in parity.matrix(runs, "trajectory").items():
+        assert diff <= tolerances.TOLERANCES["trajectory"], (pair, diff)

@@ -72,6 +72,33 @@ def test_evaluate_is_accuracy_with_dropout_off(backend, arrays):
     assert first == second == pytest.approx(expected)
 
 
+def test_test_flip_averages_each_image_and_its_mirror(backend, arrays):
+    """``evaluate(..., test_flip=True)`` and an engine whose recipe asks for it: the accuracy of the mean of
+    each test image's logits and its mirror image's (the width axis of the backend's layout)."""
+    model = backend.VGG(ARCH, image_size=SIZE, seed=5, hidden=HIDDEN)
+    data = small_data(backend, arrays)
+    images = to_float(arrays[2], SIZE)
+    logits = [backend.predict(model, with_channels(x, backend.LAYOUT)) for x in (images, images[:, :, ::-1])]
+    assert not np.allclose(*logits)  # the mirror images do give other logits
+    expected = float(np.mean(((logits[0] + logits[1]) / 2).argmax(1) == arrays[3]))
+    engine = backend.Engine(model, training.Recipe(test_flip=True))
+    assert backend.evaluate(model, data, test_flip=True) == engine.evaluate(data.test) == pytest.approx(expected)
+
+
+def test_augmentation_and_label_smoothing_train_and_resume_as_one_run(backend, arrays, tmp_path):
+    """Random crops and flips (drawn from seed and epoch) with label smoothing: a run stopped after epoch 2
+    and resumed ends with the uninterrupted run's History; the checkpoint refuses another recipe."""
+    recipe = dict(epochs=3, momentum=0.9, crop_padding=2, flip=True, label_smoothing=0.1, test_flip=True)
+    _, straight = fit(backend, arrays, **recipe)
+    assert straight["train_loss"][-1] < straight["train_loss"][0]
+    fit(backend, arrays, checkpoint_dir=tmp_path, **recipe)
+    checkpoint.path_for(tmp_path, 3).unlink()
+    _, resumed = fit(backend, arrays, checkpoint_dir=tmp_path, resume=True, **recipe)
+    np.testing.assert_allclose(resumed["train_loss"], straight["train_loss"], rtol=1e-5)
+    with pytest.raises(checkpoint.CheckpointError, match=r"belongs to another run \(it differs in label_smoothing\)"):
+        fit(backend, arrays, checkpoint_dir=tmp_path, resume=True, **{**recipe, "label_smoothing": 0.2})
+
+
 def test_same_seed_same_history(backend, arrays):
     """Bit-identical on CPU in all four backends for a fixed thread count."""
     rows = [fit(backend, arrays, seed=s)[1] for s in (7, 7, 8)]
@@ -200,6 +227,10 @@ def test_killed_run_resumes(backend, tmp_path):
                  marks=pytest.mark.backend("torch")),
     (["--backend", "torch", "--lr", "-1"], "--lr -1 is not allowed: it must be a finite number above 0"),
     (["--backend", "torch", "--hidden", "0"], "--hidden 0 is not allowed: it must be an integer >= 1"),
+    (["--backend", "torch", "--crop-padding", "9"],
+     "--crop-padding 9 is not allowed: it must be an integer from 0 to 8"),
+    (["--backend", "torch", "--label-smoothing", "1"],
+     "--label-smoothing 1 is not allowed: it must be a number in [0, 1)"),
 ])
 def test_cli_bad_arguments_are_one_line(args, message, tmp_path):
     full = ["train", "--out", str(tmp_path / "run"), *args] if "--out" not in args else ["train", *args]

@@ -18,6 +18,7 @@ from common.core.config import ModelConfig
 from common.runtime import training
 from common.runtime.distributed import World
 from vgg_jax import distributed as dist
+from vgg_jax.losses import cross_entropy
 from vgg_jax.model import NAME, VGG, eval_logits
 
 MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
@@ -31,15 +32,15 @@ def _sgd(learning_rate: float, momentum: float, weight_decay: float) -> optax.Gr
                        optax.sgd(learning_rate, momentum=momentum or None))
 
 
-@nnx.jit
+@nnx.jit(static_argnames=("label_smoothing",))
 def _train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
-                lr: jax.Array) -> tuple[jax.Array, jax.Array]:
+                lr: jax.Array, label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
     """Forward (dropout on), mean cross-entropy, gradients, SGD update: one compiled XLA program."""
     optimizer.opt_state.hyperparams["learning_rate"][...] = lr  # a traced value: no retrace per lr
 
     def loss_fn(model: VGG) -> tuple[jax.Array, jax.Array]:
         logits = model(images).astype(jnp.float32)  # the loss and its softmax in float32
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+        return cross_entropy(logits, labels, label_smoothing).mean(), logits
 
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
@@ -54,16 +55,17 @@ def _skip(model: VGG, optimizer: nnx.Optimizer, grads) -> None:
     """A step with an inf or NaN gradient: model and optimizer stay as they were."""
 
 
-@nnx.jit
+@nnx.jit(static_argnames=("label_smoothing",))
 def _scaled_train_step(model: VGG, optimizer: nnx.Optimizer, images: jax.Array, labels: jax.Array,
-                       lr: jax.Array, scale: jax.Array, finite_steps: jax.Array) -> tuple[jax.Array, ...]:
+                       lr: jax.Array, scale: jax.Array, finite_steps: jax.Array,
+                       label_smoothing: float = 0.0) -> tuple[jax.Array, ...]:
     """:func:`_train_step` with fp16's dynamic loss scaling (common.core.precision's rule): gradients of
     the scaled loss, unscaled; a step with an inf or NaN gradient leaves model and optimizer as they were."""
     optimizer.opt_state.hyperparams["learning_rate"][...] = lr
 
     def loss_fn(model: VGG) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         logits = model(images).astype(jnp.float32)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        loss = cross_entropy(logits, labels, label_smoothing).mean()
         return loss * scale, (loss, logits)
 
     (_, (loss, logits)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -106,6 +108,7 @@ class Engine:
             learning_rate=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
         self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         self.dropouts = [m for m in model.layers if isinstance(m, nnx.Dropout)]
+        self.label_smoothing, self.test_flip = recipe.label_smoothing, recipe.test_flip
         # fp16's loss scale and its count of finite steps (host values between steps; None otherwise)
         self.loss_scale = (jnp.float32(precision.LOSS_SCALING.initial), jnp.int32(0)) \
             if precision.get(model.config.precision).loss_scaling else None
@@ -134,14 +137,15 @@ class Engine:
         self.model.train()
         batch = (self.model, self.optimizer, self._put(images), self._put(labels), jnp.float32(lr))
         if self.loss_scale is None:
-            loss, correct = _train_step(*batch)
+            loss, correct = _train_step(*batch, label_smoothing=self.label_smoothing)
         else:
-            loss, correct, scale, finite_steps = _scaled_train_step(*batch, *self.loss_scale)
+            loss, correct, scale, finite_steps = _scaled_train_step(*batch, *self.loss_scale,
+                                                                    label_smoothing=self.label_smoothing)
             self.loss_scale = (scale, finite_steps)
         return float(loss), int(correct)
 
     def evaluate(self, batches) -> float:
-        return _evaluate(self.model, batches, lambda x: self._put(x, sharded=False))
+        return _evaluate(self.model, batches, lambda x: self._put(x, sharded=False), self.test_flip)
 
     def state(self) -> dict[str, np.ndarray]:
         scaling = dict(zip(precision.LOSS_SCALE_KEYS, map(np.asarray, self.loss_scale or ())))
@@ -158,11 +162,11 @@ class Engine:
         self._replicate()
 
 
-@nnx.jit
-def _forward_loss(model: VGG, images: jax.Array, labels: jax.Array) -> jax.Array:
+@nnx.jit(static_argnames=("label_smoothing",))
+def _forward_loss(model: VGG, images: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """The training step's forward and mean cross-entropy alone, compiled as the step is."""
     logits = model(images).astype(jnp.float32)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return cross_entropy(logits, labels, label_smoothing).mean()
 
 
 def step_split(engine: Engine) -> tuple[Callable[..., float], Callable[..., tuple[float, int]]]:
@@ -170,7 +174,8 @@ def step_split(engine: Engine) -> tuple[Callable[..., float], Callable[..., tupl
     and its full step; ``block_until_ready`` (and reading the step's loss) waits for either to finish."""
     def forward(images, labels) -> float:
         engine.model.train()
-        loss = _forward_loss(engine.model, engine._put(images), engine._put(labels))
+        loss = _forward_loss(engine.model, engine._put(images), engine._put(labels),
+                             label_smoothing=engine.label_smoothing)
         return float(jax.block_until_ready(loss))
     return forward, engine.step
 
@@ -179,15 +184,21 @@ train = partial(training.train, NAME, Engine)
 train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as runtime.training.train."
 
 
-def evaluate(model: VGG, data) -> float:
-    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
-    return _evaluate(model, data, jnp.asarray)
+def evaluate(model: VGG, data, test_flip: bool = False) -> float:
+    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches. With
+    ``test_flip`` each image's logits are the mean of its own and its mirror image's."""
+    return _evaluate(model, data, jnp.asarray, test_flip)
 
 
-def _evaluate(model: VGG, data, put) -> float:
+def _evaluate(model: VGG, data, put, test_flip: bool) -> float:
     model.eval()  # a training step sets training mode itself
+
+    def logits(x: jax.Array) -> jax.Array:
+        return (eval_logits(model, x) + eval_logits(model, jnp.flip(x, axis=2))) / 2 if test_flip \
+            else eval_logits(model, x)
+
     return training.accuracy(training.test_batches(data), lambda x, y: int(
-        (eval_logits(model, put(x)).argmax(-1) == put(y)).sum()))
+        (logits(put(x)).argmax(-1) == put(y)).sum()))
 
 
 def save(model: VGG, path: str | Path) -> Path:

@@ -7,11 +7,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from common.core import canonical, precision
 from common.runtime import inference
+from vgg_jax.losses import cross_entropy
 from vgg_jax.model import LAYOUT, VGG, BatchNorm
 
 
@@ -57,14 +57,15 @@ def load_weights(model: VGG, path: str | Path) -> None:
     import_weights(model, canonical.load(path))
 
 
-def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
+               label_smoothing: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
 
     scale = precision.gradient_scale(model.config.precision)  # fp16's, as a training step scales
 
     def loss(m: VGG) -> tuple[jnp.ndarray, jnp.ndarray]:
         logits = m(jnp.asarray(images)).astype(jnp.float32)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(labels)).mean() * scale, logits
+        return cross_entropy(logits, jnp.asarray(labels), label_smoothing).mean() * scale, logits
 
     grads, logits = nnx.grad(loss, has_aux=True)(model)
     grads = jax.tree.map(lambda g: g / scale, grads)
@@ -74,14 +75,16 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.n
     return np.asarray(logits), {k: v for k, v in twin.items() if k not in statistics}
 
 
-def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Gradients of the mean cross-entropy with respect to every weight, dropout off (eval mode: batch norms
-    use their running statistics), canonical layout."""
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
+                   label_smoothing: float = 0.0) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy (with ``label_smoothing``) with respect to every weight, dropout
+    off (eval mode: batch norms use their running statistics), canonical layout."""
     model.eval()  # and stays in eval mode, as after predict (one rule in all four backends)
-    return _gradients(model, images, labels)[1]
+    return _gradients(model, images, labels, label_smoothing)[1]
 
 
-def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray,
+                     label_smoothing: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Logits and loss gradients of one training-mode forward with dropout off: batch norms normalise with
     the batch's statistics and update their running ones, as a training step does."""
     model.train()
@@ -89,6 +92,6 @@ def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tupl
         if isinstance(m, nnx.Dropout):
             m.deterministic = True
     try:
-        return _gradients(model, images, labels)
+        return _gradients(model, images, labels, label_smoothing)
     finally:
         model.eval()  # as after predict; a training step sets training mode itself

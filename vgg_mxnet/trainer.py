@@ -15,6 +15,7 @@ from common.runtime import distributed, training
 from common.runtime.distributed import World
 from vgg_mxnet import distributed as dist
 from vgg_mxnet.framework import gluon, mx, npx
+from vgg_mxnet.losses import cross_entropy
 from vgg_mxnet.model import NAME, VGG, finish_batch_norms, running_variances
 
 MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
@@ -57,7 +58,8 @@ class Engine:
         if self.contexts != [mx.cpu()]:
             model.collect_params().reset_ctx(self.contexts)  # one copy of every parameter per context
         model.hybridize(static_alloc=True, static_shape=True)
-        self.loss = gluon.loss.SoftmaxCrossEntropyLoss()  # per-example loss of integer labels on logits
+        self.loss = partial(cross_entropy, label_smoothing=recipe.label_smoothing)  # per example, on logits
+        self.test_flip = recipe.test_flip
         # One CPU context needs no KVStore (the Trainer updates in place); several contexts sum their
         # gradients in a "device" store, several processes in the dist_sync one. update_on_kvstore=False
         # keeps the optimizer (and its momentum) in this process: with True, a dist store's servers get a
@@ -123,7 +125,7 @@ class Engine:
         return loss_sum / global_n, correct
 
     def evaluate(self, batches) -> float:
-        return evaluate(self.model, batches)
+        return evaluate(self.model, batches, test_flip=self.test_flip)
 
     def _updaters(self) -> list:
         return self.trainer._updaters  # one per context, all holding the same state
@@ -179,11 +181,13 @@ train = partial(training.train, NAME, Engine)
 train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as runtime.training.train."
 
 
-def evaluate(model: VGG, data) -> float:
-    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
+def evaluate(model: VGG, data, test_flip: bool = False) -> float:
+    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches. With
+    ``test_flip`` each image's logits are the mean of its own and its mirror image's."""
     def count(images, labels) -> int:  # outside autograd.record(): predict mode, dropout off
-        labels = _as_mx(labels)
-        return int((model(_as_mx(images)).argmax(axis=1) == labels.astype(np.int64)).sum().item())
+        images, labels = _as_mx(images), _as_mx(labels)
+        logits = (model(images) + model(mx.np.flip(images, axis=3))) / 2 if test_flip else model(images)
+        return int((logits.argmax(axis=1) == labels.astype(np.int64)).sum().item())
     return training.accuracy(training.test_batches(data), count)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from common.core import canonical
 from common.runtime import inference
 from vgg_mxnet.framework import gluon, mx
+from vgg_mxnet.losses import cross_entropy
 from vgg_mxnet.model import LAYOUT, VGG, BatchNorm, finish_batch_norms, running_variances
 
 
@@ -54,8 +55,8 @@ def load_weights(model: VGG, path: str | Path) -> None:
     import_weights(model, canonical.load(path))
 
 
-def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
-               training: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray, training: bool,
+               label_smoothing: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
     x = mx.np.array(images)
     before = running_variances(model)
@@ -69,7 +70,7 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
         with mx.autograd.record(train_mode=True):
             for layer in model:
                 x = x if isinstance(layer, gluon.nn.Dropout) else layer(x)
-            loss = gluon.loss.SoftmaxCrossEntropyLoss()(x, mx.np.array(labels)).mean()
+            loss = cross_entropy(x, mx.np.array(labels), label_smoothing).mean()
         loss.backward()
     finally:
         for m in norms:
@@ -82,13 +83,15 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
     return x.asnumpy(), canonical.to_canonical(model, convs, denses, LAYOUT, norms)
 
 
-def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Gradients of the mean cross-entropy with respect to every weight, dropout off (eval mode: batch norms
-    use their running statistics), canonical layout."""
-    return _gradients(model, images, labels, training=False)[1]
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
+                   label_smoothing: float = 0.0) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy (with ``label_smoothing``) with respect to every weight, dropout
+    off (eval mode: batch norms use their running statistics), canonical layout."""
+    return _gradients(model, images, labels, False, label_smoothing)[1]
 
 
-def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray,
+                     label_smoothing: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Logits and loss gradients of one training-mode forward with dropout off: batch norms normalise with
     the batch's statistics and update their running ones, as a training step does."""
-    return _gradients(model, images, labels, training=True)
+    return _gradients(model, images, labels, True, label_smoothing)

@@ -17,6 +17,7 @@ from common.runtime.distributed import World
 from common.serving import formats
 from vgg_tf import distributed as dist
 from vgg_tf.framework import keras, tf
+from vgg_tf.losses import cross_entropy
 from vgg_tf.model import NAME, VGG, logits_of
 
 # isort: split
@@ -61,6 +62,7 @@ class Engine:
         self.trainable = list(model.trainable_variables)
         self.names = {id(v): k for k, v in self.named.items()}
         self.momentum, self.weight_decay = recipe.momentum, recipe.weight_decay
+        self.label_smoothing, self.test_flip = recipe.label_smoothing, recipe.test_flip
         with dist.scope():
             self.buffers = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.trainable] \
                 if recipe.momentum else []
@@ -79,7 +81,7 @@ class Engine:
         labels = tf.cast(labels, tf.int64)
         with tf.GradientTape() as tape:
             logits = logits_of(self.model, images, training=True)
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            per_example = cross_entropy(logits, labels, self.label_smoothing)
             loss = tf.reduce_sum(per_example) / global_n
             scale = self.loss_scale[0] if self.loss_scale else None
             scaled = loss * scale if scale is not None else loss
@@ -154,7 +156,7 @@ class Engine:
         return float(loss_sum) / global_n, int(correct)
 
     def evaluate(self, batches) -> float:
-        return evaluate(self.model, batches)
+        return evaluate(self.model, batches, test_flip=self.test_flip)
 
     def state(self) -> dict[str, np.ndarray]:
         arrays = {f"model.{k}": np.asarray(v.numpy()) for k, v in self.named.items()}
@@ -190,7 +192,7 @@ def step_split(engine: Engine) -> tuple[Callable[..., float], Callable[..., tupl
     @tf.function(jit_compile=JIT_COMPILE, reduce_retracing=True)
     def loss(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         logits = logits_of(engine.model, images, training=True)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int64), logits))
+        return tf.reduce_mean(cross_entropy(logits, labels, engine.label_smoothing))
 
     return lambda images, labels: float(loss(images, labels)), engine.step
 
@@ -200,15 +202,18 @@ train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; a
 
 
 @tf.function(reduce_retracing=True)
-def _correct(model: VGG, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    logits = model(images, training=False)
+def _correct(model: VGG, images: tf.Tensor, labels: tf.Tensor, test_flip: bool) -> tf.Tensor:
+    logits = logits_of(model, images)
+    if test_flip:  # a Python bool: one trace each way
+        logits = (logits + logits_of(model, tf.reverse(images, axis=[2]))) / 2
     return tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == tf.cast(labels, tf.int64), tf.int32))
 
 
-def evaluate(model: VGG, data) -> float:
-    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
+def evaluate(model: VGG, data, test_flip: bool = False) -> float:
+    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches. With
+    ``test_flip`` each image's logits are the mean of its own and its mirror image's."""
     return training.accuracy(training.test_batches(data), lambda x, y: int(
-        _correct(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y))))
+        _correct(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), test_flip)))
 
 
 def _check_suffix(path: str | Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 from common.core import canonical, precision
 from common.runtime import inference
 from vgg_tf.framework import keras, tf
+from vgg_tf.losses import cross_entropy
 from vgg_tf.model import LAYOUT, VGG, BatchNorm, logits_of, use_tf32
 
 
@@ -53,8 +54,8 @@ def load_weights(model: VGG, path: str | Path) -> None:
     import_weights(model, canonical.load(path))
 
 
-def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
-               training: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray, training: bool,
+               label_smoothing: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
     layers = [_layers(model, kind) for kind in (keras.layers.Conv2D, keras.layers.Dense)]
     norms = _layers(model, BatchNorm)
@@ -69,7 +70,7 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
             logits = tf.cast(x, tf.float32)
         else:
             logits = logits_of(model, images)
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        loss = tf.reduce_mean(cross_entropy(logits, labels, label_smoothing))
         scale = precision.gradient_scale(model.config.precision)  # fp16's, as a training step scales
         scaled = loss * scale
     grads = iter(g.numpy() / scale for g in tape.gradient(scaled, variables))
@@ -77,13 +78,15 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
     return logits.numpy(), canonical.to_canonical(model, convs, denses, LAYOUT, norm_grads)
 
 
-def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Gradients of the mean cross-entropy with respect to every weight, dropout off (eval mode: batch norms
-    use their running statistics), canonical layout."""
-    return _gradients(model, images, labels, training=False)[1]
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
+                   label_smoothing: float = 0.0) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy (with ``label_smoothing``) with respect to every weight, dropout
+    off (eval mode: batch norms use their running statistics), canonical layout."""
+    return _gradients(model, images, labels, False, label_smoothing)[1]
 
 
-def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray,
+                     label_smoothing: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Logits and loss gradients of one training-mode forward with dropout off: batch norms normalise with
     the batch's statistics and update their running ones, as a training step does."""
-    return _gradients(model, images, labels, training=True)
+    return _gradients(model, images, labels, True, label_smoothing)

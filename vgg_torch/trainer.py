@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from common.core import atomic, backends, precision
 from common.core.config import ModelConfig
 from common.runtime import distributed, training
 from common.runtime.distributed import World
 from vgg_torch import distributed as dist
+from vgg_torch.losses import cross_entropy
 from vgg_torch.model import NAME, VGG, computing
 
 MODEL_SUFFIX = backends.BACKENDS[NAME].trained_suffix
@@ -34,6 +34,7 @@ class Engine:
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids) \
             if self.world.processes > 1 else model
+        self.label_smoothing, self.test_flip = recipe.label_smoothing, recipe.test_flip
         self.params = dict(model.named_parameters())  # checkpoint keys by parameter name, as in every backend
         self.optimizer = torch.optim.SGD(self.params.values(), lr=recipe.lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
@@ -53,7 +54,7 @@ class Engine:
         labels = labels.to(self.device, non_blocking=True)
         with computing(self.model):
             logits = self.net(images)
-            loss = F.cross_entropy(logits.float(), labels)  # the loss and its softmax in float32
+            loss = cross_entropy(logits, labels, self.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -65,7 +66,7 @@ class Engine:
         return loss_sum / n, int(correct_sum)
 
     def evaluate(self, batches) -> float:
-        return evaluate(self.model, batches)
+        return evaluate(self.model, batches, test_flip=self.test_flip)
 
     def state(self) -> dict[str, np.ndarray]:
         arrays = {f"model.{k}": v.cpu().numpy() for k, v in self.model.state_dict().items()}
@@ -99,7 +100,7 @@ def step_split(engine: Engine) -> tuple[Callable[..., float], Callable[..., tupl
         engine.model.train()
         with computing(engine.model):
             logits = engine.model(images.to(engine.device, non_blocking=True))
-            return F.cross_entropy(logits.float(), labels.to(engine.device, non_blocking=True)).item()
+            return cross_entropy(logits, labels.to(engine.device, non_blocking=True), engine.label_smoothing).item()
     return forward, engine.step
 
 
@@ -107,13 +108,19 @@ train = partial(training.train, NAME, Engine)
 train.__doc__ = "Train a VGG on load_fashion_mnist batches with minibatch SGD; arguments as runtime.training.train."
 
 
-def evaluate(model: VGG, data) -> float:
-    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches."""
+def evaluate(model: VGG, data, test_flip: bool = False) -> float:
+    """Test accuracy with dropout off; ``data`` is a ``load_fashion_mnist`` result or any batches. With
+    ``test_flip`` each image's logits are the mean of its own and its mirror image's."""
     model.eval()
     where = next(model.parameters()).device
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(where)
+        return (model(x).float() + model(torch.flip(x, dims=[3])).float()) / 2 if test_flip else model(x)
+
     with torch.inference_mode(), computing(model):
         return training.accuracy(training.test_batches(data),
-                                 lambda x, y: (model(x.to(where)).argmax(1) == y.to(where)).sum().item())
+                                 lambda x, y: (logits(x).argmax(1) == y.to(where)).sum().item())
 
 
 def save(model: VGG, path: str | Path) -> Path:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from common.core import canonical, precision
 from common.runtime import inference
+from vgg_torch.losses import cross_entropy
 from vgg_torch.model import LAYOUT, VGG, computing
 
 
@@ -55,14 +55,15 @@ def load_weights(model: VGG, path: str | Path) -> None:
     import_weights(model, canonical.load(path))
 
 
-def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
+               label_smoothing: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     inference.check_images(model, images, LAYOUT)
     model.zero_grad(set_to_none=True)
     where = next(model.parameters()).device
     scale = precision.gradient_scale(model.config.precision)  # fp16's, as a training step scales
     with computing(model):
         logits = model(torch.from_numpy(images).to(where)).float()  # the loss in float32
-        loss = F.cross_entropy(logits, torch.from_numpy(np.asarray(labels, np.int64)).to(where))
+        loss = cross_entropy(logits, torch.from_numpy(np.asarray(labels, np.int64)).to(where), label_smoothing)
     (loss * scale).backward()
 
     def host(grad: torch.Tensor) -> np.ndarray:
@@ -74,20 +75,22 @@ def _gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.n
     return logits.detach().cpu().numpy(), canonical.to_canonical(model, convs, denses, LAYOUT, norms)
 
 
-def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Gradients of the mean cross-entropy with respect to every weight, dropout off (eval mode: batch norms
-    use their running statistics), canonical layout."""
+def loss_gradients(model: VGG, images: np.ndarray, labels: np.ndarray,
+                   label_smoothing: float = 0.0) -> dict[str, np.ndarray]:
+    """Gradients of the mean cross-entropy (with ``label_smoothing``) with respect to every weight, dropout
+    off (eval mode: batch norms use their running statistics), canonical layout."""
     model.eval()
-    return _gradients(model, images, labels)[1]
+    return _gradients(model, images, labels, label_smoothing)[1]
 
 
-def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def training_outputs(model: VGG, images: np.ndarray, labels: np.ndarray,
+                     label_smoothing: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Logits and loss gradients of one training-mode forward with dropout off: batch norms normalise with
     the batch's statistics and update their running ones, as a training step does."""
     model.train()
     for m in _layers(model, nn.Dropout):
         m.eval()
     try:
-        return _gradients(model, images, labels)
+        return _gradients(model, images, labels, label_smoothing)
     finally:
         model.eval()

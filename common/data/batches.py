@@ -17,6 +17,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from common.core.layouts import with_channels
+from common.data.augment import Augmentation, Draws
 
 ToTensor = Callable[[np.ndarray, np.ndarray], tuple]
 
@@ -80,6 +81,7 @@ class Batches:
     to_tensor: ToTensor | None = None  # (float32 images, int64 labels) -> backend tensors
     prefetch: int = 2  # batches prepared ahead in a background thread; 0 = none
     shard: tuple[int, int] = (0, 1)  # (rank, processes): this process's equal slice of every batch
+    augment: Augmentation | None = None  # random crop and flip, drawn per epoch from (seed, epoch)
     _served: list[int] = field(default_factory=lambda: [0], init=False, repr=False, compare=False)  # epochs iterated
 
     def __post_init__(self) -> None:
@@ -122,9 +124,22 @@ class Batches:
             return np.arange(self.num_examples)
         return np.random.default_rng([self.seed, k]).permutation(self.num_examples)
 
-    def batch(self, indices: np.ndarray) -> tuple:
-        """The examples at ``indices``, as float32 images in ``layout`` and int64 labels (then ``to_tensor``)."""
-        images = with_channels(to_float(self.images[indices], self.resize), self.layout)
+    def augmented(self, augment: Augmentation | bool | None) -> Batches:
+        """The same split with ``augment``'s random crops and flips (True: torchvision's usual crop and flip;
+        None, False or an inactive one: none)."""
+        if augment is True:
+            augment = Augmentation()
+        return replace(self, augment=augment if augment and augment.active else None)
+
+    def draws(self, k: int) -> Draws | None:
+        """Epoch ``k``'s augmentation draws for every example, or None without augmentation."""
+        return self.augment.draws(self.seed, k, self.num_examples) if self.augment else None
+
+    def batch(self, indices: np.ndarray, draws: Draws | None = None) -> tuple:
+        """The examples at ``indices``, as float32 images in ``layout`` and int64 labels (then ``to_tensor``),
+        cropped and flipped as ``draws`` says."""
+        originals = draws.apply(self.images[indices], indices) if draws else self.images[indices]
+        images = with_channels(to_float(originals, self.resize), self.layout)
         labels = self.labels[indices].astype(np.int64)
         return self.to_tensor(images, labels) if self.to_tensor else (images, labels)
 
@@ -144,8 +159,9 @@ class Batches:
         """
         with _numpy_blas().limit(limits=1):
             if self.prefetch <= 0:
+                draws = self.draws(k)
                 for indices in self._index_batches(k):
-                    yield self.batch(indices)
+                    yield self.batch(indices, draws)
                 return
             yield from _prefetched(self, k)
 
@@ -167,8 +183,9 @@ def _prefetched(batches: Batches, k: int) -> Iterator[tuple]:
 
     def produce() -> None:
         try:
+            draws = batches.draws(k)
             for indices in batches._index_batches(k):
-                item = plain.batch(indices)
+                item = plain.batch(indices, draws)
                 while not stop.is_set():
                     try:
                         ready.put(item, timeout=0.1)

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.core.config import MAX_SEED, ModelConfig
+from common.data.augment import Augmentation
 from common.data.batches import Batches
 from common.runtime import checkpoint, distributed, run_folder
 from common.runtime.distributed import World
@@ -45,6 +46,10 @@ class Recipe:
     weight_decay: float = 0.0  # L2 term added to the gradient (coupled), as torch.optim.SGD does
     schedule: str = "constant"  # or "cosine": cosine decay to 0 after the warm-up
     warmup_epochs: float = 0.0  # linear warm-up from lr/warmup_steps to lr
+    crop_padding: int = 0  # random crops of the training images padded by this many pixels (0: none)
+    flip: bool = False  # random horizontal flips of half the training images
+    label_smoothing: float = 0.0  # the loss's targets: (1 - a) one-hot + a / classes, as torch's cross_entropy
+    test_flip: bool = False  # evaluation averages the logits of each test image and its mirror image
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs > 0, "a positive integer"),
@@ -57,7 +62,10 @@ class Recipe:
                   ("weight_decay", self.weight_decay, 0 <= self.weight_decay < math.inf, "a finite number >= 0"),
                   ("schedule", self.schedule, self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
                   ("warmup_epochs", self.warmup_epochs, 0 <= self.warmup_epochs <= self.epochs,
-                   "between 0 and epochs")]
+                   "between 0 and epochs"),
+                  ("crop_padding", self.crop_padding,
+                   isinstance(self.crop_padding, int) and 0 <= self.crop_padding <= 8, "an integer from 0 to 8"),
+                  ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "in [0, 1)")]
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be {allowed}")
@@ -72,6 +80,11 @@ class Recipe:
         total = self.epochs * steps_per_epoch
         progress = (step - warmup) / max(1, total - warmup)
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """The training images' random crop and flip (inactive where the recipe asks for neither)."""
+        return Augmentation(padding=self.crop_padding, flip=self.flip)
 
     def epoch_seed(self, epoch: int) -> int:
         """Dropout seed of ``epoch``: a function of (seed, epoch), so a resumed run draws the same masks."""
@@ -116,8 +129,9 @@ def test_batches(data) -> Iterable:
 
 
 def batches_for(data, recipe: Recipe) -> tuple[Batches, Batches]:
-    """Train and test batches of a ``load_fashion_mnist`` result, re-batched and seeded as ``recipe`` says."""
-    return data.train.rebatch(recipe.batch_size, seed=recipe.seed), data.test
+    """Train and test batches of a ``load_fashion_mnist`` result, re-batched, seeded and augmented as ``recipe``
+    says."""
+    return data.train.rebatch(recipe.batch_size, seed=recipe.seed).augmented(recipe.augmentation), data.test
 
 
 def accuracy(batches: Iterable, count_correct: Callable) -> float:
@@ -139,8 +153,9 @@ def _resume(engine: Engine, folder: Path, recipe: Recipe, run: dict, log: Callab
         return 0, History()
     arrays, meta = checkpoint.read(path)
     checkpoint.check_meta(path, meta, recipe.epochs)
-    # a checkpoint written before a config field was recorded has that field's default
-    defaults = {f.name: f.default for f in fields(ModelConfig) if f.default is not MISSING}
+    # a checkpoint written before a config or recipe field was recorded has that field's default
+    defaults = {f.name: f.default for kind in (ModelConfig, Recipe) for f in fields(kind)
+                if f.default is not MISSING}
     saved = defaults | meta["run"] | {k: v for k, v in meta["recipe"].items() if k != "epochs"}
     wanted = json.loads(json.dumps(run | {k: v for k, v in asdict(recipe).items() if k != "epochs"}))
     differs = sorted(k for k in wanted if saved.get(k) != wanted[k])
@@ -300,7 +315,8 @@ def train(backend: str, engine: Callable[[Any, Recipe], Engine], model, data, *,
     on ``data`` (from ``load_fashion_mnist``) with minibatch SGD and return the :class:`History`.
 
     ``recipe``: any field of :class:`Recipe` (epochs=10, lr=0.05, batch_size=128, seed=0, momentum=0,
-    weight_decay=0, schedule="constant", warmup_epochs=0); ``checkpoint_dir`` gets a checkpoint per epoch and
+    weight_decay=0, schedule="constant", warmup_epochs=0, crop_padding=0, flip=False, label_smoothing=0,
+    test_flip=False); ``checkpoint_dir`` gets a checkpoint per epoch and
     is locked for the run, ``resume=True`` continues from its last complete one, ``overwrite=True`` deletes
     an earlier run's checkpoints there (without either, they are refused); ``on_start``: see :func:`fit`.
     """

@@ -200,6 +200,15 @@ def parents() -> tuple[Parser, ...]:
     recipe.add_argument("--schedule", default="constant", choices=training.SCHEDULES)
     recipe.add_argument("--warmup-epochs", type=number("--warmup-epochs", "a finite number >= 0", lambda v: v >= 0),
                         default=0.0)
+    recipe.add_argument("--crop-padding", type=integer("--crop-padding", 0, 8), default=0,
+                        help="train on random crops of the images padded by N pixels (torchvision's RandomCrop "
+                             "with padding; default 0: none)")
+    recipe.add_argument("--flip", action="store_true", help="train on a random horizontal flip of half the images")
+    recipe.add_argument("--label-smoothing", type=number("--label-smoothing", "a number in [0, 1)",
+                                                         lambda v: 0 <= v < 1), default=0.0,
+                        help="the loss's targets (1 - A) one-hot + A / 10, as torch's cross_entropy (default 0)")
+    recipe.add_argument("--test-flip", action="store_true",
+                        help="evaluate on the mean logits of each test image and its mirror image")
     recipe.add_argument("--no-verify", action="store_true",
                         help="accept IDX files whose checksum is not Fashion-MNIST's (your own data)")
     recipe.add_argument("--limit", type=positive("--limit"), default=None,

@@ -73,12 +73,13 @@ def oracle_statistics(weights: dict[str, np.ndarray], arch: Arch, batches: list[
 
 def trajectory(vgg: Backend, config: ModelConfig, weights: dict[str, np.ndarray],
                batches: list[tuple[np.ndarray, np.ndarray]], lr: float = 0.05, momentum: float = 0.0,
-               weight_decay: float = 0.0) -> dict:
+               weight_decay: float = 0.0, label_smoothing: float = 0.0) -> dict:
     """SGD (plain unless ``momentum``/``weight_decay``) from ``weights`` with dropout off, one step per NCHW
-    batch, through the backend's own training step: the loss of every step and the canonical weights (and
-    running statistics) afterwards."""
+    batch, through the backend's own training step and its loss (with ``label_smoothing``): the loss of
+    every step and the canonical weights (and running statistics) afterwards."""
     model = _model(vgg, config, weights)
-    recipe = training.Recipe(batch_size=len(batches[0][1]), momentum=momentum, weight_decay=weight_decay)
+    recipe = training.Recipe(batch_size=len(batches[0][1]), momentum=momentum, weight_decay=weight_decay,
+                             label_smoothing=label_smoothing)
     engine = vgg.Engine(model, recipe)  # each step takes its lr
     engine.reseed(0)
     losses = [engine.step(*vgg.to_tensor(layouts.images_from_nchw(x, vgg.LAYOUT), y), lr)[0] for x, y in batches]
@@ -125,7 +126,7 @@ def format_matrix(cells: dict[tuple[str, str], float], quantity: str, precision:
 
 def run(modules: dict[str, Backend], config: ModelConfig, batch: int = 8, steps: int = 5, lr: float = 0.05,
         log: Callable[[str], None] = lambda _: None, momentum: float = 0.0,
-        weight_decay: float = 0.0) -> ParityMatrices:
+        weight_decay: float = 0.0, label_smoothing: float = 0.0) -> ParityMatrices:
     """Every parity check of the model ``config`` describes (its seed seeds weights and batches) on every
     ordered pair of ``modules`` (name -> backend), plus the oracle's (at ``config.precision``: the backends'
     mixed precision against the rounding oracle, common.core.precision).
@@ -133,7 +134,8 @@ def run(modules: dict[str, Backend], config: ModelConfig, batch: int = 8, steps:
     Random weights (non-zero biases, so no exact ReLU/max-pool ties) are imported into the first backend
     and *its export* goes to all the others. With batch norm, the running statistics after ``steps``
     training steps at lr 0 (weights held, so the oracle can follow) are compared too. The trajectory's SGD
-    takes ``momentum`` and ``weight_decay`` (a raced recipe's). Returns quantity -> pair -> relative difference.
+    takes ``momentum``, ``weight_decay`` and ``label_smoothing`` (a raced recipe's). Returns quantity ->
+    pair -> relative difference.
     """
     arch, size, seed = config.arch, config.image_size, config.seed
     first = next(iter(modules.values()))
@@ -148,7 +150,8 @@ def run(modules: dict[str, Backend], config: ModelConfig, batch: int = 8, steps:
     for name, vgg in modules.items():
         log(f"parity: {name} ...")
         results[name] = backend_outputs(vgg, config, weights, images, labels)
-        results[name]["trajectory"] = trajectory(vgg, config, weights, batches, lr, momentum, weight_decay)
+        results[name]["trajectory"] = trajectory(vgg, config, weights, batches, lr, momentum, weight_decay,
+                                                 label_smoothing)
         if config.batch_norm:
             held = trajectory(vgg, config, weights, batches, 0.0)["trained"]
             results[name]["statistics after steps"] = canonical.running_statistics(held)

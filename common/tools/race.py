@@ -62,7 +62,8 @@ def settings(args: argparse.Namespace, config: ModelConfig) -> RaceSettings:
     recipe is a ValueError here)."""
     recipe: RaceRecipe = {"lr": args.lr, "batch_size": args.batch_size, "momentum": args.momentum,
                           "weight_decay": args.weight_decay, "schedule": args.schedule,
-                          "warmup_epochs": args.warmup_epochs}
+                          "warmup_epochs": args.warmup_epochs, "crop_padding": args.crop_padding, "flip": args.flip,
+                          "label_smoothing": args.label_smoothing, "test_flip": args.test_flip}
     training.Recipe(epochs=args.max_epochs, **recipe)  # refuses e.g. a warm-up longer than the race
     plan: RaceSettings = {"backends": list(dict.fromkeys(args.backends)), "arch": _arch_name(args, config),
             "hidden": config.hidden, "resize": config.image_size, "precision": config.precision,
@@ -178,7 +179,8 @@ def _parity_child(a: argparse.Namespace) -> None:
     if modules:
         recipe = plan["recipe"]
         matrices = parity.run(modules, config_of(plan, 0), batch=PARITY_BATCH, steps=PARITY_STEPS, lr=recipe["lr"],
-                              momentum=recipe["momentum"], weight_decay=recipe["weight_decay"])
+                              momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
+                              label_smoothing=recipe["label_smoothing"])
     children.emit({"broken": broken,
                    "matrices": {q: [[a, b, d] for (a, b), d in cells.items()] for q, cells in matrices.items()}})
 
@@ -259,8 +261,10 @@ def load_earlier(out: Path, plan: RaceSettings, resume: bool) -> RaceReport | No
         raise ValueError(f"--out {out} already holds a race (race.json); pass --resume to continue it, or "
                          "choose another --out")
     earlier = json.loads((out / "race.json").read_text())
-    differs = sorted(k for k in {*plan, *earlier["settings"]}
-                     if k not in MAY_CHANGE and earlier["settings"].get(k) != plan.get(k))
+    # a race run before a recipe field existed ran with its default
+    defaults = {f.name: f.default for f in fields(training.Recipe) if f.name in plan["recipe"]}
+    was = {**earlier["settings"], "recipe": {**defaults, **earlier["settings"]["recipe"]}}
+    differs = sorted(k for k in {*plan, *was} if k not in MAY_CHANGE and was.get(k) != plan.get(k))
     if differs:
         raise ValueError(f"--resume: the race in {out} was run with other settings ({', '.join(differs)}); "
                          "repeat its options, or choose another --out")

@@ -144,6 +144,11 @@ def _mean_std(spread: SeedSpread, digits: int) -> str:
 def _header(report: RaceReport) -> list[str]:
     s, m, r = report["settings"], report["machine"], report["settings"]["recipe"]
     warmup = f", warm-up {r['warmup_epochs']:g} epochs" if r["warmup_epochs"] else ""
+    extras = [f"random crops padded by {r['crop_padding']}" if r.get("crop_padding") else "",
+              "random horizontal flips" if r.get("flip") else "",
+              f"label smoothing {r['label_smoothing']:g}" if r.get("label_smoothing") else "",
+              "test-time flip averaging" if r.get("test_flip") else ""]
+    warmup += "".join(f", {e}" for e in extras if e)
     data = f", first {s['limit']:,} training examples" if s["limit"] else ""
     return [f"# vgg race: {s['arch']} at {s['resize']}x{s['resize']} in {s['precision']} to test accuracy "
             f"{s['target']:g}", "", f"`{report['command']}`", "",

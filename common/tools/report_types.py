@@ -213,6 +213,10 @@ class RaceRecipe(TypedDict):
     weight_decay: float
     schedule: str
     warmup_epochs: float
+    crop_padding: int
+    flip: bool
+    label_smoothing: float
+    test_flip: bool
 
 
 class _RaceSettings(TypedDict):

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     config = model_config(args)
     recipe = training.Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                              momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-                             warmup_epochs=args.warmup_epochs)
+                             warmup_epochs=args.warmup_epochs, crop_padding=args.crop_padding, flip=args.flip,
+                             label_smoothing=args.label_smoothing, test_flip=args.test_flip)
     workers, devices, job = _world_args(args)
     note = capability.check(args.backend, args.precision, args.device)  # a refusal comes before anything is written
     here = workers // job.count if job else workers  # worker processes on this machine
