@@ -74,6 +74,7 @@ def test_compare_measures_every_backend_and_writes_the_report(all_backends, tmp_
         assert row["env"]["executable"] == (other if row["backend"] == there else sys.executable)
         assert row["forward_ms"] > 0 and row["step_ms"] > 0  # the step split; never which is faster
         assert row["forward_ms"] + row["backward_update_ms"] == pytest.approx(row["step_ms"])
+        assert "convolutions" in row["kernels"]  # which kernels ran: JAX's path depends on its version
         check_latency(row)
     assert report["matmul_gflop_s"] > 0 and report["machine"]["cores"] >= 1
     spread = report["matmul_spread"]  # measured before and after the rows: the ceiling is the faster
@@ -82,6 +83,7 @@ def test_compare_measures_every_backend_and_writes_the_report(all_backends, tmp_
     md = (tmp_path / "report" / "compare.md").read_text()
     assert md.startswith(f"# vgg compare: small, hidden layers {HIDDEN} wide, batch 8") and report["hidden"] == HIDDEN
     assert "matmul ceiling" in md and "the fastest 1024x1024 product" in md and "products ran at" in md
+    assert all(f"{name}: {row['kernels']}" in md for name, row in zip(names, report["rows"]))
     assert "| forward ms | backward + update ms |" in md and "| served by | p50 ms | p90 ms | p99 ms |" in md
     assert all(f"| {name} | 32 | fp32 | ONNX (ONNX Runtime) |" in md for name in names)
     for chart in ("train_throughput.png", "infer_throughput.png", "train_gflops.png", "memory.png",

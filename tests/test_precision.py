@@ -19,7 +19,7 @@ from common.core.config import ModelConfig
 from common.core.precision import PrecisionError, PrecisionWarning
 from common.runtime import capability
 from common.runtime.training import Recipe
-from helpers import ACTIVE, ROOT, load_backend, with_reference
+from helpers import ACTIVE, ROOT, with_reference
 from tiny_data import HIDDEN
 
 MIXED = ("bf16", "fp16")
@@ -224,15 +224,14 @@ def _refuses_bf16(name: str) -> bool:
 
 
 @pytest.mark.slow
-def test_jax_bf16_with_ynn_fusions_off(tmp_path):
+@pytest.mark.parametrize("kernels", ["jaxlib", "onednn", "eigen"])
+def test_jax_bf16_with_ynn_fusions_off(kernels):
     """JAX 0.8+ refuses bf16 on a CPU while XLA's YNNPACK fusions are on (they gave NaN logits with jaxlib
-    0.12.0.1); with them off, as the refusal says, its bf16 logits are the rounding oracle's."""
+    0.12.0.1: jaxlib's own default kernels); with them off (this project's default oneDNN path, or Eigen's),
+    its bf16 logits are the rounding oracle's."""
     jax = pytest.importorskip("jax")
-    if tuple(int(p) for p in jax.__version__.split(".")[:2]) < (0, 8):
+    if tuple(int(p) for p in jax.__version__.split(".")[:2]) < (0, 12):
         pytest.skip(f"jax {jax.__version__} has no YNNPACK fusions (nor their flag)")
-    from vgg_jax.framework import NO_YNN
-    with pytest.raises(PrecisionError, match="YNNPACK"):
-        load_backend("jax").VGG(arch.TINY, image_size=32, precision="bf16")
     code = ("import warnings; warnings.simplefilter('ignore')\n"
             "import vgg_jax as vgg\n"
             "from common.core import arch, canonical, layouts, oracle, precision, tolerances\n"
@@ -242,7 +241,11 @@ def test_jax_bf16_with_ynn_fusions_off(tmp_path):
             "vgg.import_weights(m, w)\n"
             "got = vgg.predict(m, layouts.images_from_nchw(x, vgg.LAYOUT))\n"
             "print(tolerances.relative(got, oracle.forward(dict(w), arch.small(), x, precision='bf16')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "XLA_FLAGS": NO_YNN})
+                          env={**env, "VGG_JAX_KERNELS": kernels})
+    if kernels == "jaxlib":
+        assert proc.returncode != 0 and "YNNPACK" in proc.stderr and "VGG_JAX_KERNELS=onednn" in proc.stderr
+        return
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.strip().splitlines()[-1]) <= precision.bounds("bf16")["logits"]

@@ -1,13 +1,16 @@
 """VGG in JAX/Flax NNX (NHWC). ``import vgg_jax as vgg`` gives the backend contract's names
 (common/runtime/contract.py), which mean the same in vgg_torch, vgg_tf, vgg_jax and vgg_mxnet."""
 
+from vgg_jax import xla_kernels  # first: it sets XLA_FLAGS before XLA starts (see its docstring)
+
+# isort: split
 from typing import TYPE_CHECKING
 
 from common.runtime import contract
 from vgg_jax.data import from_arrays, load_fashion_mnist, to_tensor
 from vgg_jax.distributed import communication_timer, current as current_world, init_distributed
 from vgg_jax.export import export, load_exported
-from vgg_jax.framework import device_name, matmul, set_threads
+from vgg_jax.framework import device_name, kernels, matmul, set_threads
 from vgg_jax.model import (
     LAYOUT,
     NAME,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 
+from vgg_jax.xla_kernels import ENV_VAR, kernels as chosen_kernels  # isort: skip  (XLA_FLAGS first)
+
 import jax
 import jax.numpy as jnp
 
@@ -25,6 +27,12 @@ def device_name(device: str) -> str:
     return gpus[0].device_kind if gpus else device
 
 
+def kernels(device: str = "cpu") -> str:
+    """Which XLA kernels compute the convolutions and products here, and why (vgg_jax.kernels chose them by
+    jaxlib version before XLA started): a line for reports."""
+    return f"XLA:GPU ({jax.default_backend()})" if device == "gpu" else chosen_kernels()
+
+
 def matmul(a, device: str = "cpu", precision: str = "fp32"):
     """A function computing ``a @ a`` to completion in JAX (jitted) on ``device`` in ``precision``'s product
     format (float32 products in full float32 unless tf32), for the machine's product ceiling in that precision."""
@@ -35,13 +43,14 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
 
 
 def check_bf16() -> None:
-    """Refuse bf16 on a CPU where XLA's YNNPACK fusions are on: with jaxlib 0.12.0.1 they turned the small
-    VGG's jitted bf16 forward into NaN (eager and float16 were right), and ``XLA_FLAGS`` must say otherwise
-    before JAX starts, so the refusal says how."""
+    """Refuse bf16 on a CPU where XLA's YNNPACK fusions are on (jaxlib's own default, ``VGG_JAX_KERNELS=jaxlib``
+    or ``ynn-dots``): with jaxlib 0.12.0.1 they turned the small VGG's jitted bf16 forward into NaN (eager and
+    float16 were right), and ``XLA_FLAGS`` must say otherwise before JAX starts, so the refusal says how."""
     version = tuple(int(p) for p in jax.__version__.split(".")[:2])
-    if version >= (0, 8) and jax.default_backend() == "cpu" and NO_YNN not in os.environ.get("XLA_FLAGS", ""):
+    if version >= (0, 8) and jax.default_backend() == "cpu" and NO_YNN not in os.environ.get("XLA_FLAGS", "").split():
         raise PrecisionError(f"jax {jax.__version__} bf16 on a CPU: XLA's YNNPACK fusions compute NaN logits for "
-                             f"this model; start with XLA_FLAGS={NO_YNN} (they are off then), or use fp32")
+                             f"this model; start with {ENV_VAR}=onednn (the default) or eigen, or "
+                             f"XLA_FLAGS={NO_YNN} (they are off then), or use fp32")
 
 
-__all__ = ["check_bf16", "device_name", "matmul", "set_threads"]
+__all__ = ["check_bf16", "device_name", "kernels", "matmul", "set_threads"]

@@ -38,6 +38,15 @@ def device_name(device: str) -> str:
     return device
 
 
+def kernels(device: str = "cpu") -> str:
+    """Which kernels compute the convolutions here (oneDNN's where the build has it, unless
+    MXNET_MKLDNN_ENABLED=0): a line for reports."""
+    built = mx.runtime.Features().is_enabled("MKLDNN")
+    if built and os.environ.get("MXNET_MKLDNN_ENABLED", "1") != "0":
+        return "oneDNN convolutions, OpenBLAS products"
+    return "MXNet's own convolutions, OpenBLAS products" + (" (MXNET_MKLDNN_ENABLED=0)" if built else "")
+
+
 def matmul(a, device: str = "cpu", precision: str = "fp32"):
     """A function computing ``a @ a`` to completion in MXNet, for the machine's float32 ceiling (MXNet runs
     fp32 on a CPU only here: other requests are a PrecisionError)."""
@@ -47,4 +56,4 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
     return lambda: mx.np.dot(t, t).wait_to_read()
 
 
-__all__ = ["device_name", "gluon", "matmul", "mx", "nn", "npx", "set_threads"]
+__all__ = ["device_name", "gluon", "kernels", "matmul", "mx", "nn", "npx", "set_threads"]

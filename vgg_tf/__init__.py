@@ -7,7 +7,7 @@ from common.runtime import contract
 from vgg_tf.data import from_arrays, load_fashion_mnist, to_tensor
 from vgg_tf.distributed import communication_timer, current as current_world, init_distributed
 from vgg_tf.export import export, load_exported
-from vgg_tf.framework import device_name, matmul, set_threads
+from vgg_tf.framework import device_name, kernels, matmul, set_threads
 from vgg_tf.model import (
     LAYOUT,
     NAME,

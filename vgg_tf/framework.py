@@ -49,6 +49,15 @@ def device_name(device: str) -> str:
     return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else "gpu"
 
 
+def kernels(device: str = "cpu") -> str:
+    """Which kernels compute the convolutions here (oneDNN's unless TF_ENABLE_ONEDNN_OPTS=0, then Eigen's):
+    a line for reports."""
+    if device == "gpu":
+        return "cuDNN convolutions, cuBLAS products"
+    return "oneDNN convolutions and products" if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0" \
+        else "Eigen convolutions and products (TF_ENABLE_ONEDNN_OPTS=0)"
+
+
 def set_tf32(enabled: bool) -> None:
     """TensorFloat-32 products on a GPU: on only for tf32 (TensorFlow turns them on by default)."""
     tf.config.experimental.enable_tensor_float_32_execution(enabled)
@@ -70,4 +79,4 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
     return product
 
 
-__all__ = ["device_name", "keras", "matmul", "set_tf32", "set_threads", "tf"]
+__all__ = ["device_name", "keras", "kernels", "matmul", "set_tf32", "set_threads", "tf"]

@@ -10,7 +10,7 @@ from common.runtime import contract
 from vgg_torch.data import from_arrays, load_fashion_mnist, to_tensor
 from vgg_torch.distributed import communication_timer, current as current_world, init_distributed
 from vgg_torch.export import export, load_exported
-from vgg_torch.framework import device_name, matmul, set_threads
+from vgg_torch.framework import device_name, kernels, matmul, set_threads
 from vgg_torch.model import (
     LAYOUT,
     NAME,

@@ -41,6 +41,16 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "gpu" else "cpu"
 
 
+def kernels(device: str = "cpu") -> str:
+    """Which kernels compute the convolutions here (oneDNN's or ATen's own on a CPU, and the ISA ATen
+    dispatches to): a line for reports."""
+    if device == "gpu":
+        return f"cuDNN {torch.backends.cudnn.version()} convolutions, cuBLAS products"
+    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    return (f"{'oneDNN' if onednn else 'ATen'} convolutions, {torch.backends.cpu.get_cpu_capability()} "
+            "kernels elsewhere")
+
+
 def set_tf32(enabled: bool) -> None:
     """TensorFloat-32 products and convolutions on a GPU: on only for tf32, so fp32 means float32."""
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
@@ -61,4 +71,4 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
     return product
 
 
-__all__ = ["device_name", "matmul", "set_tf32", "set_threads", "torch"]
+__all__ = ["device_name", "kernels", "matmul", "set_tf32", "set_threads", "torch"]

@@ -77,6 +77,7 @@ class Backend(Protocol):
     def matmul(self, a: np.ndarray, device: str = "cpu",  # a @ a to completion on the device, in the
                precision: str = "fp32") -> Callable[[], Any]: ...  # precision's product format: the ceiling
     def device_name(self, device: str) -> str: ...  # what "cpu" or "gpu" is here, as reports name it
+    def kernels(self, device: str = "cpu") -> str: ...  # which kernels compute the convolutions, as reports say
     def communication_timer(self, engine: Any) -> Callable[[], float | None]: ...  # ms per step, if reported
     # (forward(images, labels), step(images, labels, lr)): the engine's training-mode forward and loss, and its
     # full step, each run to completion with the framework's own synchronisation (vgg compare's step split)

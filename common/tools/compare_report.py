@@ -312,6 +312,14 @@ def _ceiling_spread(ceiling: CeilingSpread) -> str:
             f"{ceiling['low']:.0f}-{ceiling['high']:.0f} GFLOP/s")
 
 
+def _kernels(report: CompareReport) -> str:
+    """A line naming the kernels each backend's rows ran on (``kernels`` in the rows), or "" for an older
+    report that did not record them."""
+    found = dict.fromkeys(f"{r['backend']}: {r['kernels']}" for r in report["rows"]
+                          if "error" not in r and r.get("kernels"))
+    return ("Kernels: " + "; ".join(found) + "\n") if found else ""
+
+
 def _rounds(report: CompareReport) -> str:
     """How the figures were taken: the rounds, the ties, the one training run, any failed rounds."""
     rounds = report.get("rounds", 1)
@@ -372,7 +380,8 @@ def write_report(report: CompareReport, out: Path) -> None:
              "timed step ends by reading its loss on the host, which waits for the device.", ""]
             if report.get("device") == "gpu" else []),
           *environment_table(report["rows"]), "",
-          "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "", _rounds(report), "",
+          "Threads: " + "; ".join(f"{k}: {v}" for k, v in m["threads"].items()), "",
+          *([kernels] if (kernels := _kernels(report)) else []), _rounds(report), "",
           _table(report), "", _split_table(report), "", _latency_table(report), "", _scaling_table(report), ""]
     atomic.write_text(out / "compare.md", "\n".join(md))
     _charts(report, out)

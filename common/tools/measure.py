@@ -189,7 +189,8 @@ def measure(backend: str, config: ModelConfig, batch_size: int, seconds: float, 
                                hidden=config.hidden)
     row: Measured = {"backend": backend, "size": size, "precision": config.precision, "workers": world.processes,
                      "threads": world.threads, "engine": world.engine, "import_s": import_s, "env": env,
-                     "device": device_name, "build_s": build_s, "first_step_s": first_step_s, "train_ex_s": train_ex_s,
+                     "device": device_name, "kernels": vgg.kernels(device),
+                     "build_s": build_s, "first_step_s": first_step_s, "train_ex_s": train_ex_s,
                      "train_gflop_s": train_ex_s * flops / 1e9, "comm_ms": communication_ms(),
                      "peak_rss_mb": peak_rss_mb()}  # one process: again after inference, below
     if world.distributed:

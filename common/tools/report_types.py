@@ -124,6 +124,7 @@ class Measured(_Measured, total=False):
     parity_error: float
     test_acc: float  # with --train-epochs
     history: list[dict[str, Any]]  # ... and its history's rows
+    kernels: str  # which kernels computed the convolutions (the backend's ``kernels``); absent in older reports
     latency: dict[str, Latency | FailedServer]  # with --latency-requests: per server of measure.SERVED
     batch_size: int  # added by the parent
 
