@@ -172,7 +172,9 @@ def test_label_smoothing_agrees_everywhere(name, reference):
     backend = load_backend(name)
     blocks, size, a = arch.small(), 32, 0.1
     config = ModelConfig(blocks, image_size=size, hidden=HIDDEN)
-    weights = canonical.random_weights(blocks, image_size=size, seed=5, hidden=HIDDEN)
+    # seed 1: under JAX 0.12's oneDNN convolutions seed 5 moved the first two layers' gradients by 2e-2 (seeds
+    # 1-4: 3e-6), the mark of a ReLU or max-pool decision within float32 rounding of a tie
+    weights = canonical.random_weights(blocks, image_size=size, seed=1, hidden=HIDDEN)
     images, labels = tolerances.fixed_batch(blocks, size, 8)
     logits = parity.oracle_logits(weights, blocks, images).astype(np.float64)
     softmax = np.exp(logits - logits.max(1, keepdims=True))
