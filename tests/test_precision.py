@@ -224,11 +224,11 @@ def _refuses_bf16(name: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernels", ["jaxlib", "onednn", "eigen"])
+@pytest.mark.parametrize("kernels", ["jaxlib", "ynn-dots", "onednn", "eigen"])
 def test_jax_bf16_with_ynn_fusions_off(kernels):
-    """JAX 0.8+ refuses bf16 on a CPU while XLA's YNNPACK fusions are on (they gave NaN logits with jaxlib
-    0.12.0.1: jaxlib's own default kernels); with them off (this project's default oneDNN path, or Eigen's),
-    its bf16 logits are the rounding oracle's."""
+    """JAX 0.8+ refuses bf16 on a CPU while XLA's YNNPACK convolutions are on (they give NaN logits with jaxlib
+    0.12: jaxlib's own default kernels); with them off (this project's default, YNNPACK for the products
+    only, or oneDNN's or Eigen's convolutions), its bf16 logits are the rounding oracle's."""
     jax = pytest.importorskip("jax")
     if tuple(int(p) for p in jax.__version__.split(".")[:2]) < (0, 12):
         pytest.skip(f"jax {jax.__version__} has no YNNPACK fusions (nor their flag)")
@@ -245,7 +245,7 @@ def test_jax_bf16_with_ynn_fusions_off(kernels):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**env, "VGG_JAX_KERNELS": kernels})
     if kernels == "jaxlib":
-        assert proc.returncode != 0 and "YNNPACK" in proc.stderr and "VGG_JAX_KERNELS=onednn" in proc.stderr
+        assert proc.returncode != 0 and "YNNPACK" in proc.stderr and "VGG_JAX_KERNELS=ynn-dots" in proc.stderr
         return
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.strip().splitlines()[-1]) <= precision.bounds("bf16")["logits"]

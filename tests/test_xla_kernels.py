@@ -19,11 +19,14 @@ NEW, OLD = (0, 12), (0, 7)
 def test_the_measured_path_is_added_to_xla_flags_beside_the_users_other_flags():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     line = xla_kernels.choose(env, NEW)
-    assert line.startswith("onednn: oneDNN convolutions") and "measured fastest for jaxlib 0.12" in line
+    assert line.startswith("ynn-dots: Eigen convolutions, YNNPACK products") and "fastest for jaxlib 0.12" in line
     assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
-                                        *xla_kernels.paths(NEW)["onednn"].flags.split()]
-    assert xla_kernels.choose(env, NEW).startswith("onednn:")  # a worker inherits it: the same path, nothing added
-    assert env["XLA_FLAGS"].count("--xla_cpu_use_onednn") == 1
+                                        *xla_kernels.paths(NEW)["ynn-dots"].flags.split()]
+    assert xla_kernels.choose(env, NEW).startswith("ynn-dots:")  # a worker inherits it: the same path, no more
+    assert env["XLA_FLAGS"].count("--xla_cpu_experimental_ynn_fusion_type") == 1
+    onednn = {xla_kernels.ENV_VAR: "onednn"}
+    assert xla_kernels.choose(onednn, NEW).startswith("onednn: oneDNN convolutions")
+    assert onednn["XLA_FLAGS"].split() == xla_kernels.paths(NEW)["onednn"].flags.split()
 
 
 def test_jaxlib_07_keeps_its_default():
@@ -53,18 +56,27 @@ def test_vgg_jax_kernels_picks_a_path_and_refuses_an_unknown_one():
 
 @pytest.mark.slow
 def test_the_chosen_path_is_the_one_xla_compiles_with():
-    """In a fresh process: the step's convolutions are the chosen kernels' (oneDNN custom calls from jaxlib
-    0.12 on, XLA's own convolution before), and vgg_jax.kernels() says which."""
+    """In a fresh process: the step's convolutions are the chosen kernels' (XLA's own convolution, not a
+    YNNPACK fusion, from jaxlib 0.12 on; oneDNN custom calls where VGG_JAX_KERNELS asks), and vgg_jax.kernels()
+    says which."""
     code = ("import re, jax, jax.numpy as jnp, vgg_jax as vgg\n"
             "f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
             "dimension_numbers=('NHWC', 'HWIO', 'NHWC')).sum()\n"
             "text = jax.jit(jax.grad(f, argnums=1)).lower(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)))"
             ".compile().as_text()\n"
-            "print(vgg.kernels()); print(sorted(set(re.findall(r'custom_call_target=\"([^\"]+)\"', text))))\n")
+            "print(vgg.kernels()); print(sorted(set(re.findall(r'custom_call_target=\"([^\"]+)\"', text))))\n"
+            "print(text.count(' convolution('), text.count('ynn_fusion'))\n")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_kernels.ENV_VAR)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300, check=True).stdout.splitlines()
+
+    def run(**extra: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **extra}, capture_output=True,
+                              text=True, timeout=300, check=True).stdout.splitlines()
+
+    out = run()
+    convolutions, fusions = map(int, out[2].split())  # XLA's own convolutions, YNNPACK fusions
     if xla_kernels.version() >= NEW:
-        assert out[0].startswith("onednn:") and "__onednn$convolution" in out[1]
+        assert out[0].startswith("ynn-dots:") and convolutions >= 1 and fusions == 0
+        onednn = run(**{xla_kernels.ENV_VAR: "onednn"})
+        assert onednn[0].startswith("onednn:") and "__onednn$convolution" in onednn[1]
     else:
-        assert out[0].startswith("jaxlib:") and "onednn" not in out[1]
+        assert out[0].startswith("jaxlib:") and convolutions >= 1 and "onednn" not in out[1]

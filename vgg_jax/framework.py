@@ -42,15 +42,23 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
     return lambda: product(t, t).block_until_ready()
 
 
+def _ynn_convolutions() -> bool:
+    """Whether XLA's YNNPACK computes the convolutions: jaxlib's default, unless ``XLA_FLAGS`` lists the
+    YNNPACK fusion types without them."""
+    chosen = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith(NO_YNN)]
+    return not chosen or "CONVOLUTION" in chosen[-1]
+
+
 def check_bf16() -> None:
-    """Refuse bf16 on a CPU where XLA's YNNPACK fusions are on (jaxlib's own default, ``VGG_JAX_KERNELS=jaxlib``
-    or ``ynn-dots``): with jaxlib 0.12.0.1 they turned the small VGG's jitted bf16 forward into NaN (eager and
-    float16 were right), and ``XLA_FLAGS`` must say otherwise before JAX starts, so the refusal says how."""
+    """Refuse bf16 on a CPU where XLA's YNNPACK convolutions are on (jaxlib's own default,
+    ``VGG_JAX_KERNELS=jaxlib``): with jaxlib 0.12 they turn the small VGG's jitted bf16 forward into NaN (its
+    products, eager mode and float16 are right), and ``XLA_FLAGS`` must say otherwise before JAX starts, so the
+    refusal says how."""
     version = tuple(int(p) for p in jax.__version__.split(".")[:2])
-    if version >= (0, 8) and jax.default_backend() == "cpu" and NO_YNN not in os.environ.get("XLA_FLAGS", "").split():
-        raise PrecisionError(f"jax {jax.__version__} bf16 on a CPU: XLA's YNNPACK fusions compute NaN logits for "
-                             f"this model; start with {ENV_VAR}=onednn (the default) or eigen, or "
-                             f"XLA_FLAGS={NO_YNN} (they are off then), or use fp32")
+    if version >= (0, 8) and jax.default_backend() == "cpu" and _ynn_convolutions():
+        raise PrecisionError(f"jax {jax.__version__} bf16 on a CPU: XLA's YNNPACK convolutions compute NaN logits "
+                             f"for this model; start with {ENV_VAR}=ynn-dots (the default), onednn or eigen, or "
+                             f"XLA_FLAGS={NO_YNN} (YNNPACK off), or use fp32")
 
 
 __all__ = ["check_bf16", "device_name", "kernels", "matmul", "set_threads"]

@@ -1,9 +1,10 @@
 """Which XLA:CPU kernels compute the JAX VGG's convolutions and products: chosen by jaxlib version, through
 ``XLA_FLAGS``, before XLA starts (vgg_jax imports this module first).
 
-jaxlib 0.12 sends float32 convolutions and products to YNNPACK by default; on the small VGG its oneDNN
-custom-call convolutions (with YNNPACK off) train fastest (benchmarks/results/jax-kernels-zen4/). jaxlib 0.7
-has neither switch that helps: its Eigen convolutions stay. A user's own choice wins: when ``XLA_FLAGS``
+jaxlib 0.12 sends float32 convolutions and products to YNNPACK by default; on the small VGG, Eigen's
+convolutions with YNNPACK's products train fastest at every size measured (oneDNN's custom-call convolutions
+tie at 32 and 56 and are far slower at 224; docs/results.md, "JAX's kernels by version"). jaxlib 0.7 has
+neither switch: its Eigen convolutions and products stay. A user's own choice wins: when ``XLA_FLAGS``
 already names one of these switches, nothing is added, and ``VGG_JAX_KERNELS`` picks a path by name.
 """
 
@@ -54,7 +55,7 @@ def paths(jaxlib: tuple[int, int]) -> dict[str, Kernels]:
 
 def best(jaxlib: tuple[int, int]) -> str:
     """The path this project measured fastest for the small VGG's training step on this jaxlib."""
-    return "onednn" if jaxlib >= (0, 12) else "jaxlib"
+    return "ynn-dots" if jaxlib >= (0, 12) else "jaxlib"
 
 
 def _started() -> bool:

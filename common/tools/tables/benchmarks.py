@@ -260,3 +260,39 @@ def loader(store: Store) -> Rendered:
              f"{record.value('peak_rss_mb', backend=b):.0f}"] for b in BACKENDS if record.results(backend=b)]
     headers = ["backend", *(f"{s}x{s} images/s" for s in sizes), "peak RSS MB"]
     return Rendered(f"{markdown(headers, rows)}\n\n{caption(record)}", [record.id])
+
+
+# --- JAX's XLA:CPU kernels by jaxlib version --------------------------------------------------------------
+
+#: the interleaved A/B of JAX's kernel paths in both environments, one record per image size
+JAX_KERNELS = ("20261207T101644-ab-zen4", "20261207T101249-ab-zen4", "20261207T100846-ab-zen4")
+
+
+@table("jax-kernels")
+def jax_kernels(store: Store) -> Rendered:
+    """JAX's training step per kernel path and jaxlib: examples/s median (range) and the ratio to jaxlib
+    0.7.1's, round by round, per image size; each variant's jaxlib from the versions its children ran on."""
+    records = [store[i] for i in JAX_KERNELS]
+    sizes = [r.data["results"][0]["labels"]["size"] for r in records]
+    variants = max((r.data["details"]["variants"] for r in records), key=len)  # a size may have measured fewer
+    rows = []
+    for v in variants:
+        label = v["label"]
+        versions = v.get("versions") or {}
+        flags = " ".join(f"{k}={value}" for k, value in v["env"].items())
+        cells = []
+        for record in records:
+            if label not in (w["label"] for w in record.data["details"]["variants"]):
+                cells.append("—")
+                continue
+            if label in record.data["details"].get("failed", {}):
+                cells.append("fails")
+                continue
+            ex = with_range(record.one("train_ex_s", variant=label), 1)
+            ratio = record.results("ratio", variant=label)
+            cells.append(f"{ex}, {with_range(ratio[0], 2)}x" if ratio else ex)
+        rows.append([label, versions.get("jax", "—"), f"`{flags}`" if flags else "(none)", *cells])
+    headers = ["variant", "jax", "settings", *(f"{s}x{s} ex/s, vs {variants[0]['label']}" for s in sizes)]
+    text = markdown(headers, rows)
+    return Rendered(f"{text}\n\n{shared_caption(records, 'python benchmarks/ab.py jax SIZE VARIANT=...')}",
+                    [r.id for r in records])
