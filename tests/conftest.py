@@ -1,6 +1,8 @@
 """Backend parametrisation: a missing framework skips locally, fails under VGG_REQUIRE_ALL_BACKENDS=1, and a
 backend VGG_EXPECT_ABSENT names is not collected (tests/helpers.py). A test that starts a Python process is
-marked ``slow`` (``.ci/quick`` runs the others), and one that does so unmarked fails."""
+marked ``slow`` (``.ci/quick`` runs the others), and one that does so unmarked fails. A test marked ``once``
+checks the project's own logic with nothing a framework version changes; ``.ci/test`` runs it in its first
+environment only (VGG_ONCE_DONE=1 in the second)."""
 
 from __future__ import annotations
 
@@ -35,12 +37,18 @@ def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "gpu: the GPU path; skips without a GPU (benchmarks/gpu_check.sh runs them)")
     config.addinivalue_line("markers", "slow: starts a Python process (vgg, a script, workers, a model's confined "
                                        "process); .ci/quick leaves these out, .ci/test runs them")
+    config.addinivalue_line("markers", "once: the project's own logic (launcher, records), the same under every "
+                                       "framework version; deselected where VGG_ONCE_DONE=1 (.ci/test's second "
+                                       "environment)")
     sys.addaudithook(_no_python_process_in_a_quick_test)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Cases marked for an expectedly absent backend are deselected, like its parametrised tests."""
-    gone = [item for item in items if any(m.args[0] in ABSENT for m in item.iter_markers("backend"))]
+    """Cases marked for an expectedly absent backend are deselected, like its parametrised tests, and those
+    marked ``once`` where another environment of this run has run them."""
+    done = os.environ.get("VGG_ONCE_DONE") == "1"
+    gone = [item for item in items if any(m.args[0] in ABSENT for m in item.iter_markers("backend"))
+            or (done and item.get_closest_marker("once"))]
     if gone:
         config.hook.pytest_deselected(items=gone)
         items[:] = [item for item in items if item not in gone]
@@ -66,6 +74,8 @@ def pytest_report_header(config) -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    if os.environ.get("VGG_ONCE_DONE") == "1":
+        terminalreporter.write_line("tests marked once ran in the first environment (VGG_ONCE_DONE=1)")
     if ABSENT:  # at the end, where -q shows it too
         terminalreporter.write_line(f"not in this environment, as VGG_EXPECT_ABSENT says: {', '.join(ABSENT)} "
                                     "(its tests were not collected)")

@@ -38,6 +38,7 @@ def samples(result: dict) -> list[float]:
     return result["spread"]["samples"]
 
 
+@pytest.mark.once
 @pytest.mark.slow
 def test_book_reference_records_every_round_and_the_ratio_round_by_round(tmp_path):
     name = ACTIVE[0]
@@ -58,6 +59,7 @@ def test_book_reference_records_every_round_and_the_ratio_round_by_round(tmp_pat
     assert len(list(out.glob("*.json"))) == 2  # the rows and the one record, untouched
 
 
+@pytest.mark.once
 @pytest.mark.slow
 def test_ab_records_each_variant_and_names_one_that_failed(tmp_path):
     name = ACTIVE[0]

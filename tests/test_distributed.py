@@ -213,6 +213,7 @@ def test_busy_port_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.once
 @pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_hung_worker_stops_the_job_naming_it(tmp_path):

@@ -138,6 +138,7 @@ def test_two_nodes_follow_one_process(backend, data, one_process, tmp_path):
     follows_one_process(name, out, one_process)
 
 
+@pytest.mark.once
 @pytest.mark.slow
 @needs_namespaces
 @pytest.mark.backend("torch")
@@ -178,6 +179,7 @@ def test_two_nodes_of_two_workers_follow_one_process(name, data, one_process, tm
     follows_one_process(name, out, one_process)
 
 
+@pytest.mark.once
 @pytest.mark.slow
 @needs_namespaces
 @pytest.mark.backend("torch")

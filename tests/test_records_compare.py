@@ -17,7 +17,7 @@ from helpers import ROOT, load_backend
 from tiny_data import HIDDEN, fake_files
 
 ROUNDS = 2
-pytestmark = [pytest.mark.backend("torch"), pytest.mark.slow]
+pytestmark = [pytest.mark.backend("torch"), pytest.mark.slow, pytest.mark.once]
 
 
 def vgg(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

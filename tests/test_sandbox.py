@@ -179,6 +179,7 @@ def test_a_model_process_killed_by_a_signal_is_error(native, png, tmp_path, caps
     assert str(path) in err and "SIGSEGV" in err, err
 
 
+@pytest.mark.once
 @pytest.mark.slow
 @pytest.mark.backend("torch")
 def test_a_model_that_hangs_is_stopped_at_the_time_limit(native, png, tmp_path, capsys):
