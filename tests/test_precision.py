@@ -19,6 +19,7 @@ from common.core.config import ModelConfig
 from common.core.precision import PrecisionError, PrecisionWarning
 from common.runtime import capability
 from common.runtime.training import Recipe
+from common.tools import parity
 from helpers import ACTIVE, ROOT, with_reference
 from tiny_data import HIDDEN
 
@@ -210,6 +211,48 @@ def test_parity_command_in_bf16_prints_an_all_pass_matrix(capsys, tmp_path):
     assert status == 0, captured.out
     assert "in bf16" in captured.out and "vgg parity: all pass" in captured.out
     assert f"tolerance {precision.bounds('bf16')['logits']:g}" in captured.out
+
+
+def test_parity_in_bf16_with_batch_norm_holds_training_mode_to_the_derived_bound(capsys, tmp_path):
+    """In training mode each batch norm divides its input by the batch's spread, which grows the rounding of
+    its input by sqrt(1 + (mean/std)^2) (tolerances.batch_norm_bounds): the parity holds train-mode logits and
+    gradients to that bound, computed from the oracle's batch statistics, and every backend passes it."""
+    from common.tools import cli
+    names = [n for n in ACTIVE if BACKENDS[n].cpu_mixed != "none" and not _refuses_bf16(n)]
+    if len(names) < 2:
+        pytest.skip("vgg parity compares two or more backends that run bf16")
+    config = ModelConfig(arch.TINY, image_size=32, hidden=HIDDEN, batch_norm=True, precision="bf16")
+    bounds = parity.bounds_of(config, 4)
+    assert bounds["train logits"] > precision.bounds("bf16")["train logits"]
+    assert parity.bounds_of(ModelConfig(arch.small(), image_size=32, hidden=HIDDEN, precision="bf16"), 4) == \
+        precision.bounds("bf16")  # no batch norm: the format's own bounds
+    cli.main(["parity", "--precision", "bf16", "--arch", "tiny_bn", "--resize", "32", "--hidden", str(HIDDEN),
+              "--batch", "4", "--steps", "1", "--backends", ",".join(names), "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    sections = {part.splitlines()[0].split(" (")[0]: part for part in out.split("\n\n") if " (max relative" in part
+                or " (relative L2" in part}
+    for quantity in ("train logits", "train gradients"):  # the quantities the derived bound covers
+        assert f"tolerance {bounds[quantity]:g})" in sections[quantity] and "FAIL" not in sections[quantity], out
+
+
+def test_the_batch_norm_bound_follows_the_oracles_own_rounding():
+    """The bound's recursion against what it models: the bf16 rounding oracle's train-mode logits against
+    float64's, one rounding per convolution output, on three weight draws (estimates of the error's size,
+    so within the bound's largest pairwise allowance, four roundings)."""
+    from common.core.normalization import TORCH_BN
+    for seed in range(3):
+        config = ModelConfig(arch.small(), image_size=32, hidden=HIDDEN, batch_norm=True, seed=seed)
+        weights = canonical.random_weights(config)
+        images, _ = tolerances.fixed_batch(config.arch, 32, 8, seed=seed)
+        after = dict(weights)
+        exact = oracle.forward(after, config.arch, images, batch_norm=True, training=True)
+        rounded = oracle.forward(dict(weights), config.arch, images, batch_norm=True, training=True,
+                                 precision="bf16")
+        spreads = tolerances.batch_spreads(weights, after, TORCH_BN.momentum)
+        pooled = [j == n - 1 for n, *_ in config.arch for j in range(n)]  # a block's last norm feeds its pool
+        one = tolerances.batch_norm_bounds(2.0 ** -8, spreads, pooled, roundings=1)["train logits"]
+        four = tolerances.batch_norm_bounds(2.0 ** -8, spreads, pooled)["train logits"]
+        assert one / 2 < tolerances.relative(rounded, exact) <= four, seed
 
 
 def _refuses_bf16(name: str) -> bool:

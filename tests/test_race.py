@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from common.core import arch
+from common.core import arch, precision
 from common.core.config import ModelConfig
 from common.data import idx
 from common.runtime import training
@@ -175,12 +175,12 @@ def test_disagreeing_backends_are_refused_by_majority_and_by_the_oracle():
     four = {"logits": cells(("numpy", "torch", ok), ("numpy", "tf", ok), ("numpy", "jax", ok), ("numpy", "mxnet", ok)),
             "trajectory": cells(("torch", "tf", ok), ("torch", "jax", ok), ("tf", "jax", ok),
                                 ("torch", "mxnet", bad), ("tf", "mxnet", bad), ("jax", "mxnet", bad))}
-    refused = race.disagreements(four, ["torch", "tf", "jax", "mxnet"], "fp32")
+    refused = race.disagreements(four, ["torch", "tf", "jax", "mxnet"], precision.bounds("fp32"))
     assert list(refused) == ["mxnet"] and "trajectory differ" in refused["mxnet"] and "1.0e-02" in refused["mxnet"]
     oracle = {"logits": cells(("numpy", "torch", ok), ("numpy", "jax", bad)), "trajectory": cells(("torch", "jax", ok))}
-    assert list(race.disagreements(oracle, ["torch", "jax"], "fp32")) == ["jax"]
+    assert list(race.disagreements(oracle, ["torch", "jax"], precision.bounds("fp32"))) == ["jax"]
     two = {"logits": cells(("numpy", "torch", ok), ("numpy", "jax", ok)), "trajectory": cells(("torch", "jax", bad))}
-    assert sorted(race.disagreements(two, ["torch", "jax"], "fp32")) == ["jax", "torch"]
+    assert sorted(race.disagreements(two, ["torch", "jax"], precision.bounds("fp32"))) == ["jax", "torch"]
 
 
 def test_statistics_over_seeds_follow_mlperf_and_the_margin_rule():

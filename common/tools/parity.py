@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from common.core import canonical, layouts, oracle, precision as precisions, tolerances
-from common.core.arch import Arch
+from common.core.arch import LRN, Arch, layers_of, validate
 from common.core.config import ModelConfig
+from common.core.normalization import TORCH_BN
 from common.runtime import training
 from common.runtime.contract import Backend
 from common.tools.report_types import ParityMatrices
@@ -58,7 +59,7 @@ def oracle_outputs(weights: dict[str, np.ndarray], arch: Arch, images: np.ndarra
         "logits": oracle.forward(dict(weights), arch, images, batch_norm, precision=precision)}
     if batch_norm:
         after = dict(weights)
-        out["train logits"] = oracle.forward(after, arch, images, batch_norm, training=True)
+        out["train logits"] = oracle.forward(after, arch, images, batch_norm, training=True, precision=precision)
         out["running statistics"] = canonical.running_statistics(after)
     return out
 
@@ -111,10 +112,32 @@ def matrix(results: dict[str, dict], quantity: str, precision: str = "fp32") -> 
             for a in results for b in results if a != b and quantity in results[a] and quantity in results[b]}
 
 
-def format_matrix(cells: dict[tuple[str, str], float], quantity: str, precision: str = "fp32") -> str:
-    """A Markdown table of the pairwise differences, each cell marked pass/FAIL against the tolerance."""
+def bounds_of(config: ModelConfig, batch: int = 8) -> dict[str, float]:
+    """The parity bounds of ``config`` on :func:`run`'s batch: its precision's (common.core.precision.bounds),
+    and in mixed precision with batch norm training mode's logits and gradients at least what the batch's
+    statistics make of the rounding (tolerances.batch_norm_bounds, from the oracle's training forward)."""
+    out = precisions.bounds(config.precision)
+    p = precisions.get(config.precision)
+    if not (p.mixed and config.batch_norm):
+        return out
+    weights = canonical.random_weights(config)
+    images, _ = tolerances.fixed_batch(config.arch, config.image_size, batch, config.in_channels,
+                                       config.num_classes, config.seed)
+    after = dict(weights)
+    oracle.forward(after, config.arch, images, batch_norm=True, training=True)
+    convs = [sum(k != LRN for k in layers_of(block)) for block in validate(config.arch)]
+    pooled = [j == n - 1 for n in convs for j in range(n)]  # a block's last norm feeds its max pool
+    train = tolerances.batch_norm_bounds(p.unit_roundoff, tolerances.batch_spreads(weights, after, TORCH_BN.momentum),
+                                         pooled)
+    return {**out, **{q: max(out[q], bound) for q, bound in train.items()}}
+
+
+def format_matrix(cells: dict[tuple[str, str], float], quantity: str, precision: str = "fp32",
+                  tol: float | None = None) -> str:
+    """A Markdown table of the pairwise differences, each cell marked pass/FAIL against the tolerance
+    (``tol``, else ``precision``'s bound for ``quantity``)."""
     names = list(dict.fromkeys([a for a, _ in cells] + [b for _, b in cells]))
-    tol = precisions.bounds(precision)[quantity]
+    tol = precisions.bounds(precision)[quantity] if tol is None else tol
     lines = [f"{quantity} (max relative difference, tolerance {tol:g})", "",
              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for a in names:
@@ -159,7 +182,8 @@ def run(modules: dict[str, Backend], config: ModelConfig, batch: int = 8, steps:
             if any(quantity in r for r in results.values())}
 
 
-def passed(matrices: ParityMatrices, precision: str = "fp32") -> bool:
-    """Whether every difference is within ``precision``'s bound for its quantity."""
-    bounds = precisions.bounds(precision)
+def passed(matrices: ParityMatrices, precision: str = "fp32", bounds: dict[str, float] | None = None) -> bool:
+    """Whether every difference is within its quantity's bound: ``bounds`` (:func:`bounds_of`), else
+    ``precision``'s."""
+    bounds = precisions.bounds(precision) if bounds is None else bounds
     return all(diff <= bounds[q] for q, cells in matrices.items() for diff in cells.values())

@@ -38,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
           f"{args.steps} SGD steps at lr {args.lr:g}, dropout off; backends {', '.join(modules)}")
     with noted("; ".join(n for n in notes if n), "vgg parity"):
         matrices = parity.run(modules, config, batch=args.batch, steps=args.steps, lr=args.lr, log=_log)
+    bounds = parity.bounds_of(config, args.batch)
     for quantity, cells in matrices.items():
-        print("\n" + parity.format_matrix(cells, quantity, args.precision))
-    return _verdict(args, parity.passed(matrices, args.precision), parity_record.of_run(args, matrices))
+        print("\n" + parity.format_matrix(cells, quantity, args.precision, bounds[quantity]))
+    return _verdict(args, parity.passed(matrices, args.precision, bounds),
+                    parity_record.of_run(args, matrices, bounds=bounds))
 
 
 def _verdict(args: argparse.Namespace, ok: bool, record: dict, marks: str = "FAIL") -> int:

@@ -72,7 +72,7 @@ def workers_record(outcome: DistributedParityReport, *, arch: str, size: int, de
 
 
 def of_run(args: argparse.Namespace, matrices: ParityMatrices | None = None,
-           report: DistributedParityReport | None = None) -> dict:
+           report: DistributedParityReport | None = None, bounds: dict[str, float] | None = None) -> dict:
     """The record of the ``vgg parity`` run ``args`` describes: from its ``matrices``, or with ``--workers`` from
     its ``report``; the options that shaped the figures go to details."""
     command = "vgg " + shlex.join(args.argv)
@@ -84,5 +84,5 @@ def of_run(args: argparse.Namespace, matrices: ParityMatrices | None = None,
     if args.onnx:
         return record(matrices, precisions.bounds("fp32"), arch=args.arch, size=args.resize, labels={"format": "onnx"},
                       name=f"{args.arch}-{args.resize}-onnx", details=details, command=command)
-    return record(matrices, precisions.bounds(args.precision), arch=args.arch, size=args.resize,
+    return record(matrices, bounds or precisions.bounds(args.precision), arch=args.arch, size=args.resize,
                   precision=args.precision, details=details, command=command)

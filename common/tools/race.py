@@ -176,20 +176,22 @@ def _parity_child(a: argparse.Namespace) -> None:
         except Exception as exc:  # a missing or broken framework is that backend's reason, the others go on
             broken[name] = formats.first_line(exc)
     matrices: ParityMatrices = {}
+    config = config_of(plan, 0)
     if modules:
         recipe = plan["recipe"]
-        matrices = parity.run(modules, config_of(plan, 0), batch=PARITY_BATCH, steps=PARITY_STEPS, lr=recipe["lr"],
+        matrices = parity.run(modules, config, batch=PARITY_BATCH, steps=PARITY_STEPS, lr=recipe["lr"],
                               momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                               label_smoothing=recipe["label_smoothing"])
-    children.emit({"broken": broken,
+    children.emit({"broken": broken, "bounds": parity.bounds_of(config, PARITY_BATCH),
                    "matrices": {q: [[a, b, d] for (a, b), d in cells.items()] for q, cells in matrices.items()}})
 
 
-def disagreements(matrices: dict[str, list[ParityCell]], names: list[str], precision: str) -> dict[str, str]:
-    """The backends of ``names`` the parity ``matrices`` (quantity -> [a, b, difference]) refuse, each with
-    its worst failing cell: one off the oracle, or off more than half of the other backends (with two that
-    disagree neither races: no majority says which is right)."""
-    bounds = precisions.bounds(precision)
+def disagreements(matrices: dict[str, list[ParityCell]], names: list[str],
+                  bounds: dict[str, float]) -> dict[str, str]:
+    """The backends of ``names`` the parity ``matrices`` (quantity -> [a, b, difference]) refuse against
+    ``bounds`` (``parity.bounds_of`` the raced model), each with its worst failing cell: one off the oracle, or
+    off more than half of the other backends (with two that disagree neither races: no majority says which is
+    right)."""
     failing: dict[str, list[tuple[float, str, str, float]]] = {name: [] for name in names}
     for quantity, cells in matrices.items():
         for a, b, d in cells:
@@ -217,8 +219,8 @@ def parity_check(plan: RaceSettings, names: list[str], log: Callable[[str], None
     result = found[-1]
     loaded = [n for n in names if n not in result["broken"]]
     refused = {n: f"cannot load: {e}" for n, e in result["broken"].items()}
-    refused.update(disagreements(result["matrices"], loaded, plan["precision"]))
-    return {"matrices": result["matrices"], "refused": refused}
+    refused.update(disagreements(result["matrices"], loaded, result["bounds"]))
+    return {"matrices": result["matrices"], "refused": refused, "bounds": result["bounds"]}
 
 
 def run_one(plan: RaceSettings, backend: str, seed: int, log: Callable[[str], None]) -> RaceRun:

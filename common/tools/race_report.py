@@ -169,7 +169,7 @@ def _parity(report: RaceReport) -> list[str]:
     for quantity, cells in p["matrices"].items():
         for a, _, d in cells:
             worst[a, quantity] = max(worst.get((a, quantity), 0.0), d)
-    quantities, bounds = list(p["matrices"]), precision.bounds(s["precision"])
+    quantities, bounds = list(p["matrices"]), p.get("bounds") or precision.bounds(s["precision"])
     lines = ["## Parity before the start", "",
              f"The raced model in {s['precision']} (dropout off), from one set of weights: logits against the "
              "NumPy oracle and every pair of backends, and a few SGD steps of the recipe's optimizer on a small "

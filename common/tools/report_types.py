@@ -7,7 +7,7 @@ failed run) are ``@final``, so that ``"error" in run`` tells mypy which one it i
 
 from __future__ import annotations
 
-from typing import Any, TypedDict, final
+from typing import Any, NotRequired, TypedDict, final
 
 import numpy as np
 
@@ -296,6 +296,7 @@ class RaceParity(TypedDict):
 
     matrices: dict[str, list[ParityCell]]
     refused: dict[str, str]
+    bounds: NotRequired[dict[str, float]]  # each quantity's bound for the raced model (absent in older races)
 
 
 class SeedSpread(TypedDict):
