@@ -28,7 +28,8 @@ RACE_FAST = "20261205T130732-race-small_bn-32-zen3"
 RACE_56 = "20261205T142012-race-small-56-zen3"
 #: the race recipe on a Zen 4 (another session): fp32, then bf16 for torch and TF together and each alone
 RACE_ZEN4 = ("20261206T193113-race-small_bn-32-zen4", "20261206T193058-race-small_bn-32-bf16-zen4",
-             "20261206T193842-race-small_bn-32-bf16-zen4", "20261206T193847-race-small_bn-32-bf16-zen4")
+             "20261206T193842-race-small_bn-32-bf16-zen4", "20261206T193847-race-small_bn-32-bf16-zen4",
+             "20261207T103429-race-small_bn-32-bf16-zen4", "20261207T102022-race-small_bn-32-zen4")
 
 
 def _backend(record: Record) -> str:
@@ -158,20 +159,22 @@ def race_56_zen3(store: Store) -> Rendered:
 
 @table("race-zen4")
 def race_zen4(store: Store) -> Rendered:
-    """The race recipe on a Zen 4, one seed: fp32, and bf16, which the parity check refused."""
+    """Races on a Zen 4, one seed each: the race recipe in fp32 and in bf16 (refused by the parity check
+    before its batch-norm bound, raced after), and the augmented recipe towards 0.93."""
     used = [store[i] for i in RACE_ZEN4]
     rows = []
     for r in used:
         settings = r.data["details"]["settings"]
         for b in settings["backends"]:
             together = ",".join(settings["backends"])
+            head = [b, settings["precision"], f"{settings['target']:g}", together]
             if b not in _raced(r):
-                rows.append([b, settings["precision"], together, r.data["details"]["refused"][b], "—", "—", "—"])
+                rows.append([*head, r.data["details"]["refused"][b], "—", "—", "—"])
                 continue
-            rows.append([b, settings["precision"], together, _time(r, b), _optional(r, "train_to_target_s", b),
-                         _mean_std(r.one("epochs_to_target", backend=b), 2),
-                         _mean_std(r.one("test_acc", backend=b), 4)])
-    return _rendered(["backend", "precision", "raced with", "time to target s", "training-only s",
+            epochs = r.results("epochs_to_target", backend=b)
+            rows.append([*head, _time(r, b), _optional(r, "train_to_target_s", b),
+                         _mean_std(epochs[0], 2) if epochs else "—", _mean_std(r.one("test_acc", backend=b), 4)])
+    return _rendered(["backend", "precision", "target", "raced with", "time to target s", "training-only s",
                       "epochs to target", "final test acc"], rows, used)
 
 
