@@ -64,11 +64,13 @@ def _started() -> bool:
     return bool(getattr(bridge, "_backends", None))
 
 
-def choose(env: os._Environ[str] | dict[str, str] = os.environ, jaxlib: tuple[int, int] | None = None) -> str:
+def choose(env: os._Environ[str] | dict[str, str] = os.environ, jaxlib: tuple[int, int] | None = None,
+           started: bool | None = None) -> str:
     """Set ``env``'s ``XLA_FLAGS`` for the kernel path (``VGG_JAX_KERNELS``'s, else the measured best for
     ``jaxlib``, the installed one by default) unless the user's flags already choose, and return a line
-    saying which path runs and why."""
+    saying which path runs and why (``started``: whether XLA already runs here, as this process says)."""
     jaxlib = jaxlib or version()
+    started = _started() if started is None else started
     offered = paths(jaxlib)
     flags = env.get("XLA_FLAGS", "")
     given = flags.split()
@@ -83,7 +85,7 @@ def choose(env: os._Environ[str] | dict[str, str] = os.environ, jaxlib: tuple[in
         raise ValueError(f"{ENV_VAR}={wanted!r} is not allowed with jaxlib {'.'.join(map(str, jaxlib))}: "
                          f"it must be one of {', '.join(offered)}")
     chosen = offered[wanted]
-    if _started():
+    if started:
         return f"jaxlib: XLA started before vgg_jax was imported ({chosen.name} not applied)"
     if chosen.flags:
         env["XLA_FLAGS"] = f"{flags} {chosen.flags}".strip()
