@@ -30,7 +30,7 @@ RACE_56 = "20261205T142012-race-small-56-zen3"
 RACE_ZEN4 = ("20261206T193113-race-small_bn-32-zen4", "20261206T193058-race-small_bn-32-bf16-zen4",
              "20261206T193842-race-small_bn-32-bf16-zen4", "20261206T193847-race-small_bn-32-bf16-zen4",
              "20261207T103429-race-small_bn-32-bf16-zen4", "20261207T102022-race-small_bn-32-zen4",
-             "20261207T104055-race-small_bn-32-zen4")
+             "20261207T104055-race-small_bn-32-zen4", "20261207T113232-race-small_bn-32-zen4")
 
 
 def _backend(record: Record) -> str:
