@@ -5,16 +5,13 @@ from __future__ import annotations
 import functools
 import os
 
-from vgg_jax.xla_kernels import ENV_VAR, kernels as chosen_kernels  # isort: skip  (XLA_FLAGS first)
+from vgg_jax.xla_kernels import ENV_VAR, NO_YNN, kernels as chosen_kernels  # isort: skip  (XLA_FLAGS first)
 
 import jax
 import jax.numpy as jnp
 
 from common.core import precision as precisions
 from common.core.precision import PrecisionError
-
-#: the XLA flag that turns off XLA:CPU's YNNPACK fusions (jaxlib 0.8 and later)
-NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 
 
 def set_threads(count: int) -> None:

@@ -22,7 +22,8 @@ SWITCHES = ("--xla_cpu_experimental_ynn_fusion_type", "--xla_cpu_use_onednn",
             "--xla_cpu_experimental_onednn_custom_call", "--xla_cpu_experimental_onednn_fusion_type",
             "--xla_cpu_experimental_xnn_fusion_type")
 _ONEDNN = "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true"
-_NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
+#: the XLA flag that turns off XLA:CPU's YNNPACK fusions (jaxlib 0.8 and later); a value lists those kept
+NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 _YNN_DOTS = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 
 
@@ -47,8 +48,8 @@ def paths(jaxlib: tuple[int, int]) -> dict[str, Kernels]:
         return {"jaxlib": Kernels("jaxlib", "", "Eigen convolutions and products (jaxlib's default)")}
     found = [Kernels("jaxlib", "", "YNNPACK convolutions and products (jaxlib's default)"),
              Kernels("ynn-dots", _YNN_DOTS, "Eigen convolutions, YNNPACK products"),
-             Kernels("eigen", _NO_YNN, "Eigen convolutions and products (YNNPACK off)"),
-             Kernels("onednn", f"{_NO_YNN} {_ONEDNN}", "oneDNN convolutions, Eigen products (YNNPACK off)"),
+             Kernels("eigen", NO_YNN, "Eigen convolutions and products (YNNPACK off)"),
+             Kernels("onednn", f"{NO_YNN} {_ONEDNN}", "oneDNN convolutions, Eigen products (YNNPACK off)"),
              Kernels("onednn-ynn-dots", f"{_YNN_DOTS} {_ONEDNN}", "oneDNN convolutions, YNNPACK products")]
     return {k.name: k for k in found}
 
@@ -102,4 +103,4 @@ def kernels() -> str:
     return CHOSEN
 
 
-__all__ = ["ENV_VAR", "Kernels", "best", "choose", "kernels", "paths", "version"]
+__all__ = ["ENV_VAR", "NO_YNN", "Kernels", "best", "choose", "kernels", "paths", "version"]
