@@ -249,7 +249,7 @@ def test_the_batch_norm_bound_follows_the_oracles_own_rounding():
         rounded = oracle.forward(dict(weights), config.arch, images, batch_norm=True, training=True,
                                  precision="bf16")
         spreads = tolerances.batch_spreads(weights, after, TORCH_BN.momentum)
-        pooled = [j == n - 1 for n, *_ in config.arch for j in range(n)]  # a block's last norm feeds its pool
+        pooled = arch.last_of_block(config.arch)  # a block's last norm feeds its pool
         one = tolerances.batch_norm_bounds(2.0 ** -8, spreads, pooled, roundings=1)["train logits"]
         four = tolerances.batch_norm_bounds(2.0 ** -8, spreads, pooled)["train logits"]
         assert one / 2 < tolerances.relative(rounded, exact) <= four, seed

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
 
-from vgg_jax.xla_kernels import ENV_VAR, NO_YNN, kernels as chosen_kernels  # isort: skip  (XLA_FLAGS first)
+from vgg_jax.xla_kernels import (  # isort: skip  (XLA_FLAGS first)
+    ENV_VAR,
+    NO_YNN,
+    kernels as chosen_kernels,
+    ynn_convolutions,
+)
 
 import jax
 import jax.numpy as jnp
@@ -39,20 +43,13 @@ def matmul(a, device: str = "cpu", precision: str = "fp32"):
     return lambda: product(t, t).block_until_ready()
 
 
-def _ynn_convolutions() -> bool:
-    """Whether XLA's YNNPACK computes the convolutions: jaxlib's default, unless ``XLA_FLAGS`` lists the
-    YNNPACK fusion types without them."""
-    chosen = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith(NO_YNN)]
-    return not chosen or "CONVOLUTION" in chosen[-1]
-
-
 def check_bf16() -> None:
     """Refuse bf16 on a CPU where XLA's YNNPACK convolutions are on (jaxlib's own default,
     ``VGG_JAX_KERNELS=jaxlib``): with jaxlib 0.12 they turn the small VGG's jitted bf16 forward into NaN (its
     products, eager mode and float16 are right), and ``XLA_FLAGS`` must say otherwise before JAX starts, so the
     refusal says how."""
     version = tuple(int(p) for p in jax.__version__.split(".")[:2])
-    if version >= (0, 8) and jax.default_backend() == "cpu" and _ynn_convolutions():
+    if version >= (0, 8) and jax.default_backend() == "cpu" and ynn_convolutions():
         raise PrecisionError(f"jax {jax.__version__} bf16 on a CPU: XLA's YNNPACK convolutions compute NaN logits "
                              f"for this model; start with {ENV_VAR}=ynn-dots (the default), onednn or eigen, or "
                              f"XLA_FLAGS={NO_YNN} (YNNPACK off), or use fp32")

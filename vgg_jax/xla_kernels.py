@@ -94,6 +94,13 @@ def choose(env: os._Environ[str] | dict[str, str] = os.environ, jaxlib: tuple[in
     return f"{chosen.name}: {chosen.what}, {why}"
 
 
+def ynn_convolutions(env: os._Environ[str] | dict[str, str] = os.environ) -> bool:
+    """Whether XLA's YNNPACK computes the convolutions on jaxlib 0.12 or later: its default, unless
+    ``XLA_FLAGS`` lists the YNNPACK fusion types without them."""
+    chosen = [f for f in env.get("XLA_FLAGS", "").split() if f.startswith(NO_YNN)]
+    return not chosen or "CONVOLUTION" in chosen[-1]
+
+
 #: the path this process runs, chosen when vgg_jax is imported
 CHOSEN = choose()
 
@@ -103,4 +110,4 @@ def kernels() -> str:
     return CHOSEN
 
 
-__all__ = ["ENV_VAR", "NO_YNN", "Kernels", "best", "choose", "kernels", "paths", "version"]
+__all__ = ["ENV_VAR", "NO_YNN", "Kernels", "best", "choose", "kernels", "paths", "version", "ynn_convolutions"]

@@ -108,6 +108,12 @@ def kernel_sizes(block: Block) -> tuple[int, ...]:
     return tuple(x for x in layers_of(block) if isinstance(x, int))
 
 
+def last_of_block(arch: object) -> list[bool]:
+    """Per convolution of ``arch``, in order: whether it is its block's last (its output feeds the max pool)."""
+    counts = [len(kernel_sizes(block)) for block in validate(arch)]
+    return [j == n - 1 for n in counts for j in range(n)]
+
+
 def block_layers(num_convs: object, layers: object = None) -> tuple[Layer, ...]:
     """A backend ``vgg_block``'s layers: ``layers`` (default all 3x3 convolutions) checked against ``num_convs``."""
     block = (num_convs, 1) if layers is None else (num_convs, 1, layers)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from common.core import canonical, layouts, oracle, precision as precisions, tolerances
-from common.core.arch import LRN, Arch, layers_of, validate
+from common.core.arch import Arch, last_of_block
 from common.core.config import ModelConfig
 from common.core.normalization import TORCH_BN
 from common.runtime import training
@@ -125,10 +125,8 @@ def bounds_of(config: ModelConfig, batch: int = 8) -> dict[str, float]:
                                        config.num_classes, config.seed)
     after = dict(weights)
     oracle.forward(after, config.arch, images, batch_norm=True, training=True)
-    convs = [sum(k != LRN for k in layers_of(block)) for block in validate(config.arch)]
-    pooled = [j == n - 1 for n in convs for j in range(n)]  # a block's last norm feeds its max pool
     train = tolerances.batch_norm_bounds(p.unit_roundoff, tolerances.batch_spreads(weights, after, TORCH_BN.momentum),
-                                         pooled)
+                                         last_of_block(config.arch))
     return {**out, **{q: max(out[q], bound) for q, bound in train.items()}}
 
 
