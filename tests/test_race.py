@@ -1,5 +1,6 @@
 """``vgg race`` end to end: a tiny race on every backend, its report checked against the evaluations it
-recorded; a race that cannot finish; a contender stopped at the parity check; --resume; bad input."""
+recorded; a race that cannot finish; a contender stopped at the parity check; --resume; a killed race; bad
+input."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from common.data import idx
 from common.runtime import training
 from common.tools import race, race_report
 from helpers import ACTIVE, ROOT
+from processes import alive, descendants, vgg_cli, wait_until
 from tiny_data import HIDDEN, learnable
 
 TARGET = 0.3  # the learnable squares pass it within an epoch or two; chance is 0.1
@@ -162,6 +164,36 @@ def test_a_race_that_cannot_finish_and_a_contender_the_parity_check_stops(tmp_pa
     md = (tmp_path / "out" / "race.md").read_text()
     assert "| torch | 0 / 1 | did not finish | — | — |" in md
     assert "| mxnet | — | — | — | no: cannot load" in md
+
+
+@pytest.mark.slow
+@pytest.mark.once
+@pytest.mark.backend("torch")
+def test_a_killed_race_leaves_no_run_training(tmp_path):
+    """A race killed outright (SIGKILL: no handler runs; a race a script started in the background ignores
+    Ctrl-C) takes its running child with it, and the report written before the kill stays for --resume."""
+    out = tmp_path / "out"
+    proc = vgg_cli("race", "--backends", "torch", "--arch", "tiny", "--resize", "32", "--hidden", str(HIDDEN),
+                   "--batch-size", "16", "--target", "0.99", "--seeds", "1", "--max-epochs", "500",
+                   "--data-dir", str(learnable_files(tmp_path / "data")), "--no-verify", "--out", str(out))
+    try:
+        def runs() -> list[int]:
+            return [p for p in alive(descendants(proc.pid)) if "--worker" in _cmdline(p)]
+        assert wait_until(lambda: bool(runs()) or proc.poll() is not None, 300), "no race run started"
+        running = runs()
+        assert running, proc.communicate()[1][-3000:]
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert wait_until(lambda: not alive(running), 30), f"run {running} still training after its race was killed"
+    assert json.loads((out / "race.json").read_text())["runs"] == []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
 
 
 def test_disagreeing_backends_are_refused_by_majority_and_by_the_oracle():

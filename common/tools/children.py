@@ -58,12 +58,13 @@ def run(module: str, args: list[str], on_record: Callable[[dict], None] | None =
         python: str = sys.executable, env: dict[str, str] | None = None, timeout: float | None = None) -> str | None:
     """Run ``PYTHON -m MODULE ARGS`` in the project's root with ``env`` (default :func:`child_env`), handing
     every record it emits to ``on_record`` as it comes; None, or the child's error as one line. Ctrl-C stops
-    the child too, and so does ``timeout`` (seconds; then subprocess.TimeoutExpired)."""
+    the child too, and so do ``timeout`` (seconds; then subprocess.TimeoutExpired) and this process's death
+    (a killed ``vgg race`` leaves no run training on)."""
     command = [python, "-m", module, *args]
     expired = threading.Event()
     with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty framework can never block it
         with subprocess.Popen(command, env=child_env() if env is None else env, cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=err, text=True, errors="replace") as proc:
+                              stderr=err, text=True, errors="replace", preexec_fn=launch.die_with_parent) as proc:
 
             def expire() -> None:
                 expired.set()

@@ -64,8 +64,8 @@ def check_port(port: int, backend: str) -> int:
     return port
 
 
-def _die_with_parent() -> None:
-    """In a child, before exec: get SIGKILL when the launcher dies, so no worker outlives it (Linux)."""
+def die_with_parent() -> None:
+    """In a child, before exec: get SIGKILL when the process that started it dies, so none outlives it (Linux)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
@@ -148,7 +148,7 @@ def private_network() -> Iterator[tuple[int | None, str | None]]:
     while the block runs; ``(None, why)`` where the kernel does not allow one."""
     holder = subprocess.Popen(_python_code(_HOLDER), env=safe_path_env(dict(os.environ)), stdout=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True, start_new_session=True,
-                              preexec_fn=_die_with_parent)
+                              preexec_fn=die_with_parent)
     stdout = holder.stdout
     assert stdout is not None  # stdout=PIPE
     try:
@@ -171,7 +171,7 @@ def _start(cmd: list[str], env: dict[str, str], label: str, rank: int | None, ho
     if holder is not None:
         cmd = [*_python_code(_JOIN), str(holder), *cmd]
     proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+                            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
     beat = env.get(distributed.HEARTBEAT_VARIABLE)
     child = _Child(label, proc, rank, Path(beat) if beat else None)
     for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
