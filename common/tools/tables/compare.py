@@ -17,6 +17,8 @@ LATENCY = "20261205T113712-compare-zen3"
 ROUNDS = "20261205T114215-compare-zen3"
 PRECISION_ZEN4_56 = "20261206T191340-compare-zen4"
 PRECISION_ZEN4_224 = "20261206T192342-compare-zen4"
+#: the small VGG with batch norm at 32x32 on the Zen 4, its dense layers 4096 and 512 wide (one round each)
+HIDDEN_ZEN4 = {4096: "20261207T124213-compare-zen4", 512: "20261207T124415-compare-zen4"}
 #: how the tables name each server of the latency run
 SERVED = {"live": "live", "native": "native export", "onnx": "ONNX Runtime"}
 
@@ -110,6 +112,16 @@ def compare_avx512(store: Store) -> Rendered:
 def compare_zen3(store: Store) -> Rendered:
     """docs/results.md: the four backends at 224 on the Zen 3."""
     return _side_by_side(store, ZEN3)
+
+
+@table("compare-hidden-zen4")
+def compare_hidden_zen4(store: Store) -> Rendered:
+    """docs/race.md: what the dense layers' width costs the small VGG at 32x32, per backend."""
+    used = [store[i] for i in HIDDEN_ZEN4.values()]
+    rows = [[hidden, c["backend"], _text(_get(r, "train_ex_s", **c)), _text(_get(r, "infer_ex_s", **c)),
+             number(r.value("step_ms", **c))] for hidden, r in zip(HIDDEN_ZEN4, used) for c in _cells(r)]
+    text = markdown(["hidden", "backend", "train ex/s", "infer ex/s", "training step ms"], rows)
+    return Rendered(f"{text}\n\n{caption(*used)}", [r.id for r in used])
 
 
 @table("compare-rounds-zen3")
