@@ -21,7 +21,7 @@ from common.runtime import training
 from common.tools import race, race_report
 from helpers import ACTIVE, ROOT
 from processes import alive, descendants, vgg_cli, wait_until
-from tiny_data import HIDDEN, learnable
+from tiny_data import HIDDEN, fake_files, learnable
 
 TARGET = 0.3  # the learnable squares pass it within an epoch or two; chance is 0.1
 
@@ -173,9 +173,10 @@ def test_a_killed_race_leaves_no_run_training(tmp_path):
     """A race killed outright (SIGKILL: no handler runs; a race a script started in the background ignores
     Ctrl-C) takes its running child with it, and the report written before the kill stays for --resume."""
     out = tmp_path / "out"
+    fake_files(tmp_path / "data", n_train=64, n_test=16)  # random labels: the run never reaches its target
     proc = vgg_cli("race", "--backends", "torch", "--arch", "tiny", "--resize", "32", "--hidden", str(HIDDEN),
                    "--batch-size", "16", "--target", "0.99", "--seeds", "1", "--max-epochs", "500",
-                   "--data-dir", str(learnable_files(tmp_path / "data")), "--no-verify", "--out", str(out))
+                   "--data-dir", str(tmp_path / "data"), "--no-verify", "--out", str(out))
     try:
         def runs() -> list[int]:
             return [p for p in alive(descendants(proc.pid)) if "--worker" in _cmdline(p)]

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -64,12 +64,22 @@ def check_port(port: int, backend: str) -> int:
     return port
 
 
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up in the parent: a child between fork and exec must not open libraries (the
+    loader's lock may be held by a thread that did not follow it)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
 def die_with_parent() -> None:
     """In a child, before exec: get SIGKILL when the process that started it dies, so none outlives it (Linux)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def safe_path_env(env: dict[str, str]) -> dict[str, str]:
